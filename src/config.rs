@@ -1,0 +1,469 @@
+//! berth's configuration: one YAML file, parsed with serde-saphyr into raw
+//! structs that reject unknown keys, then validated into [`Config`]. Every
+//! error names the file, line, column, key and value.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::names::{parse_duration, HostPattern, PathPrefix};
+
+/// The embedded default configuration (`config/berth.yaml`).
+pub const DEFAULT_YAML: &str = include_str!("../config/berth.yaml");
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub http_listen: SocketAddr,
+    pub docker: DockerConfig,
+    pub label_prefix: String,
+    pub proxy: ProxyConfig,
+    pub routes: Vec<StaticRoute>,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerConfig {
+    /// `unix:///path`; `None` means $DOCKER_HOST or the default socket.
+    pub host: Option<String>,
+    pub constraint: Option<(String, String)>,
+    pub resync_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub threads: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticRoute {
+    pub hosts: Vec<HostPattern>,
+    pub path: PathPrefix,
+    pub backends: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: line {line} column {column}: {key}: {value:?}: {message}")]
+    Invalid {
+        origin: String,
+        line: u64,
+        column: u64,
+        key: String,
+        value: String,
+        message: String,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            docker: DockerConfig {
+                host: None,
+                constraint: None,
+                resync_interval: Duration::from_secs(60),
+            },
+            label_prefix: "berth".into(),
+            proxy: ProxyConfig {
+                threads: 1,
+                connect_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_secs(60),
+                idle_timeout: Duration::from_secs(60),
+                retry_after: Duration::from_secs(5),
+            },
+            routes: Vec::new(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    http: Option<RawHttp>,
+    docker: Option<RawDocker>,
+    labels: Option<RawLabels>,
+    proxy: Option<RawProxy>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDocker {
+    host: Option<Spanned<String>>,
+    constraint: Option<Spanned<String>>,
+    resync_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLabels {
+    prefix: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    threads: Option<Spanned<u32>>,
+    connect_timeout: Option<Spanned<String>>,
+    read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    retry_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Spanned<String>,
+    path: Option<Spanned<String>>,
+    backends: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// The embedded default, or the file at `path`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Config::parse(DEFAULT_YAML, "embedded default config"),
+            Some(p) => {
+                let origin = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    origin: origin.clone(),
+                    source,
+                })?;
+                Config::parse(&text, &origin)
+            }
+        }
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: Raw = if text.trim().is_empty() {
+            Raw::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| parse_error(text, origin, &e))?
+        };
+        Validator { origin }.config(raw)
+    }
+}
+
+/// serde-saphyr names the key for unknown fields but not for a value of the
+/// wrong type; the key is read back from the source line it points at.
+fn parse_error(text: &str, origin: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let short = e.without_snippet().to_string();
+    let key = e
+        .location()
+        .and_then(|loc| text.lines().nth(loc.line().saturating_sub(1) as usize))
+        .and_then(|line| {
+            let line = line.trim_start().trim_start_matches("- ");
+            line.split_once(':').map(|(k, _)| k.trim().to_string())
+        })
+        .filter(|k| !k.is_empty() && !short.contains(&format!("`{k}`")));
+    let message = match key {
+        Some(k) => format!("{short} (key `{k}`)\n{e}"),
+        None => format!("{short}\n{e}"),
+    };
+    ConfigError::Parse {
+        origin: origin.to_string(),
+        message,
+    }
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn invalid<T: ToString>(
+        &self,
+        key: &str,
+        v: &Spanned<T>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            line: v.referenced.line(),
+            column: v.referenced.column(),
+            key: key.to_string(),
+            value: v.value.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(&s.value).map_err(|m| self.invalid(key, &s, m)),
+        }
+    }
+
+    fn addr(&self, key: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        v.value
+            .trim()
+            .parse()
+            .map_err(|_| self.invalid(key, v, "not an address: use IP:PORT, e.g. 127.0.0.1:9000"))
+    }
+
+    fn config(&self, raw: Raw) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let http_listen = match raw.http.and_then(|h| h.listen) {
+            Some(v) => self.addr("http.listen", &v)?,
+            None => d.http_listen,
+        };
+
+        let docker = match raw.docker {
+            None => d.docker,
+            Some(r) => DockerConfig {
+                host: match r.host {
+                    None => None,
+                    Some(h) if h.value.starts_with("unix://") => Some(h.value),
+                    Some(h) => {
+                        return Err(self.invalid(
+                            "docker.host",
+                            &h,
+                            "only unix:// sockets are supported",
+                        ))
+                    }
+                },
+                constraint: match r.constraint {
+                    None => None,
+                    Some(c) => match c.value.split_once('=') {
+                        Some((k, v)) if !k.trim().is_empty() => {
+                            Some((k.trim().to_string(), v.trim().to_string()))
+                        }
+                        _ => return Err(self.invalid("docker.constraint", &c, "use label=value")),
+                    },
+                },
+                resync_interval: {
+                    let i = self.duration(
+                        "docker.resync_interval",
+                        r.resync_interval,
+                        d.docker.resync_interval,
+                    )?;
+                    if i < Duration::from_secs(1) {
+                        return Err(ConfigError::Parse {
+                            origin: self.origin.into(),
+                            message: format!(
+                                "docker.resync_interval: {i:?} is below the 1s minimum"
+                            ),
+                        });
+                    }
+                    i
+                },
+            },
+        };
+
+        let label_prefix = match raw.labels.and_then(|l| l.prefix) {
+            None => d.label_prefix,
+            Some(p) => {
+                let ok = !p.value.is_empty()
+                    && p.value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    && !p.value.ends_with('.');
+                if !ok {
+                    return Err(self.invalid(
+                        "labels.prefix",
+                        &p,
+                        "letters, digits, '-', '_' and inner '.' only",
+                    ));
+                }
+                p.value
+            }
+        };
+
+        let proxy = match raw.proxy {
+            None => d.proxy,
+            Some(r) => ProxyConfig {
+                threads: match r.threads {
+                    None => d.proxy.threads,
+                    Some(t) if (1..=256).contains(&t.value) => t.value as usize,
+                    Some(t) => return Err(self.invalid("proxy.threads", &t, "between 1 and 256")),
+                },
+                connect_timeout: self.duration(
+                    "proxy.connect_timeout",
+                    r.connect_timeout,
+                    d.proxy.connect_timeout,
+                )?,
+                read_timeout: self.duration(
+                    "proxy.read_timeout",
+                    r.read_timeout,
+                    d.proxy.read_timeout,
+                )?,
+                idle_timeout: self.duration(
+                    "proxy.idle_timeout",
+                    r.idle_timeout,
+                    d.proxy.idle_timeout,
+                )?,
+                retry_after: self.duration(
+                    "proxy.retry_after",
+                    r.retry_after,
+                    d.proxy.retry_after,
+                )?,
+            },
+        };
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let mut hosts = Vec::new();
+            for h in r.host.value.split(',') {
+                let key = format!("routes[{i}].host");
+                hosts.push(HostPattern::parse(h).map_err(|m| self.invalid(&key, &r.host, m))?);
+            }
+            let path = match r.path {
+                None => PathPrefix::root(),
+                Some(p) => PathPrefix::parse(&p.value)
+                    .map_err(|m| self.invalid(&format!("routes[{i}].path"), &p, m))?,
+            };
+            if r.backends.is_empty() {
+                return Err(self.invalid(
+                    &format!("routes[{i}].host"),
+                    &r.host,
+                    "route has no backends",
+                ));
+            }
+            let backends = r
+                .backends
+                .iter()
+                .map(|b| self.addr(&format!("routes[{i}].backends"), b))
+                .collect::<Result<Vec<_>, _>>()?;
+            routes.push(StaticRoute {
+                hosts,
+                path,
+                backends,
+            });
+        }
+
+        let log_level = match raw.log.and_then(|l| l.level) {
+            None => d.log_level,
+            Some(l) => {
+                let v = l.value.to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
+                    return Err(self.invalid(
+                        "log.level",
+                        &l,
+                        "one of error, warn, info, debug, trace",
+                    ));
+                }
+                v
+            }
+        };
+
+        Ok(Config {
+            http_listen,
+            docker,
+            label_prefix,
+            proxy,
+            routes,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_the_code_default() {
+        assert_eq!(Config::load(None).unwrap(), Config::default());
+        assert_eq!(Config::parse("", "empty").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_table_rejects_unknown_keys() {
+        for (yaml, key) in [
+            ("colour: red\n", "colour"),
+            ("http:\n  listen: 0.0.0.0:80\n  lisen: 1\n", "lisen"),
+            ("docker:\n  sock: x\n", "sock"),
+            ("labels:\n  prefx: x\n", "prefx"),
+            ("proxy:\n  thread: 2\n", "thread"),
+            (
+                "routes:\n  - host: a.com\n    backend: [127.0.0.1:1]\n",
+                "backend",
+            ),
+            ("log:\n  levle: info\n", "levle"),
+        ] {
+            let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("unknown field `{key}`")),
+                "{yaml:?} gave {e}"
+            );
+            assert!(e.contains("line "), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_line_column_key_and_value() {
+        let e = Config::parse("proxy:\n  connect_timeout: 5x\n", "t.yaml").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("t.yaml: line 2 column 20: proxy.connect_timeout: \"5x\""),
+            "{msg}"
+        );
+        let e = Config::parse("routes:\n  - host: a.com\n    backends: [nope]\n", "t.yaml")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("routes[0].backends: \"nope\""),
+            "{e}"
+        );
+        let e = Config::parse("proxy:\n  threads: many\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("`threads`"), "{e}");
+        let e = Config::parse(
+            "routes:\n  - host: http://a.com\n    backends: [127.0.0.1:1]\n",
+            "t.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("routes[0].host") && e.contains("scheme"), "{e}");
+    }
+
+    #[test]
+    fn static_routes_and_constraint() {
+        let c = Config::parse(
+            "docker:\n  constraint: berth.test=abc\nroutes:\n  - host: a.com, *.b.com\n    path: /api\n    backends: [127.0.0.1:9000, 127.0.0.1:9001]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.docker.constraint,
+            Some(("berth.test".into(), "abc".into()))
+        );
+        assert_eq!(c.routes[0].hosts.len(), 2);
+        assert_eq!(c.routes[0].backends.len(), 2);
+        assert_eq!(c.routes[0].path.as_str(), "/api");
+    }
+}

@@ -1,0 +1,426 @@
+//! Container labels → what berth should do with the container. Pure: takes the
+//! label map, returns a [`LabelSpec`] holding only the parts that parsed, and a
+//! problem for every label that did not (key, value, message, "did you mean").
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::names::{parse_duration, suggest, HostPattern, PathPrefix};
+
+/// Keys of a route: `<prefix>.<key>` for the default route,
+/// `<prefix>.<name>.<key>` for a named one.
+const ROUTE_KEYS: &[&str] = &["host", "port", "path", "tls"];
+/// Keys that apply to the whole container.
+const CONTAINER_KEYS: &[&str] = &[
+    "enable",
+    "network",
+    "dns",
+    "drain_timeout",
+    "health.path",
+    "health.interval",
+    "health.timeout",
+];
+
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// Empty for the default route.
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub port: Option<u16>,
+    pub path: PathPrefix,
+    pub tls: Option<TlsMode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HealthSpec {
+    pub path: Option<PathPrefix>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelSpec {
+    pub enabled: bool,
+    pub routes: Vec<RouteSpec>,
+    pub network: Option<String>,
+    pub dns: Vec<String>,
+    pub drain_timeout: Duration,
+    pub health: HealthSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelProblem {
+    pub key: String,
+    pub value: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+#[derive(Default)]
+struct RouteDraft {
+    hosts: Option<Vec<HostPattern>>,
+    port: Option<u16>,
+    path: Option<PathPrefix>,
+    tls: Option<TlsMode>,
+    bad: bool,
+    /// The first label seen for this route, to name it when the host is missing.
+    first_key: Option<(String, String)>,
+}
+
+/// Parse the labels under `prefix` (e.g. `berth`). Labels outside the prefix are
+/// ignored. Routes with a bad label are left out; a bad container-wide label
+/// falls back to its default (a bad `enable` disables the container).
+pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> (LabelSpec, Vec<LabelProblem>) {
+    let mut spec = LabelSpec {
+        enabled: true,
+        routes: Vec::new(),
+        network: None,
+        dns: Vec::new(),
+        drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        health: HealthSpec::default(),
+    };
+    let mut problems = Vec::new();
+    let mut drafts: Vec<(String, RouteDraft)> = Vec::new();
+
+    // Sorted so problems come out in a stable order.
+    let mut keys: Vec<(&String, &String)> = labels.iter().collect();
+    keys.sort();
+    let dotted = format!("{prefix}.");
+    for (key, value) in keys {
+        let Some(rest) = key.strip_prefix(&dotted) else {
+            continue;
+        };
+        let mut problem = |message: String, hint: Option<String>| {
+            problems.push(LabelProblem {
+                key: key.clone(),
+                value: value.clone(),
+                message,
+                hint,
+            })
+        };
+
+        if CONTAINER_KEYS.contains(&rest) {
+            if let Err(m) = container_key(&mut spec, rest, value) {
+                if rest == "enable" {
+                    spec.enabled = false;
+                }
+                problem(m, None);
+            }
+            continue;
+        }
+        let (name, rkey) = match rest.split_once('.') {
+            None => ("", rest),
+            Some((n, k)) => (n, k),
+        };
+        let named_ok = name.is_empty() || valid_route_name(name);
+        if !ROUTE_KEYS.contains(&rkey) || !named_ok {
+            problem("unknown label".into(), unknown_hint(prefix, rest));
+            continue;
+        }
+        let idx = match drafts.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                drafts.push((name.to_string(), RouteDraft::default()));
+                drafts.len() - 1
+            }
+        };
+        let d = &mut drafts[idx].1;
+        d.first_key
+            .get_or_insert_with(|| (key.clone(), value.clone()));
+        if let Err(m) = route_key(d, rkey, value) {
+            d.bad = true;
+            problem(m, None);
+        }
+    }
+
+    for (name, d) in drafts {
+        if d.bad {
+            continue;
+        }
+        let Some(hosts) = d.hosts else {
+            // A port or path alone is not a route (berth.port may serve other
+            // purposes); a named route without a host is a mistake.
+            if !name.is_empty() {
+                let (key, value) = d.first_key.unwrap_or_default();
+                // `berth.helth.path` reads as a route named "helth": say what
+                // was more likely meant.
+                let rest = key.strip_prefix(&dotted).unwrap_or(&key);
+                let (message, hint) = match suggest(rest, CONTAINER_KEYS.iter().copied()) {
+                    Some(k) => (
+                        "unknown label".to_string(),
+                        format!("did you mean {prefix}.{k}?"),
+                    ),
+                    None => (
+                        format!("route '{name}' has no host"),
+                        format!("add {prefix}.{name}.host"),
+                    ),
+                };
+                problems.push(LabelProblem {
+                    key,
+                    value,
+                    message,
+                    hint: Some(hint),
+                });
+            }
+            continue;
+        };
+        spec.routes.push(RouteSpec {
+            name,
+            hosts,
+            port: d.port,
+            path: d.path.unwrap_or_else(PathPrefix::root),
+            tls: d.tls,
+        });
+    }
+    if !spec.enabled {
+        spec.routes.clear();
+    }
+    (spec, problems)
+}
+
+fn valid_route_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !CONTAINER_KEYS
+            .iter()
+            .any(|k| k.split('.').next() == Some(name))
+}
+
+fn unknown_hint(prefix: &str, rest: &str) -> Option<String> {
+    let mut candidates: Vec<String> = ROUTE_KEYS
+        .iter()
+        .chain(CONTAINER_KEYS)
+        .map(|k| k.to_string())
+        .collect();
+    if let Some((name, _)) = rest.split_once('.') {
+        candidates.extend(ROUTE_KEYS.iter().map(|k| format!("{name}.{k}")));
+    }
+    suggest(rest, candidates.iter().map(String::as_str))
+        .map(|s| format!("did you mean {prefix}.{s}?"))
+}
+
+fn container_key(spec: &mut LabelSpec, key: &str, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    match key {
+        "enable" => {
+            spec.enabled = match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => true,
+                "false" | "no" | "0" => false,
+                _ => return Err("not a boolean: use true or false".into()),
+            }
+        }
+        "network" => {
+            if v.is_empty() {
+                return Err("empty network name".into());
+            }
+            spec.network = Some(v.to_string());
+        }
+        "dns" => {
+            for name in v.split(',') {
+                match HostPattern::parse(name)? {
+                    HostPattern::Exact(n) => spec.dns.push(n),
+                    HostPattern::Wildcard(_) => return Err("DNS names cannot be wildcards".into()),
+                }
+            }
+        }
+        "drain_timeout" => spec.drain_timeout = parse_duration(v)?,
+        "health.path" => spec.health.path = Some(PathPrefix::parse(v)?),
+        "health.interval" => spec.health.interval = Some(positive(parse_duration(v)?)?),
+        "health.timeout" => spec.health.timeout = Some(positive(parse_duration(v)?)?),
+        _ => unreachable!("container_key is called only with CONTAINER_KEYS"),
+    }
+    Ok(())
+}
+
+fn positive(d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        Err("must be more than zero".into())
+    } else {
+        Ok(d)
+    }
+}
+
+fn route_key(d: &mut RouteDraft, key: &str, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    match key {
+        "host" => {
+            let hosts = v
+                .split(',')
+                .map(HostPattern::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            d.hosts = Some(hosts);
+        }
+        "port" => {
+            d.port = Some(match v.parse::<u16>() {
+                Ok(p) if p > 0 => p,
+                _ => return Err("not a port: use a number from 1 to 65535".into()),
+            })
+        }
+        "path" => d.path = Some(PathPrefix::parse(v)?),
+        "tls" => {
+            d.tls = Some(match v {
+                "auto" => TlsMode::Auto,
+                "off" => TlsMode::Off,
+                _ => return Err("use auto or off".into()),
+            })
+        }
+        _ => unreachable!("route_key is called only with ROUTE_KEYS"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn default_route_with_all_keys() {
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "blog.example.com, www.blog.example.com"),
+                ("berth.port", "8080"),
+                ("berth.path", "/app"),
+                ("berth.tls", "off"),
+                ("berth.drain_timeout", "10s"),
+                ("com.docker.compose.service", "web"),
+            ]),
+        );
+        assert_eq!(problems, vec![]);
+        assert_eq!(spec.routes.len(), 1);
+        let r = &spec.routes[0];
+        assert_eq!(r.hosts.len(), 2);
+        assert_eq!(r.port, Some(8080));
+        assert_eq!(r.path.as_str(), "/app");
+        assert_eq!(r.tls, Some(TlsMode::Off));
+        assert_eq!(spec.drain_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn named_routes_stand_beside_the_default() {
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "app.test"),
+                ("berth.admin.host", "admin.app.test"),
+                ("berth.admin.port", "9000"),
+            ]),
+        );
+        assert_eq!(problems, vec![]);
+        assert_eq!(spec.routes.len(), 2);
+        let admin = spec.routes.iter().find(|r| r.name == "admin").unwrap();
+        assert_eq!(admin.port, Some(9000));
+    }
+
+    #[test]
+    fn misspelled_label_gets_a_suggestion() {
+        let (spec, problems) = parse("berth", &labels(&[("berth.hots", "a.test")]));
+        assert!(spec.routes.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "berth.hots");
+        assert_eq!(problems[0].value, "a.test");
+        assert_eq!(
+            problems[0].hint.as_deref(),
+            Some("did you mean berth.host?")
+        );
+
+        let (_, problems) = parse("berth", &labels(&[("berth.api.prot", "1")]));
+        assert_eq!(
+            problems[0].hint.as_deref(),
+            Some("did you mean berth.api.port?")
+        );
+        let (_, problems) = parse("berth", &labels(&[("berth.helth.path", "/h")]));
+        assert_eq!(
+            problems[0].hint.as_deref(),
+            Some("did you mean berth.health.path?")
+        );
+    }
+
+    #[test]
+    fn a_bad_route_does_not_take_the_other_route_down() {
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "good.test"),
+                ("berth.api.host", "api.test"),
+                ("berth.api.port", "http"),
+            ]),
+        );
+        assert_eq!(spec.routes.len(), 1);
+        assert_eq!(spec.routes[0].name, "");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key, "berth.api.port");
+        assert!(problems[0].message.contains("not a port"));
+    }
+
+    #[test]
+    fn bad_values_are_problems() {
+        for (k, v) in [
+            ("berth.host", "http://a.test"),
+            ("berth.port", "0"),
+            ("berth.port", "70000"),
+            ("berth.path", "api"),
+            ("berth.tls", "on"),
+            ("berth.drain_timeout", "soon"),
+            ("berth.health.interval", "0s"),
+            ("berth.dns", "*.x"),
+        ] {
+            let (_, problems) = parse("berth", &labels(&[("berth.host", "a.test"), (k, v)]));
+            let p = problems.iter().find(|p| p.key == k);
+            assert!(p.is_some(), "{k}={v} should be a problem");
+            assert_eq!(p.unwrap().value, v);
+        }
+    }
+
+    #[test]
+    fn enable_false_and_bad_enable_disable() {
+        let (spec, p) = parse(
+            "berth",
+            &labels(&[("berth.host", "a.test"), ("berth.enable", "false")]),
+        );
+        assert!(p.is_empty() && !spec.enabled && spec.routes.is_empty());
+        let (spec, p) = parse(
+            "berth",
+            &labels(&[("berth.host", "a.test"), ("berth.enable", "flase")]),
+        );
+        assert_eq!(p.len(), 1);
+        assert!(!spec.enabled && spec.routes.is_empty());
+    }
+
+    #[test]
+    fn named_route_without_host_and_reserved_names() {
+        let (spec, p) = parse("berth", &labels(&[("berth.api.port", "9000")]));
+        assert!(spec.routes.is_empty());
+        assert_eq!(p[0].message, "route 'api' has no host");
+        // "health" is a container key group, not a route name
+        let (_, p) = parse("berth", &labels(&[("berth.health.host", "x.test")]));
+        assert_eq!(p[0].message, "unknown label");
+    }
+
+    #[test]
+    fn other_prefixes_are_ignored() {
+        let (spec, p) = parse(
+            "edge",
+            &labels(&[("berth.host", "a.test"), ("edge.host", "b.test")]),
+        );
+        assert!(p.is_empty());
+        assert_eq!(spec.routes[0].hosts[0].to_string(), "b.test");
+    }
+}

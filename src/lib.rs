@@ -1,0 +1,21 @@
+//! berth: one binary in front of the containers on a Docker host.
+//!
+//! Data flows one way: the Docker watcher ([`docker`]) keeps the [`world`] of
+//! containers, the planner ([`plan`]) turns it and the [`config`] into an
+//! immutable [`plan::Snapshot`], and the proxy ([`proxy`]) reads the latest
+//! snapshot on every request. See README.md, "Architecture".
+
+pub mod config;
+
+pub mod labels;
+pub mod names;
+pub mod plan;
+
+pub mod world;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+/// The published snapshot: one writer (the watcher task), many lock-free readers.
+pub type SharedSnapshot = Arc<ArcSwap<plan::Snapshot>>;

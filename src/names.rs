@@ -1,0 +1,255 @@
+//! Parsing of the small values that labels and config share: hostnames, path
+//! prefixes, durations, socket addresses. Pure: errors are plain messages that
+//! the caller wraps with the key and value it was reading.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A hostname a route answers for: an exact name, or `*.suffix` matching exactly
+/// one more label (like a wildcard certificate).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    Exact(String),
+    /// Holds the suffix without the leading `*.`.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<HostPattern, String> {
+        let s = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+        if s.is_empty() {
+            return Err("empty hostname".into());
+        }
+        if s.contains("://") {
+            return Err("a hostname, not a URL: drop the scheme".into());
+        }
+        if s.contains('/') {
+            return Err("a hostname has no path: use the path label for that".into());
+        }
+        if s.contains(':') {
+            return Err("a hostname has no port: use the port label for the container port".into());
+        }
+        let (wild, rest) = match s.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, s.clone()),
+        };
+        if s.len() > 253 {
+            return Err("longer than 253 characters".into());
+        }
+        for label in rest.split('.') {
+            if label.is_empty() {
+                return Err("empty label between dots".into());
+            }
+            if label.len() > 63 {
+                return Err(format!("label '{label}' is longer than 63 characters"));
+            }
+            if let Some(c) = label
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            {
+                return Err(format!("character '{c}' is not allowed in a hostname"));
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err(format!("label '{label}' starts or ends with '-'"));
+            }
+        }
+        Ok(if wild {
+            HostPattern::Wildcard(rest)
+        } else {
+            HostPattern::Exact(rest)
+        })
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// A path prefix matched segment by segment: `/api` matches `/api`, `/api/x` and
+/// `/api?q`, never `/apix`. A prefix ending in `/` matches anything below it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PathPrefix(String);
+
+impl PathPrefix {
+    pub fn root() -> PathPrefix {
+        PathPrefix("/".into())
+    }
+
+    pub fn parse(raw: &str) -> Result<PathPrefix, String> {
+        let s = raw.trim();
+        if !s.starts_with('/') {
+            return Err("a path prefix starts with '/'".into());
+        }
+        if s.contains(['?', '#', ' ', '*']) {
+            return Err("a path prefix has no query, fragment, space or '*'".into());
+        }
+        Ok(PathPrefix(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let p = self.0.as_str();
+        if p == "/" {
+            return true;
+        }
+        match path.strip_prefix(p) {
+            None => false,
+            Some(rest) => p.ends_with('/') || rest.is_empty() || rest.starts_with(['/', '?']),
+        }
+    }
+}
+
+impl fmt::Display for PathPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "not a duration: use a number with ms, s, m or h (e.g. 5s)".to_string())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("unknown unit '{unit}': use ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+/// The closest candidate within a small edit distance, for "did you mean".
+pub fn suggest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (input.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(input, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance with adjacent transpositions counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_and_normalise() {
+        assert_eq!(
+            HostPattern::parse(" Blog.Example.COM. "),
+            Ok(HostPattern::Exact("blog.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("*.example.com"),
+            Ok(HostPattern::Wildcard("example.com".into()))
+        );
+        for bad in [
+            "",
+            "http://a.com",
+            "a.com/x",
+            "a.com:80",
+            "a..com",
+            "a b.com",
+            "-a.com",
+            "a.*.com",
+        ] {
+            assert!(
+                HostPattern::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn path_prefix_matches_whole_segments() {
+        let api = PathPrefix::parse("/api").unwrap();
+        assert!(api.matches("/api"));
+        assert!(api.matches("/api/users"));
+        assert!(api.matches("/api?x=1"));
+        assert!(!api.matches("/apix"));
+        assert!(!api.matches("/"));
+        let slash = PathPrefix::parse("/static/").unwrap();
+        assert!(slash.matches("/static/a.css"));
+        assert!(!slash.matches("/static"));
+        assert!(PathPrefix::root().matches("/anything"));
+        assert!(PathPrefix::parse("api").is_err());
+        assert!(PathPrefix::parse("/a?b").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+    }
+
+    #[test]
+    fn suggestions() {
+        let keys = ["host", "port", "path", "network"];
+        assert_eq!(suggest("hots", keys), Some("host"));
+        assert_eq!(suggest("prot", keys), Some("port"));
+        assert_eq!(suggest("netwrok", keys), Some("network"));
+        assert_eq!(suggest("colour", keys), None);
+    }
+}

@@ -1,0 +1,461 @@
+//! World + Config → Snapshot. Pure: the planner reads the containers the
+//! watcher saw and the static routes of the config, and produces the routing
+//! table and the list of problems that everyone else reads.
+
+pub mod table;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::labels::{self, LabelSpec, RouteSpec};
+use crate::names::{HostPattern, PathPrefix};
+use crate::world::{BackendState, Container, World};
+pub use table::{Backend, Route, RouteTable};
+
+/// Everything the data plane reads, published as one immutable value.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub table: RouteTable,
+    pub problems: Vec<Problem>,
+    /// Counts rebuilds, for logs and tests.
+    pub generation: u64,
+}
+
+/// A bad label or an unroutable container, attached to that container only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub container: String,
+    pub container_id: String,
+    pub key: String,
+    pub value: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "container {} ({}): {}={:?}: {}",
+            self.container, self.container_id, self.key, self.value, self.message
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, "; {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Holds what must outlive one snapshot: the last labels of each service that
+/// parsed cleanly, and the round-robin counters.
+pub struct Planner {
+    config: Arc<Config>,
+    last_good: HashMap<String, LabelSpec>,
+    counters: HashMap<(HostPattern, PathPrefix), Arc<AtomicUsize>>,
+    generation: u64,
+}
+
+type Key = (HostPattern, PathPrefix);
+
+impl Planner {
+    pub fn new(config: Arc<Config>) -> Planner {
+        Planner {
+            config,
+            last_good: HashMap::new(),
+            counters: HashMap::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn build(&mut self, world: &World) -> Snapshot {
+        let mut routes: BTreeMap<Key, Vec<Backend>> = BTreeMap::new();
+        let mut problems = Vec::new();
+
+        let static_name: Arc<str> = Arc::from("static");
+        for r in &self.config.routes {
+            for h in &r.hosts {
+                let entry = routes.entry((h.clone(), r.path.clone())).or_default();
+                entry.extend(r.backends.iter().map(|&addr| Backend {
+                    addr,
+                    name: static_name.clone(),
+                }));
+            }
+        }
+
+        let mut containers: Vec<&Container> = world.values().collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        for c in containers {
+            let spec = self.labels_for(c, &mut problems);
+            if !spec.enabled || spec.routes.is_empty() {
+                continue;
+            }
+            let ready = c.state() == BackendState::Ready;
+            let name: Arc<str> = Arc::from(c.name.as_str());
+            for route in &spec.routes {
+                // Every route of a container that exists stays known (a
+                // stopped service answers 503, not 404).
+                for h in &route.hosts {
+                    routes.entry((h.clone(), route.path.clone())).or_default();
+                }
+                let port = match resolve_port(c, route) {
+                    Ok(p) => p,
+                    Err(p) => {
+                        problems.push(self.problem(
+                            c,
+                            &route_key(&self.config.label_prefix, route, "port"),
+                            p,
+                        ));
+                        continue;
+                    }
+                };
+                let ip = match resolve_ip(c, &spec, ready) {
+                    Ok(Some(ip)) => ip,
+                    Ok(None) => continue,
+                    Err(p) => {
+                        problems.push(self.problem(
+                            c,
+                            &format!("{}.network", self.config.label_prefix),
+                            p,
+                        ));
+                        continue;
+                    }
+                };
+                if ready {
+                    for h in &route.hosts {
+                        let list = routes.entry((h.clone(), route.path.clone())).or_default();
+                        list.push(Backend {
+                            addr: SocketAddr::new(ip, port),
+                            name: name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+
+        self.counters.retain(|k, _| routes.contains_key(k));
+        let table = RouteTable::new(routes.into_iter().map(|((host, prefix), mut backends)| {
+            backends.dedup();
+            let next = self
+                .counters
+                .entry((host.clone(), prefix.clone()))
+                .or_default()
+                .clone();
+            Route {
+                host,
+                prefix,
+                backends,
+                next,
+            }
+        }));
+        self.generation += 1;
+        Snapshot {
+            table,
+            problems,
+            generation: self.generation,
+        }
+    }
+
+    /// The container's labels, or when they have problems, the last labels of
+    /// its service that had none, so one bad label never takes a live route down.
+    fn labels_for(&mut self, c: &Container, problems: &mut Vec<Problem>) -> LabelSpec {
+        let (spec, label_problems) = labels::parse(&self.config.label_prefix, &c.labels);
+        let service = c.service_key();
+        if label_problems.is_empty() {
+            self.last_good.insert(service, spec.clone());
+            return spec;
+        }
+        let fallback = self.last_good.get(&service).cloned();
+        for p in label_problems {
+            let mut hint = p.hint;
+            if fallback.is_some() {
+                let kept = format!("routes kept from the last good labels of {service}");
+                hint = Some(match hint {
+                    Some(h) => format!("{h} ({kept})"),
+                    None => kept,
+                });
+            }
+            problems.push(Problem {
+                container: c.name.clone(),
+                container_id: c.short_id().to_string(),
+                key: p.key,
+                value: p.value,
+                message: p.message,
+                hint,
+            });
+        }
+        fallback.unwrap_or(spec)
+    }
+
+    fn problem(&self, c: &Container, key: &str, p: (String, String, Option<String>)) -> Problem {
+        let (value, message, hint) = p;
+        Problem {
+            container: c.name.clone(),
+            container_id: c.short_id().to_string(),
+            key: key.to_string(),
+            value,
+            message,
+            hint,
+        }
+    }
+}
+
+fn route_key(prefix: &str, r: &RouteSpec, key: &str) -> String {
+    if r.name.is_empty() {
+        format!("{prefix}.{key}")
+    } else {
+        format!("{prefix}.{}.{key}", r.name)
+    }
+}
+
+type Unresolved = (String, String, Option<String>);
+
+fn resolve_port(c: &Container, r: &RouteSpec) -> Result<u16, Unresolved> {
+    if let Some(p) = r.port {
+        return Ok(p);
+    }
+    match c.exposed_ports.as_slice() {
+        [p] => Ok(*p),
+        [] => Err((
+            String::new(),
+            "no port: the image exposes none".into(),
+            Some("set the port label to the port the app listens on".into()),
+        )),
+        many => Err((
+            String::new(),
+            format!(
+                "the image exposes several ports ({})",
+                many.iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some("set the port label to the one to route to".into()),
+        )),
+    }
+}
+
+/// The address to reach a running container on. `Ok(None)`: not running, so no
+/// address is expected.
+fn resolve_ip(
+    c: &Container,
+    spec: &LabelSpec,
+    ready: bool,
+) -> Result<Option<std::net::IpAddr>, Unresolved> {
+    let names = || c.networks.keys().cloned().collect::<Vec<_>>().join(", ");
+    let (net, ip) = match &spec.network {
+        Some(n) => match c.networks.get(n) {
+            Some(ip) => (n.clone(), *ip),
+            None => {
+                return Err((
+                    n.clone(),
+                    format!("not attached to network {n} (it is on: {})", names()),
+                    None,
+                ))
+            }
+        },
+        None => {
+            let mut with_ip = c.networks.iter().filter(|(_, ip)| ip.is_some() || !ready);
+            match (with_ip.next(), with_ip.next()) {
+                (Some((n, ip)), None) => (n.clone(), *ip),
+                (None, _) if !ready => return Ok(None),
+                (None, _) => {
+                    return Err((
+                        String::new(),
+                        "no network address (network mode host or none?)".into(),
+                        None,
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err((
+                        String::new(),
+                        format!(
+                            "on several networks ({}): which one to use is ambiguous",
+                            names()
+                        ),
+                        Some("set the network label to one of them".into()),
+                    ))
+                }
+            }
+        }
+    };
+    match ip {
+        Some(ip) => Ok(Some(ip)),
+        None if !ready => Ok(None),
+        None => Err((net.clone(), format!("no address on network {net}"), None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::COMPOSE_SERVICE;
+
+    fn container(name: &str, ip: u8, labels: &[(&str, &str)]) -> Container {
+        Container {
+            id: format!("{name}-id-0123456789"),
+            name: name.into(),
+            status: "running".into(),
+            stop_signal: 15,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            networks: [("net".to_string(), Some([10, 0, 0, ip].into()))].into(),
+            exposed_ports: vec![8080],
+            ..Default::default()
+        }
+    }
+
+    fn world(cs: Vec<Container>) -> World {
+        cs.into_iter().map(|c| (c.id.clone(), c)).collect()
+    }
+
+    fn backends(s: &Snapshot, host: &str, path: &str) -> Option<Vec<String>> {
+        s.table
+            .find(host, path)
+            .map(|r| r.backends.iter().map(|b| b.addr.to_string()).collect())
+    }
+
+    #[test]
+    fn replicas_share_a_route() {
+        let mut p = Planner::new(Arc::default());
+        let s = p.build(&world(vec![
+            container("web-1", 2, &[("berth.host", "a.test")]),
+            container("web-2", 3, &[("berth.host", "a.test")]),
+        ]));
+        assert_eq!(
+            backends(&s, "a.test", "/"),
+            Some(vec!["10.0.0.2:8080".into(), "10.0.0.3:8080".into()])
+        );
+        assert!(s.problems.is_empty());
+    }
+
+    #[test]
+    fn stopped_and_unhealthy_keep_the_route_known_but_empty() {
+        let mut stopped = container("web-1", 2, &[("berth.host", "a.test")]);
+        stopped.status = "exited".into();
+        stopped.networks = [("net".to_string(), None)].into();
+        let mut starting = container("web-2", 3, &[("berth.host", "a.test")]);
+        starting.health = Some("starting".into());
+        let mut p = Planner::new(Arc::default());
+        let s = p.build(&world(vec![stopped, starting]));
+        assert_eq!(backends(&s, "a.test", "/"), Some(vec![]));
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+    }
+
+    #[test]
+    fn bad_label_on_one_container_leaves_others_alone() {
+        let mut p = Planner::new(Arc::default());
+        let s = p.build(&world(vec![
+            container("good", 2, &[("berth.host", "a.test")]),
+            container("typo", 3, &[("berth.hots", "b.test")]),
+        ]));
+        assert_eq!(
+            backends(&s, "a.test", "/"),
+            Some(vec!["10.0.0.2:8080".into()])
+        );
+        assert_eq!(s.problems.len(), 1);
+        let text = s.problems[0].to_string();
+        assert!(
+            text.contains("typo")
+                && text.contains("berth.hots")
+                && text.contains("did you mean berth.host?"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn last_good_labels_of_a_service_stay_in_place() {
+        let mut p = Planner::new(Arc::default());
+        let good = container(
+            "web-1",
+            2,
+            &[
+                ("berth.host", "a.test"),
+                (COMPOSE_SERVICE, "web"),
+                ("com.docker.compose.project", "p"),
+            ],
+        );
+        p.build(&world(vec![good]));
+        // The service is recreated with a typo in its port label.
+        let bad = container(
+            "web-1",
+            4,
+            &[
+                ("berth.host", "a.test"),
+                ("berth.port", "80a"),
+                (COMPOSE_SERVICE, "web"),
+                ("com.docker.compose.project", "p"),
+            ],
+        );
+        let s = p.build(&world(vec![bad]));
+        assert_eq!(
+            backends(&s, "a.test", "/"),
+            Some(vec!["10.0.0.4:8080".into()])
+        );
+        assert_eq!(s.problems.len(), 1);
+        assert!(s.problems[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("last good labels of p/web"));
+    }
+
+    #[test]
+    fn port_and_network_ambiguity_are_problems() {
+        let mut two_ports = container("a", 2, &[("berth.host", "a.test")]);
+        two_ports.exposed_ports = vec![80, 443];
+        let mut two_nets = container("b", 3, &[("berth.host", "b.test")]);
+        two_nets
+            .networks
+            .insert("other".into(), Some([10, 1, 0, 3].into()));
+        let mut chosen = two_nets.clone();
+        chosen.id = "c-id".into();
+        chosen.name = "c".into();
+        chosen.labels = [("berth.host", "c.test"), ("berth.network", "other")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut p = Planner::new(Arc::default());
+        let s = p.build(&world(vec![two_ports, two_nets, chosen]));
+        assert_eq!(backends(&s, "a.test", "/"), Some(vec![]));
+        assert_eq!(backends(&s, "b.test", "/"), Some(vec![]));
+        assert_eq!(
+            backends(&s, "c.test", "/"),
+            Some(vec!["10.1.0.3:8080".into()])
+        );
+        let keys: Vec<&str> = s.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["berth.port", "berth.network"]);
+        assert!(s.problems[0].message.contains("80, 443"));
+    }
+
+    #[test]
+    fn static_routes_join_the_same_table() {
+        let cfg = Config::parse(
+            "routes:\n  - host: s.test\n    backends: [127.0.0.1:9000]\n",
+            "t",
+        )
+        .unwrap();
+        let mut p = Planner::new(Arc::new(cfg));
+        let s = p.build(&World::new());
+        assert_eq!(
+            backends(&s, "s.test", "/"),
+            Some(vec!["127.0.0.1:9000".into()])
+        );
+    }
+
+    #[test]
+    fn round_robin_position_survives_rebuilds() {
+        let mut p = Planner::new(Arc::default());
+        let w = world(vec![container("web-1", 2, &[("berth.host", "a.test")])]);
+        let s1 = p.build(&w);
+        s1.table.find("a.test", "/").unwrap().start();
+        let s2 = p.build(&w);
+        assert_eq!(s2.table.find("a.test", "/").unwrap().start(), 1);
+        assert_eq!(s2.generation, 2);
+    }
+}

@@ -1,0 +1,216 @@
+//! The routing table the proxy reads on every request: host + path → route.
+//! Built off the request path by the planner; lookups take no lock and
+//! allocate only for a Host header that needs lowercasing.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::names::{HostPattern, PathPrefix};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Container name, or `static` for config routes.
+    pub name: Arc<str>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub host: HostPattern,
+    pub prefix: PathPrefix,
+    /// Ready backends only; empty means "known, nothing ready" (503).
+    pub backends: Vec<Backend>,
+    /// Round-robin position; shared across snapshots so membership changes
+    /// don't reset the rotation.
+    pub next: Arc<AtomicUsize>,
+}
+
+impl Route {
+    /// The backend for the `attempt`-th try of a request whose first pick was
+    /// `start`: retries walk on to the next backends.
+    pub fn backend(&self, start: usize, attempt: usize) -> Option<&Backend> {
+        if attempt >= self.backends.len() {
+            return None;
+        }
+        self.backends.get((start + attempt) % self.backends.len())
+    }
+
+    pub fn start(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn specificity(&self) -> Specificity {
+        Specificity {
+            exact_host: matches!(self.host, HostPattern::Exact(_)),
+            prefix_len: self.prefix.len(),
+        }
+    }
+}
+
+/// Which of two matching routes wins: an exact host beats a wildcard, then a
+/// longer path prefix beats a shorter one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Specificity {
+    pub exact_host: bool,
+    pub prefix_len: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: HashMap<String, Vec<Arc<Route>>>,
+    wildcard: HashMap<String, Vec<Arc<Route>>>,
+}
+
+impl RouteTable {
+    pub fn new(routes: impl IntoIterator<Item = Route>) -> RouteTable {
+        let mut t = RouteTable::default();
+        for r in routes {
+            let list = match &r.host {
+                HostPattern::Exact(h) => t.exact.entry(h.clone()).or_default(),
+                HostPattern::Wildcard(s) => t.wildcard.entry(s.clone()).or_default(),
+            };
+            list.push(Arc::new(r));
+        }
+        for list in t.exact.values_mut().chain(t.wildcard.values_mut()) {
+            list.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
+        }
+        t
+    }
+
+    /// The most specific route for a Host header value (any case, with or
+    /// without port) and a request path.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let host = normalize_host(host);
+        fn first<'t>(list: Option<&'t Vec<Arc<Route>>>, path: &str) -> Option<&'t Arc<Route>> {
+            list?.iter().find(|r| r.prefix.matches(path))
+        }
+        first(self.exact.get(host.as_ref()), path).or_else(|| {
+            let (_, parent) = host.split_once('.')?;
+            first(self.wildcard.get(parent), path)
+        })
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.exact.values().chain(self.wildcard.values()).flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+}
+
+/// `Example.COM:8080.` → `example.com`; `[::1]:80` → `[::1]`.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let no_port = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let trimmed = no_port.strip_suffix('.').unwrap_or(no_port);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(trimmed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: &str, prefix: &str, port: u16) -> Route {
+        Route {
+            host: HostPattern::parse(host).unwrap(),
+            prefix: PathPrefix::parse(prefix).unwrap(),
+            backends: vec![Backend {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                name: Arc::from(format!("{host}{prefix}")),
+            }],
+            next: Arc::default(),
+        }
+    }
+
+    fn port(t: &RouteTable, host: &str, path: &str) -> Option<u16> {
+        t.find(host, path).map(|r| r.backends[0].addr.port())
+    }
+
+    #[test]
+    fn precedence_is_an_order() {
+        let exact_root = Specificity {
+            exact_host: true,
+            prefix_len: 1,
+        };
+        let exact_api = Specificity {
+            exact_host: true,
+            prefix_len: 4,
+        };
+        let wild_long = Specificity {
+            exact_host: false,
+            prefix_len: 20,
+        };
+        assert!(exact_root > wild_long, "exact host beats any wildcard");
+        assert!(exact_api > exact_root, "longer prefix beats shorter");
+        let mut v = vec![wild_long, exact_root, exact_api];
+        v.sort();
+        assert_eq!(v, vec![wild_long, exact_root, exact_api]);
+    }
+
+    #[test]
+    fn exact_then_wildcard_then_longest_prefix() {
+        let t = RouteTable::new([
+            route("a.test", "/", 1),
+            route("a.test", "/api", 2),
+            route("a.test", "/api/v2", 3),
+            route("*.test", "/", 4),
+            route("*.test", "/static", 5),
+        ]);
+        assert_eq!(port(&t, "a.test", "/"), Some(1));
+        assert_eq!(port(&t, "a.test", "/api/users"), Some(2));
+        assert_eq!(port(&t, "a.test", "/api/v2/x"), Some(3));
+        assert_eq!(port(&t, "a.test", "/apix"), Some(1));
+        assert_eq!(port(&t, "b.test", "/static/a.css"), Some(5));
+        assert_eq!(port(&t, "b.test", "/"), Some(4));
+        assert_eq!(
+            port(&t, "x.y.test", "/"),
+            None,
+            "a wildcard covers one label"
+        );
+        assert_eq!(port(&t, "other", "/"), None);
+    }
+
+    #[test]
+    fn exact_host_without_matching_path_falls_back_to_wildcard() {
+        let t = RouteTable::new([route("a.test", "/api", 1), route("*.test", "/", 2)]);
+        assert_eq!(port(&t, "a.test", "/api"), Some(1));
+        assert_eq!(port(&t, "a.test", "/"), Some(2));
+    }
+
+    #[test]
+    fn host_header_forms() {
+        let t = RouteTable::new([route("a.test", "/", 1)]);
+        for h in ["a.test", "A.Test", "a.test:8080", "a.test.", "A.TEST.:80"] {
+            assert_eq!(port(&t, h, "/"), Some(1), "{h}");
+        }
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert!(matches!(normalize_host("a.test:1"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn retries_walk_the_ring_once() {
+        let mut r = route("a.test", "/", 1);
+        r.backends.push(route("b", "/", 2).backends.remove(0));
+        r.backends.push(route("c", "/", 3).backends.remove(0));
+        let ports: Vec<u16> = (0..4)
+            .filter_map(|a| r.backend(1, a))
+            .map(|b| b.addr.port())
+            .collect();
+        assert_eq!(ports, vec![2, 3, 1]);
+    }
+}
