@@ -5,12 +5,14 @@
 //! immutable [`plan::Snapshot`], and the proxy ([`proxy`]) reads the latest
 //! snapshot on every request. See README.md, "Architecture".
 
+pub mod check;
 pub mod config;
-
+pub mod docker;
 pub mod labels;
 pub mod names;
 pub mod plan;
-
+pub mod proxy;
+pub mod server;
 pub mod world;
 
 use std::sync::Arc;

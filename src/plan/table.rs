@@ -30,12 +30,13 @@ pub struct Route {
 
 impl Route {
     /// The backend for the `attempt`-th try of a request whose first pick was
-    /// `start`: retries walk on to the next backends.
+    /// `start`: retries walk on round the ring (the caller bounds attempts).
     pub fn backend(&self, start: usize, attempt: usize) -> Option<&Backend> {
-        if attempt >= self.backends.len() {
+        let n = self.backends.len();
+        if n == 0 {
             return None;
         }
-        self.backends.get((start + attempt) % self.backends.len())
+        self.backends.get(start.wrapping_add(attempt) % n)
     }
 
     pub fn start(&self) -> usize {
@@ -203,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn retries_walk_the_ring_once() {
+    fn retries_walk_the_ring() {
         let mut r = route("a.test", "/", 1);
         r.backends.push(route("b", "/", 2).backends.remove(0));
         r.backends.push(route("c", "/", 3).backends.remove(0));
@@ -211,6 +212,8 @@ mod tests {
             .filter_map(|a| r.backend(1, a))
             .map(|b| b.addr.port())
             .collect();
-        assert_eq!(ports, vec![2, 3, 1]);
+        assert_eq!(ports, vec![2, 3, 1, 2]);
+        r.backends.clear();
+        assert!(r.backend(0, 0).is_none());
     }
 }

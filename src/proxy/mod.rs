@@ -1,0 +1,222 @@
+//! The HTTP data plane: a Pingora `ProxyHttp` that reads the published
+//! snapshot once per request (lock-free), answers 404/503 itself, and sends
+//! everything else round robin to the route's ready backends, retrying on the
+//! next one when a backend refuses or drops a request before answering.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, Session};
+use pingora::proxy::ProxyHttp;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::config::ProxyConfig;
+use crate::plan::Route;
+use crate::SharedSnapshot;
+
+pub struct BerthProxy {
+    snapshot: SharedSnapshot,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    idle_timeout: Duration,
+    retry_after: String,
+}
+
+#[derive(Default)]
+pub struct Ctx {
+    route: Option<Arc<Route>>,
+    /// The round-robin pick of the first attempt; retries walk on from it.
+    start: usize,
+    /// Backends handed out so far for this request.
+    attempt: usize,
+    response_started: bool,
+    /// The one retry allowed after a request reached a backend.
+    late_retry_used: bool,
+}
+
+impl Ctx {
+    fn untried_left(&self) -> bool {
+        self.route
+            .as_ref()
+            .is_some_and(|r| self.attempt < r.backends.len())
+    }
+}
+
+impl BerthProxy {
+    pub fn new(snapshot: SharedSnapshot, conf: &ProxyConfig) -> BerthProxy {
+        BerthProxy {
+            snapshot,
+            connect_timeout: conf.connect_timeout,
+            read_timeout: conf.read_timeout,
+            idle_timeout: conf.idle_timeout,
+            retry_after: conf.retry_after.as_secs().max(1).to_string(),
+        }
+    }
+}
+
+/// The Host of a request: the URI's authority (HTTP/2, absolute form) or the
+/// Host header.
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.uri
+        .host()
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: String,
+    retry_after: Option<&str>,
+) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    if let Some(ra) = retry_after {
+        resp.insert_header(header::RETRY_AFTER, ra)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl ProxyHttp for BerthProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let found = {
+            let req = session.req_header();
+            let snap = self.snapshot.load();
+            match request_host(req) {
+                None => Err(None),
+                Some(host) => snap
+                    .table
+                    .find(host, req.uri.path())
+                    .cloned()
+                    .ok_or_else(|| Some(host.to_string())),
+            }
+        };
+        match found {
+            Err(None) => respond(session, 400, "berth: request has no Host\n".into(), None).await,
+            Err(Some(host)) => {
+                respond(session, 404, format!("berth: no route for {host}\n"), None).await
+            }
+            Ok(route) if route.backends.is_empty() => {
+                let body = format!(
+                    "berth: no ready backend for {}{}\n",
+                    route.host, route.prefix
+                );
+                respond(session, 503, body, Some(&self.retry_after)).await
+            }
+            Ok(route) => {
+                ctx.start = route.start();
+                ctx.route = Some(route);
+                // Keeps a small request body so that a retry can replay it.
+                session.enable_retry_buffering();
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let route = ctx.route.as_ref().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "upstream_peer without a route")
+        })?;
+        let backend = route
+            .backend(ctx.start, ctx.attempt)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "route has no backend"))?;
+        ctx.attempt += 1;
+        let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(self.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing reached the backend: any request may go to the next one.
+        if ctx.untried_left() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            || !session.as_ref().retry_buffer_truncated();
+        if !replayable || ctx.response_started {
+            e.set_retry(false);
+        } else if !ctx.late_retry_used && ctx.untried_left() {
+            // A replica that is exiting reset the request before answering:
+            // once, try it on another replica.
+            ctx.late_retry_used = true;
+            e.set_retry(true);
+        } else {
+            // A stale pooled connection: Pingora's own rule.
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Incoming X-Forwarded-* are not trusted: berth is the edge.
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+        {
+            upstream.insert_header("x-forwarded-for", &ip)?;
+            upstream.insert_header("x-real-ip", &ip)?;
+        }
+        upstream.insert_header("x-forwarded-proto", "http")?;
+        if let Some(host) = request_host(session.req_header()).map(str::to_string) {
+            upstream.insert_header("x-forwarded-host", &host)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        Ok(())
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        // Clients that hang up are routine, not errors of berth's.
+        matches!(e.esource(), ErrorSource::Downstream)
+    }
+}

@@ -1,0 +1,66 @@
+//! Assembles the running berth: one Pingora `Server` holding the HTTP proxy
+//! service and the Docker watcher as a background service, both sharing the
+//! published snapshot.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Config;
+use crate::docker::Watcher;
+use crate::plan::Planner;
+use crate::proxy::BerthProxy;
+use crate::world::World;
+use crate::SharedSnapshot;
+
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    // Pingora would retry a busy port for 30 s and then panic in its runtime:
+    // find out now and say which key to change.
+    std::net::TcpListener::bind(config.http_listen)
+        .with_context(|| format!("http.listen {}: cannot listen", config.http_listen))?;
+
+    let config = Arc::new(config);
+    // Static routes serve from the first request, Docker or not.
+    let first = Planner::new(config.clone()).build(&World::new());
+    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
+    let (notify, _) = watch::channel(0u64);
+
+    let mut conf = ServerConf::default();
+    conf.threads = config.proxy.threads;
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(5);
+    let run_dir = std::env::temp_dir();
+    let pid = std::process::id();
+    conf.pid_file = run_dir
+        .join(format!("berth-{pid}.pid"))
+        .display()
+        .to_string();
+    conf.upgrade_sock = run_dir
+        .join(format!("berth-{pid}-upgrade.sock"))
+        .display()
+        .to_string();
+
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        BerthProxy::new(snapshot.clone(), &config.proxy),
+        "berth http",
+    );
+    proxy.add_tcp(&config.http_listen.to_string());
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "docker watcher",
+        Watcher::new(config.clone(), snapshot, notify),
+    ));
+    info!(http = %config.http_listen, threads = config.proxy.threads, "berth serving");
+    server.run_forever()
+}
