@@ -1,1 +1,5 @@
-fn main() {}
+//! Integration tests: the real berth binary against the real Docker engine.
+//! See ../../../shared/TESTING.md for what this machine offers.
+
+mod harness;
+mod routing;

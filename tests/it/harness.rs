@@ -1,0 +1,337 @@
+//! Test harness: a real berth process, real containers on the real engine, a
+//! real HTTP client. Everything a test creates carries `berth.test=<id>` and
+//! is removed on drop, also after a failed assertion.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+pub const IMAGE: &str = "berth-test-web:1";
+
+/// Builds the test image once per test run if it is missing.
+pub fn ensure_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let have = Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !have {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/image/build.sh");
+            let out = Command::new(script)
+                .arg(IMAGE)
+                .output()
+                .expect("run tests/image/build.sh");
+            assert!(
+                out.status.success(),
+                "building {IMAGE}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+}
+
+/// Runs the docker CLI; panics with its stderr on failure.
+pub async fn docker(args: &[&str]) -> String {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .output()
+        .await
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A free loopback port (Pingora cannot report a port bound as :0).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free port")
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One test's Docker resources: a network and containers, all labelled.
+pub struct Env {
+    pub id: String,
+    pub network: String,
+}
+
+impl Env {
+    pub async fn new(name: &str) -> Env {
+        ensure_image();
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let network = format!("berth-{id}");
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            &format!("berth-test.run={id}"),
+            &network,
+        ])
+        .await;
+        Env { id, network }
+    }
+
+    /// A hostname unique to this test.
+    pub fn host(&self, name: &str) -> String {
+        format!("{name}.{}.test", self.id)
+    }
+
+    /// Starts a test backend; `args` go before the image (labels, env, ...).
+    /// Returns the container id.
+    pub async fn run(&self, name: &str, args: &[&str]) -> String {
+        let cname = format!("{}-{name}", self.id);
+        let label = format!("berth-test.run={}", self.id);
+        let mut all = vec![
+            "run",
+            "-d",
+            "--name",
+            &cname,
+            "--network",
+            &self.network,
+            "--label",
+            &label,
+        ];
+        all.extend_from_slice(args);
+        all.push(IMAGE);
+        docker(&all).await
+    }
+
+    pub fn container_name(&self, name: &str) -> String {
+        format!("{}-{name}", self.id)
+    }
+
+    /// The berth config for this test: only this test's containers.
+    pub fn config(&self, http: u16, extra: &str) -> String {
+        format!(
+            "http:\n  listen: 127.0.0.1:{http}\ndocker:\n  constraint: berth-test.run={}\n  resync_interval: 30s\nlog:\n  level: debug\n{extra}",
+            self.id
+        )
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let label = format!("label=berth-test.run={}", self.id);
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &label])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+/// A running `berth serve`, killed on drop.
+pub struct Berth {
+    child: Child,
+    pub http: u16,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Berth {
+    /// Starts berth on `config_yaml` and waits until it answers HTTP and has
+    /// synced with the engine (unless the config points at no engine).
+    pub async fn start(config_yaml: &str, http: u16) -> Berth {
+        let b = Berth::spawn(config_yaml, http);
+        let client = HttpClient::new();
+        eventually(Duration::from_secs(15), "berth to answer HTTP", || async {
+            client.get(http, "ready.invalid", "/").await.ok()
+        })
+        .await;
+        b
+    }
+
+    pub fn spawn(config_yaml: &str, http: u16) -> Berth {
+        let dir = TempDir::new();
+        let cfg = dir.path().join("berth.yaml");
+        std::fs::write(&cfg, config_yaml).expect("write config");
+        let log = dir.path().join("berth.log");
+        let logf = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info,berth=debug")
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .spawn()
+            .expect("spawn berth");
+        Berth {
+            child,
+            http,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_log(&self, needle: &str, limit: Duration) -> String {
+        eventually(limit, &format!("berth log line {needle:?}"), || async {
+            let l = self.log();
+            l.contains(needle).then_some(l)
+        })
+        .await
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- berth log ----\n{}", self.log());
+        }
+    }
+}
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "berth-it-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+/// A keep-alive HTTP/1.1 client, as a browser or curl would use.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new() -> HttpClient {
+        HttpClient {
+            inner: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn get(&self, port: u16, host: &str, path: &str) -> Result<Response, String> {
+        self.request("GET", port, host, path).await
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        port: u16,
+        host: &str,
+        path: &str,
+    ) -> Result<Response, String> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{port}{path}"))
+            .header("host", host)
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let fut = async {
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok(Response {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+}
+
+/// Appends to a file (for configs built in steps).
+pub fn write_file(path: &Path, text: &str) {
+    let mut f = std::fs::File::create(path).expect("create file");
+    f.write_all(text.as_bytes()).expect("write file");
+}

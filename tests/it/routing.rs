@@ -1,0 +1,294 @@
+//! Routing from labels: round robin, live discovery, 404/503, path prefixes,
+//! several hostnames, forwarded headers, WebSocket upgrades.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::{docker, eventually, free_port, Berth, Env, HttpClient};
+
+/// The hostname (container id prefix) that served `GET /`.
+fn served_by(body: &str) -> String {
+    body.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_load_round_robin() {
+    let env = Env::new("rr").await;
+    let host = env.host("web");
+    let label = format!("berth.host={host}");
+    let a = env.run("web-1", &["--label", &label]).await;
+    let b = env.run("web-2", &["--label", &label]).await;
+    let port = free_port();
+    let _berth = Berth::start(&env.config(port, ""), port).await;
+    let client = HttpClient::new();
+
+    eventually(
+        Duration::from_secs(10),
+        "both replicas in rotation",
+        || async {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..4 {
+                let r = client.get(port, &host, "/").await.ok()?;
+                if r.status == 200 {
+                    seen.insert(served_by(&r.body));
+                }
+            }
+            (seen.len() == 2).then_some(())
+        },
+    )
+    .await;
+
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..200 {
+        let r = client.get(port, &host, "/").await.expect("request");
+        assert_eq!(r.status, 200, "{}", r.body);
+        *counts.entry(served_by(&r.body)).or_default() += 1;
+    }
+    println!("split over 200 requests: {counts:?}");
+    assert_eq!(counts.len(), 2);
+    for id in [&a, &b] {
+        let n = counts.get(&id[..12]).copied().unwrap_or(0);
+        assert!(n >= 80, "replica {} served {n} of 200", &id[..12]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_started_after_berth_is_routed_quickly() {
+    let env = Env::new("late").await;
+    let host = env.host("late");
+    let port = free_port();
+    let berth = Berth::start(&env.config(port, ""), port).await;
+    berth
+        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
+        .await;
+    let client = HttpClient::new();
+    assert_eq!(client.get(port, &host, "/").await.unwrap().status, 404);
+
+    let id = env
+        .run("late", &["--label", &format!("berth.host={host}")])
+        .await;
+    let started = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the new container to be routed",
+        || async {
+            let r = client.get(port, &host, "/").await.ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+    let observed = started.elapsed();
+
+    // berth logs, for every event it applies, the time from the event's
+    // timestamp (engine clock) to the snapshot that includes it.
+    let short = &id[..12];
+    let log = berth
+        .wait_log(&format!("container={short}"), Duration::from_secs(2))
+        .await;
+    let line = log
+        .lines()
+        .find(|l| {
+            l.contains("action=\"start\"") && l.contains(short)
+                || l.contains("action=start") && l.contains(short)
+        })
+        .unwrap_or_else(|| panic!("no start event logged for {short}:\n{log}"));
+    let latency_us: u64 = line
+        .split("latency_us=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no latency in {line}"));
+    println!(
+        "event→route latency: {:.2} ms in berth (start event to published snapshot); first 200 seen {:.1} ms after `docker run` returned",
+        latency_us as f64 / 1000.0,
+        observed.as_secs_f64() * 1000.0
+    );
+    assert!(
+        latency_us < 1_000_000,
+        "start event took {latency_us} µs to reach the routing table"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_host_is_404_and_stopped_service_is_503() {
+    let env = Env::new("codes").await;
+    let host = env.host("web");
+    let label = format!("berth.host={host}");
+    env.run("web-1", &["--label", &label]).await;
+    env.run("web-2", &["--label", &label]).await;
+    let port = free_port();
+    let _berth = Berth::start(&env.config(port, "proxy:\n  retry_after: 7s\n"), port).await;
+    let client = HttpClient::new();
+
+    let r = client.get(port, &env.host("nobody"), "/").await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("no route"), "{}", r.body);
+
+    eventually(Duration::from_secs(10), "service routed", || async {
+        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
+    })
+    .await;
+    docker(&[
+        "stop",
+        "-t",
+        "5",
+        &env.container_name("web-1"),
+        &env.container_name("web-2"),
+    ])
+    .await;
+    let r = eventually(
+        Duration::from_secs(5),
+        "503 once every replica stopped",
+        || async {
+            let r = client.get(port, &host, "/").await.ok()?;
+            (r.status == 503).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        r.headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("7")
+    );
+    assert!(r.body.contains("no ready backend"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_prefixes_two_hostnames_and_forwarded_headers() {
+    let env = Env::new("paths").await;
+    let (one, two) = (env.host("one"), env.host("two"));
+    let site = env
+        .run("site", &["--label", &format!("berth.host={one},{two}")])
+        .await;
+    let cgi = env
+        .run(
+            "cgi",
+            &[
+                "--label",
+                &format!("berth.host={one}"),
+                "--label",
+                "berth.path=/cgi-bin",
+            ],
+        )
+        .await;
+    let port = free_port();
+    let _berth = Berth::start(&env.config(port, ""), port).await;
+    let client = HttpClient::new();
+
+    let r = eventually(Duration::from_secs(10), "path route", || async {
+        let r = client.get(port, &one, "/cgi-bin/who?x=1").await.ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert!(
+        r.body.contains(&format!("host={}", &cgi[..12])),
+        "longest prefix wins: {}",
+        r.body
+    );
+    assert!(r.body.contains("uri=/cgi-bin/who?x=1"), "{}", r.body);
+    assert!(r.body.contains("x-forwarded-for=127.0.0.1"), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("x-forwarded-host={one}")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("x-forwarded-proto=http"), "{}", r.body);
+
+    for h in [&one, &two] {
+        let r = client.get(port, h, "/").await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            served_by(&r.body),
+            &site[..12],
+            "{h} / goes to the site container"
+        );
+    }
+    // The second hostname has no /cgi-bin route of its own: it falls to "/".
+    let r = client.get(port, &two, "/cgi-bin/who").await.unwrap();
+    assert!(
+        r.body.contains(&format!("host={}", &site[..12])),
+        "{}",
+        r.body
+    );
+}
+
+/// A loopback backend that answers an Upgrade with 101 and then echoes bytes.
+async fn websocket_echo() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !text.contains("upgrade: websocket") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+                    .await;
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_passes_through() {
+    let env = Env::new("ws").await;
+    let backend = websocket_echo().await;
+    let host = env.host("ws");
+    let port = free_port();
+    let extra = format!("routes:\n  - host: {host}\n    backends: [127.0.0.1:{backend}]\n");
+    let _berth = Berth::start(&env.config(port, &extra), port).await;
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!(
+        "GET /chat HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed before the 101");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // After the upgrade the connection is a byte pipe both ways.
+    for msg in [&b"\x81\x05hello"[..], b"\x81\x05again"] {
+        s.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, msg);
+    }
+}
