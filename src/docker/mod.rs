@@ -16,7 +16,7 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
@@ -124,6 +124,32 @@ struct State {
     world: World,
     planner: Planner,
     problems: Vec<Problem>,
+    /// Orders inspections: each gets a number, and a result older than what
+    /// was already applied to its container is dropped.
+    seq: u64,
+    applied: HashMap<String, u64>,
+}
+
+/// What an inspection (or a full re-list) found, sent back to the event loop.
+enum Found {
+    One {
+        id: String,
+        seq: u64,
+        result: Result<Option<Container>, DockerError>,
+        action: String,
+        event_ns: i64,
+    },
+    All {
+        seq: u64,
+        result: Result<World, DockerError>,
+    },
+}
+
+impl State {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
 }
 
 impl Watcher {
@@ -144,14 +170,16 @@ impl Watcher {
             world: World::new(),
             planner: Planner::new(self.config.clone()),
             problems: Vec::new(),
+            seq: 0,
+            applied: HashMap::new(),
         };
         self.publish(&mut st, None);
         let mut backoff = BACKOFF_MIN;
         loop {
-            let synced_at = std::time::Instant::now();
+            let started = std::time::Instant::now();
             let err = self.session(&mut st).await;
             // A session that ran a while was healthy: start the backoff over.
-            if synced_at.elapsed() > BACKOFF_MAX {
+            if started.elapsed() > BACKOFF_MAX {
                 backoff = BACKOFF_MIN;
             }
             warn!(error = %err, retry_in = ?backoff, "Docker watch interrupted; routes stay as they are until the engine answers");
@@ -162,6 +190,10 @@ impl Watcher {
 
     /// One connection to the engine: resync, then follow events until
     /// something breaks. Returns why it stopped.
+    ///
+    /// Inspections run as tasks: `inspect` of a container that is starting
+    /// waits for the start to finish, and a `kill` of another container must
+    /// not queue behind it.
     async fn session(&self, st: &mut State) -> DockerError {
         let docker = match connect(&self.config) {
             Ok(d) => d,
@@ -179,8 +211,10 @@ impl Watcher {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs().saturating_sub(1))
             .unwrap_or(0);
-        if let Err(e) = self.resync(&docker, st, "connected").await {
-            return e;
+        let seq = st.next_seq();
+        match list_and_inspect(&docker, &self.config).await {
+            Ok(world) => self.apply_all(st, seq, Ok(world), "connected"),
+            Err(e) => return e,
         }
         let filters: HashMap<String, Vec<String>> = [(
             "type".to_string(),
@@ -192,32 +226,147 @@ impl Watcher {
             until: None,
             filters: Some(filters),
         }));
+        let (tx, mut found) = mpsc::unbounded_channel::<Found>();
         let mut tick = tokio::time::interval(self.config.docker.resync_interval);
         tick.reset();
         loop {
-            tokio::select! {
+            let result = tokio::select! {
                 ev = events.next() => match ev {
                     Some(Ok(ev)) => {
-                        if let Err(e) = self.apply(&docker, st, ev).await {
-                            return e;
-                        }
+                        self.on_event(&docker, st, &tx, ev);
+                        Ok(())
                     }
-                    Some(Err(source)) => return DockerError::Api { call: "events", source },
-                    None => return DockerError::StreamEnded,
+                    Some(Err(source)) => Err(DockerError::Api { call: "events", source }),
+                    None => Err(DockerError::StreamEnded),
+                },
+                Some(f) = found.recv() => match f {
+                    Found::One { id, seq, result, action, event_ns } => result.map(|c| {
+                        if self.apply_one(st, id.clone(), seq, c) {
+                            self.publish(st, Some((&action, &id, event_ns)));
+                        }
+                    }),
+                    Found::All { seq, result } => {
+                        self.apply_all(st, seq, result, "periodic");
+                        Ok(())
+                    }
                 },
                 _ = tick.tick() => {
-                    if let Err(e) = self.resync(&docker, st, "periodic").await {
-                        return e;
-                    }
+                    let seq = st.next_seq();
+                    let (docker, config, tx) = (docker.clone(), self.config.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let result = list_and_inspect(&docker, &config).await;
+                        let _ = tx.send(Found::All { seq, result });
+                    });
+                    Ok(())
                 }
+            };
+            if let Err(e) = result {
+                return e;
             }
         }
     }
 
-    async fn resync(&self, docker: &Docker, st: &mut State, why: &str) -> Result<(), DockerError> {
-        let fresh = list_and_inspect(docker, &self.config).await?;
+    fn on_event(
+        &self,
+        docker: &Docker,
+        st: &mut State,
+        tx: &mpsc::UnboundedSender<Found>,
+        ev: EventMessage,
+    ) {
+        let action = ev.action.as_deref().unwrap_or_default();
+        let actor = ev.actor.as_ref();
+        let attrs = actor.and_then(|a| a.attributes.as_ref());
+        let is_network = matches!(ev.typ, Some(bollard::models::EventMessageTypeEnum::NETWORK));
+        let id = if is_network {
+            attrs.and_then(|a| a.get("container")).cloned()
+        } else {
+            actor.and_then(|a| a.id.clone())
+        };
+        let Some(id) = id else { return };
+        let event_ns = ev.time_nano.unwrap_or(0);
+        match action {
+            // Health checks run as execs every interval: not a state change.
+            a if a.starts_with("exec_") => {}
+            // Applied at once, without asking the engine: the replica is
+            // leaving and must get no new request.
+            "kill" => {
+                let signal = attrs
+                    .and_then(|a| a.get("signal"))
+                    .and_then(|s| s.parse().ok());
+                if let (Some(c), Some(sig)) = (st.world.get_mut(&id), signal) {
+                    if is_stop_signal(sig, c.stop_signal) && !c.stopping {
+                        c.stopping = true;
+                        self.publish(st, Some((action, &id, event_ns)));
+                    }
+                }
+            }
+            "destroy" => {
+                let seq = st.next_seq();
+                st.applied.insert(id.clone(), seq);
+                if st.world.remove(&id).is_some() {
+                    self.publish(st, Some((action, &id, event_ns)));
+                }
+            }
+            a if REFRESH_ON.contains(&a) || a.starts_with("health_status") => {
+                let seq = st.next_seq();
+                let (docker, tx, action) = (docker.clone(), tx.clone(), action.to_string());
+                tokio::spawn(async move {
+                    let result = inspect(&docker, &id).await;
+                    let _ = tx.send(Found::One {
+                        id,
+                        seq,
+                        result,
+                        action,
+                        event_ns,
+                    });
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies one inspection unless something newer was applied already;
+    /// true when what we know changed.
+    fn apply_one(&self, st: &mut State, id: String, seq: u64, found: Option<Container>) -> bool {
+        if st.applied.get(&id).is_some_and(|&s| s > seq) {
+            return false;
+        }
+        st.applied.insert(id.clone(), seq);
+        match found {
+            Some(c) if wanted(&self.config, &c) => {
+                let c = convert::merge(st.world.get(&id), c);
+                if st.world.get(&id) == Some(&c) {
+                    return false;
+                }
+                st.world.insert(id, c);
+                true
+            }
+            _ => st.world.remove(&id).is_some(),
+        }
+    }
+
+    /// Applies a full re-list; containers with a newer single inspection keep it.
+    fn apply_all(&self, st: &mut State, seq: u64, result: Result<World, DockerError>, why: &str) {
+        let mut fresh = match result {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, why, "re-listing containers failed; keeping what is known");
+                return;
+            }
+        };
+        for (id, &s) in &st.applied {
+            if s > seq {
+                match st.world.get(id) {
+                    Some(c) => fresh.insert(id.clone(), c.clone()),
+                    None => fresh.remove(id),
+                };
+            }
+        }
         let (world, added, removed, changed) = convert::resync(&st.world, fresh);
         st.world = world;
+        let world = &st.world;
+        st.applied
+            .retain(|id, &mut s| s > seq || world.contains_key(id));
         if why == "periodic" && added + removed + changed > 0 {
             warn!(
                 added,
@@ -229,71 +378,6 @@ impl Watcher {
             added, removed, changed, why, "resynced with the Docker engine"
         );
         self.publish(st, None);
-        Ok(())
-    }
-
-    async fn apply(
-        &self,
-        docker: &Docker,
-        st: &mut State,
-        ev: EventMessage,
-    ) -> Result<(), DockerError> {
-        let action = ev.action.as_deref().unwrap_or_default();
-        let actor = ev.actor.as_ref();
-        let attrs = actor.and_then(|a| a.attributes.as_ref());
-        let is_network = matches!(ev.typ, Some(bollard::models::EventMessageTypeEnum::NETWORK));
-        let id = if is_network {
-            attrs.and_then(|a| a.get("container")).cloned()
-        } else {
-            actor.and_then(|a| a.id.clone())
-        };
-        let Some(id) = id else { return Ok(()) };
-        let changed = match action {
-            // Health checks run as execs every interval: not a state change.
-            a if a.starts_with("exec_") => false,
-            "kill" => {
-                let signal = attrs
-                    .and_then(|a| a.get("signal"))
-                    .and_then(|s| s.parse().ok());
-                match (st.world.get_mut(&id), signal) {
-                    (Some(c), Some(sig)) if is_stop_signal(sig, c.stop_signal) && !c.stopping => {
-                        c.stopping = true;
-                        true
-                    }
-                    _ => false,
-                }
-            }
-            "destroy" => st.world.remove(&id).is_some(),
-            "create" | "start" | "restart" | "die" | "stop" | "pause" | "unpause" | "rename"
-            | "update" | "connect" | "disconnect" | "oom" => self.refresh(docker, st, &id).await?,
-            a if a.starts_with("health_status") => self.refresh(docker, st, &id).await?,
-            _ => false,
-        };
-        if changed {
-            let event_ns = ev.time_nano.unwrap_or(0);
-            self.publish(st, Some((action, &id, event_ns)));
-        }
-        Ok(())
-    }
-
-    /// Re-inspects one container; true when what we know of it changed.
-    async fn refresh(
-        &self,
-        docker: &Docker,
-        st: &mut State,
-        id: &str,
-    ) -> Result<bool, DockerError> {
-        match inspect(docker, id).await? {
-            Some(c) if wanted(&self.config, &c) => {
-                let c = convert::merge(st.world.get(id), c);
-                if st.world.get(id) == Some(&c) {
-                    return Ok(false);
-                }
-                st.world.insert(id.to_string(), c);
-                Ok(true)
-            }
-            _ => Ok(st.world.remove(id).is_some()),
-        }
     }
 
     fn publish(&self, st: &mut State, cause: Option<(&str, &str, i64)>) {
@@ -316,6 +400,22 @@ impl Watcher {
         }
     }
 }
+
+/// Container events after which berth re-inspects the container.
+const REFRESH_ON: &[&str] = &[
+    "create",
+    "start",
+    "restart",
+    "die",
+    "stop",
+    "pause",
+    "unpause",
+    "rename",
+    "update",
+    "connect",
+    "disconnect",
+    "oom",
+];
 
 #[async_trait]
 impl BackgroundService for Watcher {

@@ -162,7 +162,11 @@ impl Planner {
     /// The container's labels, or when they have problems, the last labels of
     /// its service that had none, so one bad label never takes a live route down.
     fn labels_for(&mut self, c: &Container, problems: &mut Vec<Problem>) -> LabelSpec {
-        let (spec, label_problems) = labels::parse(&self.config.label_prefix, &c.labels);
+        let (spec, mut label_problems) = labels::parse(&self.config.label_prefix, &c.labels);
+        // The constraint label may share the prefix (berth.instance=public).
+        if let Some((key, _)) = &self.config.docker.constraint {
+            label_problems.retain(|p| &p.key != key);
+        }
         let service = c.service_key();
         if label_problems.is_empty() {
             self.last_good.insert(service, spec.clone());
@@ -431,6 +435,18 @@ mod tests {
         let keys: Vec<&str> = s.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, vec!["berth.port", "berth.network"]);
         assert!(s.problems[0].message.contains("80, 443"));
+    }
+
+    #[test]
+    fn the_constraint_label_is_not_an_unknown_label() {
+        let cfg = Config::parse("docker:\n  constraint: berth.instance=public\n", "t").unwrap();
+        let mut p = Planner::new(Arc::new(cfg));
+        let s = p.build(&world(vec![container(
+            "a",
+            2,
+            &[("berth.host", "a.test"), ("berth.instance", "public")],
+        )]));
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
     }
 
     #[test]
