@@ -174,24 +174,23 @@ impl Config {
 }
 
 /// serde-saphyr names the key for unknown fields but not for a value of the
-/// wrong type; the key is read back from the source line it points at.
+/// wrong type; key and value are read back from the source line it points at.
 fn parse_error(text: &str, origin: &str, e: &serde_saphyr::Error) -> ConfigError {
     let short = e.without_snippet().to_string();
-    let key = e
+    let named = e
         .location()
         .and_then(|loc| text.lines().nth(loc.line().saturating_sub(1) as usize))
         .and_then(|line| {
             let line = line.trim_start().trim_start_matches("- ");
-            line.split_once(':').map(|(k, _)| k.trim().to_string())
+            let (k, v) = line.split_once(':')?;
+            let (k, v) = (k.trim(), v.trim());
+            (!k.is_empty() && !short.contains(&format!("`{k}`")))
+                .then(|| format!(" (key `{k}`, value {v:?})"))
         })
-        .filter(|k| !k.is_empty() && !short.contains(&format!("`{k}`")));
-    let message = match key {
-        Some(k) => format!("{short} (key `{k}`)\n{e}"),
-        None => format!("{short}\n{e}"),
-    };
+        .unwrap_or_default();
     ConfigError::Parse {
         origin: origin.to_string(),
-        message,
+        message: format!("{short}{named}\n{e}"),
     }
 }
 

@@ -1,5 +1,8 @@
 //! Integration tests: the real berth binary against the real Docker engine.
 //! See ../../../shared/TESTING.md for what this machine offers.
 
+mod check;
+mod events;
 mod harness;
+mod lifecycle;
 mod routing;

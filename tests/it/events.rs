@@ -1,0 +1,124 @@
+//! The Docker event stream cut mid-run: berth keeps serving what it knows,
+//! reconnects, re-lists, and catches up with what happened during the cut.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+use crate::harness::{docker, eventually, free_port, Berth, Env, HttpClient, TempDir};
+
+const DOCKER_SOCK: &str = "/var/run/docker.sock";
+
+/// A unix-socket relay to the engine that the test can cut and restore.
+struct Relay {
+    path: PathBuf,
+    accept: Option<JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    fn start(path: &Path) -> Relay {
+        let mut r = Relay {
+            path: path.to_path_buf(),
+            accept: None,
+            conns: Arc::default(),
+        };
+        r.restore();
+        r
+    }
+
+    fn restore(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let listener = UnixListener::bind(&self.path).expect("bind relay socket");
+        let conns = self.conns.clone();
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let h = tokio::spawn(async move {
+                    if let Ok(mut engine) = UnixStream::connect(DOCKER_SOCK).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+                conns.lock().unwrap().push(h);
+            }
+        }));
+    }
+
+    /// Drops every open connection (the event stream with them) and refuses
+    /// new ones until `restore`.
+    fn cut(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_stream_cut_then_resync_catches_up() {
+    let env = Env::new("cut").await;
+    let dir = TempDir::new();
+    let mut relay = Relay::start(&dir.path().join("docker.sock"));
+    let (old, new) = (env.host("old"), env.host("new"));
+    env.run("old", &["--label", &format!("berth.host={old}")])
+        .await;
+    let port = free_port();
+    let extra = format!("  host: unix://{}\n", relay.path.display());
+    // `docker:` is the second table of the test config; add the host to it.
+    let cfg = env
+        .config(port, "")
+        .replacen("docker:\n", &format!("docker:\n{extra}"), 1);
+    let berth = Berth::start(&cfg, port).await;
+    let client = HttpClient::new();
+    eventually(
+        Duration::from_secs(10),
+        "the first container routed",
+        || async { (client.get(port, &old, "/").await.ok()?.status == 200).then_some(()) },
+    )
+    .await;
+
+    relay.cut();
+    berth
+        .wait_log("Docker watch interrupted", Duration::from_secs(5))
+        .await;
+    // Blind to the engine, berth keeps serving the routes it has.
+    assert_eq!(client.get(port, &old, "/").await.unwrap().status, 200);
+    // What happens during the cut, berth cannot see.
+    env.run("new", &["--label", &format!("berth.host={new}")])
+        .await;
+    docker(&["stop", "-t", "5", &env.container_name("old")]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        client.get(port, &new, "/").await.unwrap().status,
+        404,
+        "berth cannot know yet"
+    );
+
+    relay.restore();
+    eventually(
+        Duration::from_secs(15),
+        "the container started during the cut to be routed",
+        || async { (client.get(port, &new, "/").await.ok()?.status == 200).then_some(()) },
+    )
+    .await;
+    let r = client.get(port, &old, "/").await.unwrap();
+    assert_eq!(
+        r.status, 503,
+        "the container stopped during the cut left rotation: {}",
+        r.body
+    );
+    let log = berth.log();
+    let resyncs = log.matches("resynced with the Docker engine").count();
+    assert!(resyncs >= 2, "expected a resync after reconnecting:\n{log}");
+}
