@@ -32,20 +32,22 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
     let (notify, _) = watch::channel(0u64);
 
-    let mut conf = ServerConf::default();
-    conf.threads = config.proxy.threads;
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(5);
     let run_dir = std::env::temp_dir();
     let pid = std::process::id();
-    conf.pid_file = run_dir
-        .join(format!("berth-{pid}.pid"))
-        .display()
-        .to_string();
-    conf.upgrade_sock = run_dir
-        .join(format!("berth-{pid}-upgrade.sock"))
-        .display()
-        .to_string();
+    let conf = ServerConf {
+        threads: config.proxy.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: run_dir
+            .join(format!("berth-{pid}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: run_dir
+            .join(format!("berth-{pid}-upgrade.sock"))
+            .display()
+            .to_string(),
+        ..Default::default()
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();

@@ -131,6 +131,8 @@ struct State {
 }
 
 /// What an inspection (or a full re-list) found, sent back to the event loop.
+// A few of these a second at most: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Found {
     One {
         id: String,

@@ -2,7 +2,6 @@
 //! real HTTP client. Everything a test creates carries `berth.test=<id>` and
 //! is removed on drop, also after a failed assertion.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -179,7 +178,6 @@ impl Drop for Env {
 /// A running `berth serve`, killed on drop.
 pub struct Berth {
     child: Child,
-    pub http: u16,
     log: PathBuf,
     _dir: TempDir,
 }
@@ -188,7 +186,7 @@ impl Berth {
     /// Starts berth on `config_yaml` and waits until it answers HTTP and has
     /// synced with the engine (unless the config points at no engine).
     pub async fn start(config_yaml: &str, http: u16) -> Berth {
-        let b = Berth::spawn(config_yaml, http);
+        let b = Berth::spawn(config_yaml);
         let client = HttpClient::new();
         eventually(Duration::from_secs(15), "berth to answer HTTP", || async {
             client.get(http, "ready.invalid", "/").await.ok()
@@ -197,7 +195,7 @@ impl Berth {
         b
     }
 
-    pub fn spawn(config_yaml: &str, http: u16) -> Berth {
+    pub fn spawn(config_yaml: &str) -> Berth {
         let dir = TempDir::new();
         let cfg = dir.path().join("berth.yaml");
         std::fs::write(&cfg, config_yaml).expect("write config");
@@ -213,7 +211,6 @@ impl Berth {
             .expect("spawn berth");
         Berth {
             child,
-            http,
             log,
             _dir: dir,
         }
@@ -328,10 +325,4 @@ impl HttpClient {
             .await
             .map_err(|_| "timed out".to_string())?
     }
-}
-
-/// Appends to a file (for configs built in steps).
-pub fn write_file(path: &Path, text: &str) {
-    let mut f = std::fs::File::create(path).expect("create file");
-    f.write_all(text.as_bytes()).expect("write file");
 }

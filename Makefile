@@ -1,0 +1,45 @@
+# berth — the two commands users need are `make run` and `make test`.
+
+CARGO ?= cargo
+# Debian packages the test suite needs: cmake builds pingora's zlib-ng,
+# busybox-static is the test backend image.
+TEST_PACKAGES := cmake busybox-static
+# The side-by-side benchmark also runs nginx and haproxy, driven by wrk.
+BENCH_PACKAGES := cmake wrk nginx haproxy
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: run test deps bench-deps test-images lint release bench
+
+## Run berth on the embedded default config (HTTP on :8080).
+run:
+	$(CARGO) run --bin berth -- serve
+
+## Install what is missing, build the test image, check formatting and lints, run every test.
+test: deps test-images lint
+	$(CARGO) test --all-targets
+
+deps:
+	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps TEST_PACKAGES="$(BENCH_PACKAGES)"
+
+test-images:
+	tests/image/build.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## An optimised binary: target/dist/berth.
+release:
+	$(CARGO) build --profile dist --bin berth
+
+## berth vs nginx vs haproxy, side by side (see benches/proxy.sh).
+bench: bench-deps
+	benches/proxy.sh
