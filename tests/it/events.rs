@@ -122,3 +122,60 @@ async fn event_stream_cut_then_resync_catches_up() {
     let resyncs = log.matches("resynced with the Docker engine").count();
     assert!(resyncs >= 2, "expected a resync after reconnecting:\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_static_routes_while_docker_is_unreachable_then_catches_up() {
+    let env = Env::new("nodocker").await;
+    let dir = TempDir::new();
+    let sock = dir.path().join("docker.sock");
+    let web = env.host("web");
+    env.run("web", &["--label", &format!("berth.host={web}")])
+        .await;
+    // A static route to a loopback listener that answers 200 to anything.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0
+                        || s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nstatic\n")
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let stat = env.host("static");
+    let extra = format!("routes:\n  - host: {stat}\n    backends: [127.0.0.1:{backend}]\n");
+    let cfg = env.config(port, &extra).replacen(
+        "docker:\n",
+        &format!("docker:\n  host: unix://{}\n", sock.display()),
+        1,
+    );
+    let berth = Berth::start(&cfg, port).await;
+    berth
+        .wait_log(
+            "cannot connect to the Docker engine",
+            Duration::from_secs(5),
+        )
+        .await;
+    let client = HttpClient::new();
+    assert_eq!(client.get(port, &stat, "/").await.unwrap().body, "static\n");
+    assert_eq!(client.get(port, &web, "/").await.unwrap().status, 404);
+
+    let _relay = Relay::start(&sock);
+    eventually(
+        Duration::from_secs(15),
+        "container routes once Docker answers",
+        || async { (client.get(port, &web, "/").await.ok()?.status == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(client.get(port, &stat, "/").await.unwrap().status, 200);
+}

@@ -84,3 +84,57 @@ async fn docker_stop_under_load_fails_no_request() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_gates_rotation_until_healthy() {
+    let env = Env::new("gate").await;
+    let host = env.host("slow");
+    let port = free_port();
+    let berth = Berth::start(&env.config(port, ""), port).await;
+    berth
+        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
+        .await;
+    let client = HttpClient::new();
+    // The app listens only after 2 s; its HEALTHCHECK fails until then.
+    let id = env
+        .run(
+            "slow",
+            &[
+                "--label",
+                &format!("berth.host={host}"),
+                "-e",
+                "START_DELAY=2",
+                "--health-cmd",
+                "wget -qO- http://127.0.0.1:8080/health",
+                "--health-interval",
+                "500ms",
+                "--health-retries",
+                "1",
+            ],
+        )
+        .await;
+    let statuses = Mutex::new(Vec::new());
+    let r = eventually(
+        Duration::from_secs(15),
+        "the container to pass its health check",
+        || async {
+            let r = client.get(port, &host, "/").await.ok()?;
+            statuses.lock().unwrap().push(r.status);
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    let statuses = statuses.into_inner().unwrap();
+    assert!(
+        statuses.contains(&503),
+        "the route is known while the container starts: {statuses:?}"
+    );
+    // A 404 may come first, in the few ms before berth has seen the create event.
+    assert!(
+        statuses.iter().skip_while(|s| **s == 404).all(|s| *s == 503 || *s == 200),
+        "no request may reach the container before it is healthy: {statuses:?}"
+    );
+    let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &id]).await;
+    assert_eq!(health, "healthy");
+    assert!(r.body.starts_with(&id[..12]));
+}
