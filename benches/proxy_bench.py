@@ -127,7 +127,7 @@ server {{ listen 127.0.0.1:{PORTS['nginx']}; location / {{
     with open(hap_cfg, "w") as f:
         f.write(f"""global
   nbthread 1
-  maxconn 10000
+  maxconn 4000
 defaults
   mode http
   timeout connect 2s
@@ -214,4 +214,5 @@ finally:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
-    shutil.rmtree(work, ignore_errors=True)
+    if os.environ.get("KEEP") is None:
+        shutil.rmtree(work, ignore_errors=True)
