@@ -36,6 +36,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let pid = std::process::id();
     let conf = ServerConf {
         threads: config.proxy.threads,
+        // One current-thread runtime per worker, like nginx workers: no
+        // cross-thread wake-ups on the request path.
+        work_stealing: false,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(5),
         pid_file: run_dir
