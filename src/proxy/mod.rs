@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::ProxyHttp;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -93,6 +94,10 @@ impl ProxyHttp for BerthProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx::default()
     }
+
+    /// No downstream modules: Pingora's default adds a (disabled) compression
+    /// module that still runs on every request and response chunk.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let found = {

@@ -131,7 +131,10 @@ async fn healthcheck_gates_rotation_until_healthy() {
     );
     // A 404 may come first, in the few ms before berth has seen the create event.
     assert!(
-        statuses.iter().skip_while(|s| **s == 404).all(|s| *s == 503 || *s == 200),
+        statuses
+            .iter()
+            .skip_while(|s| **s == 404)
+            .all(|s| *s == 503 || *s == 200),
         "no request may reach the container before it is healthy: {statuses:?}"
     );
     let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &id]).await;
