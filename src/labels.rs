@@ -19,9 +19,14 @@ const CONTAINER_KEYS: &[&str] = &[
     "health.path",
     "health.interval",
     "health.timeout",
+    "health.rise",
+    "health.fall",
+    "autoheal",
 ];
 
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -39,11 +44,27 @@ pub struct RouteSpec {
     pub tls: Option<TlsMode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+/// The active HTTP check: on when `path` is set.
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthSpec {
     pub path: Option<PathPrefix>,
-    pub interval: Option<Duration>,
-    pub timeout: Option<Duration>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Passes in a row to be healthy, failures in a row to be down.
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        HealthSpec {
+            path: None,
+            interval: DEFAULT_CHECK_INTERVAL,
+            timeout: DEFAULT_CHECK_TIMEOUT,
+            rise: 1,
+            fall: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +75,8 @@ pub struct LabelSpec {
     pub dns: Vec<String>,
     pub drain_timeout: Duration,
     pub health: HealthSpec,
+    /// Restart the container when it stays unhealthy.
+    pub autoheal: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +109,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> (LabelSpec, Vec<
         dns: Vec::new(),
         drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         health: HealthSpec::default(),
+        autoheal: true,
     };
     let mut problems = Vec::new();
     let mut drafts: Vec<(String, RouteDraft)> = Vec::new();
@@ -212,13 +236,8 @@ fn unknown_hint(prefix: &str, rest: &str) -> Option<String> {
 fn container_key(spec: &mut LabelSpec, key: &str, value: &str) -> Result<(), String> {
     let v = value.trim();
     match key {
-        "enable" => {
-            spec.enabled = match v.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => true,
-                "false" | "no" | "0" => false,
-                _ => return Err("not a boolean: use true or false".into()),
-            }
-        }
+        "enable" => spec.enabled = boolean(v)?,
+        "autoheal" => spec.autoheal = boolean(v)?,
         "network" => {
             if v.is_empty() {
                 return Err("empty network name".into());
@@ -235,11 +254,28 @@ fn container_key(spec: &mut LabelSpec, key: &str, value: &str) -> Result<(), Str
         }
         "drain_timeout" => spec.drain_timeout = parse_duration(v)?,
         "health.path" => spec.health.path = Some(PathPrefix::parse(v)?),
-        "health.interval" => spec.health.interval = Some(positive(parse_duration(v)?)?),
-        "health.timeout" => spec.health.timeout = Some(positive(parse_duration(v)?)?),
+        "health.interval" => spec.health.interval = positive(parse_duration(v)?)?,
+        "health.timeout" => spec.health.timeout = positive(parse_duration(v)?)?,
+        "health.rise" => spec.health.rise = count(v)?,
+        "health.fall" => spec.health.fall = count(v)?,
         _ => unreachable!("container_key is called only with CONTAINER_KEYS"),
     }
     Ok(())
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err("not a boolean: use true or false".into()),
+    }
+}
+
+fn count(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err("use a whole number from 1 to 100".into()),
+    }
 }
 
 fn positive(d: Duration) -> Result<Duration, String> {
@@ -380,6 +416,8 @@ mod tests {
             ("berth.tls", "on"),
             ("berth.drain_timeout", "soon"),
             ("berth.health.interval", "0s"),
+            ("berth.health.rise", "0"),
+            ("berth.autoheal", "maybe"),
             ("berth.dns", "*.x"),
         ] {
             let (_, problems) = parse("berth", &labels(&[("berth.host", "a.test"), (k, v)]));

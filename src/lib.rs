@@ -8,6 +8,7 @@
 pub mod check;
 pub mod config;
 pub mod docker;
+pub mod health;
 pub mod labels;
 pub mod names;
 pub mod plan;

@@ -10,14 +10,15 @@ use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 use crate::config::Config;
 use crate::docker::Watcher;
+use crate::health::Checker;
 use crate::plan::Planner;
 use crate::proxy::BerthProxy;
-use crate::world::World;
+use crate::world::{Signals, World};
 use crate::SharedSnapshot;
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
@@ -28,9 +29,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
     let config = Arc::new(config);
     // Static routes serve from the first request, Docker or not.
-    let first = Planner::new(config.clone()).build(&World::new());
+    let first = Planner::new(config.clone()).build(&World::new(), &Signals::default());
     let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
-    let (notify, _) = watch::channel(0u64);
+    let (notify, notified) = watch::channel(0u64);
+    let (inputs_tx, inputs) = mpsc::unbounded_channel();
 
     let run_dir = std::env::temp_dir();
     let pid = std::process::id();
@@ -57,14 +59,24 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        BerthProxy::new(snapshot.clone(), &config.proxy),
+        BerthProxy::new(snapshot.clone(), inputs_tx.clone(), &config.proxy),
         "berth http",
     );
     proxy.add_tcp(&config.http_listen.to_string());
     server.add_service(proxy);
     server.add_service(background_service(
         "docker watcher",
-        Watcher::new(config.clone(), snapshot, notify),
+        Watcher::new(
+            config.clone(),
+            snapshot.clone(),
+            notify,
+            inputs_tx.clone(),
+            inputs,
+        ),
+    ));
+    server.add_service(background_service(
+        "health checks",
+        Checker::new(snapshot, notified, inputs_tx),
     ));
     info!(http = %config.http_listen, threads = config.proxy.threads, "berth serving");
     server.run_forever()

@@ -1,7 +1,7 @@
 //! What berth knows about the engine: one [`Container`] per container, built by
 //! the Docker watcher from `inspect` and events, read by the planner. Plain data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
@@ -44,19 +44,99 @@ pub enum BackendState {
     Down,
 }
 
+/// What berth itself learned about containers, beside what Docker says:
+/// active check results, passive connect failures, drains asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    pub checks: HashMap<String, CheckState>,
+    /// Down after repeated connect failures, until a probe succeeds.
+    pub passive_down: HashSet<String>,
+    /// Asked to drain (rollout, scale, admin): no new requests.
+    pub drain: HashSet<String>,
+}
+
+/// Results of the active HTTP check for one run of a container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckState {
+    /// The run these results are for: a restart starts over.
+    pub started_at: String,
+    pub healthy: bool,
+    /// Passed at least once in this run: failing now means down, not starting.
+    pub ever_healthy: bool,
+    pub ok_streak: u32,
+    pub fail_streak: u32,
+    /// The last result, for users: "200", "connection refused", ...
+    pub last: String,
+}
+
+impl CheckState {
+    /// Counts one result; `healthy` flips after `rise` passes in a row or
+    /// `fall` failures in a row. Returns true when `healthy` flipped.
+    pub fn record(&mut self, ok: bool, detail: String, rise: u32, fall: u32) -> bool {
+        self.last = detail;
+        if ok {
+            self.ok_streak += 1;
+            self.fail_streak = 0;
+        } else {
+            self.fail_streak += 1;
+            self.ok_streak = 0;
+        }
+        let was = self.healthy;
+        if !self.healthy && self.ok_streak >= rise {
+            self.healthy = true;
+            self.ever_healthy = true;
+        } else if self.healthy && self.fail_streak >= fall {
+            self.healthy = false;
+        }
+        was != self.healthy
+    }
+}
+
 impl Container {
+    /// Docker's view alone (no active check, no signals).
     pub fn state(&self) -> BackendState {
+        self.state_with(&Signals::default(), false)
+    }
+
+    /// The backend state from Docker's view and berth's own signals.
+    /// `active_check`: the labels ask for an HTTP check, which must pass too.
+    pub fn state_with(&self, signals: &Signals, active_check: bool) -> BackendState {
         if self.status != "running" {
             return BackendState::Stopped;
         }
-        if self.stopping {
+        if self.stopping || signals.drain.contains(&self.id) {
             return BackendState::Draining;
         }
-        match self.health.as_deref() {
+        let check = signals
+            .checks
+            .get(&self.id)
+            .filter(|c| c.started_at == self.started_at);
+        let docker = match self.health.as_deref() {
             None | Some("healthy") => BackendState::Ready,
             Some("unhealthy") => BackendState::Down,
             Some(_) => BackendState::Starting,
-        }
+        };
+        let active = match (active_check, check) {
+            (false, _) => BackendState::Ready,
+            (true, Some(c)) if c.healthy => BackendState::Ready,
+            // Failing after having passed: down; never passed: starting.
+            (true, Some(c)) if c.ever_healthy => BackendState::Down,
+            (true, _) => BackendState::Starting,
+        };
+        let passive = if signals.passive_down.contains(&self.id) {
+            BackendState::Down
+        } else {
+            BackendState::Ready
+        };
+        // The worst of the three wins.
+        [docker, active, passive]
+            .into_iter()
+            .max_by_key(|s| match s {
+                BackendState::Ready => 0,
+                BackendState::Starting => 1,
+                _ => 2,
+            })
+            .unwrap_or(BackendState::Ready)
     }
 
     /// The unit whose last good labels are remembered: the compose service,
@@ -137,6 +217,61 @@ mod tests {
         let mut p = running();
         p.status = "paused".into();
         assert_eq!(p.state(), BackendState::Stopped);
+    }
+
+    #[test]
+    fn active_check_gates_and_downs() {
+        let c = running();
+        let mut sig = Signals::default();
+        assert_eq!(
+            c.state_with(&sig, true),
+            BackendState::Starting,
+            "no result yet"
+        );
+        let mut check = CheckState::default();
+        assert!(!check.record(false, "connection refused".into(), 1, 2));
+        sig.checks.insert(c.id.clone(), check.clone());
+        assert_eq!(
+            c.state_with(&sig, true),
+            BackendState::Starting,
+            "never passed"
+        );
+        assert!(check.record(true, "200".into(), 1, 2));
+        sig.checks.insert(c.id.clone(), check.clone());
+        assert_eq!(c.state_with(&sig, true), BackendState::Ready);
+        assert!(
+            !check.record(false, "500".into(), 1, 2),
+            "one failure is below fall=2"
+        );
+        assert!(check.record(false, "500".into(), 1, 2));
+        sig.checks.insert(c.id.clone(), check.clone());
+        assert_eq!(c.state_with(&sig, true), BackendState::Down);
+        // A new run of the container starts over.
+        let mut restarted = c.clone();
+        restarted.started_at = "later".into();
+        assert_eq!(restarted.state_with(&sig, true), BackendState::Starting);
+        // Results for the current run only matter when a check is configured.
+        assert_eq!(c.state_with(&sig, false), BackendState::Ready);
+    }
+
+    #[test]
+    fn drain_and_passive_signals() {
+        let c = running();
+        let mut sig = Signals::default();
+        sig.passive_down.insert(c.id.clone());
+        assert_eq!(c.state_with(&sig, false), BackendState::Down);
+        sig.drain.insert(c.id.clone());
+        assert_eq!(
+            c.state_with(&sig, false),
+            BackendState::Draining,
+            "draining wins over down"
+        );
+        let mut unhealthy = c.clone();
+        unhealthy.health = Some("starting".into());
+        assert_eq!(
+            unhealthy.state_with(&Signals::default(), false),
+            BackendState::Starting
+        );
     }
 
     #[test]

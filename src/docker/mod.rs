@@ -6,7 +6,7 @@
 pub mod convert;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::plan::{Planner, Problem};
-use crate::world::{is_stop_signal, Container, World};
+use crate::world::{is_stop_signal, CheckState, Container, Signals, World};
 use crate::SharedSnapshot;
 
 /// Seconds a single API call (not the event stream) may take.
@@ -118,10 +118,39 @@ pub struct Watcher {
     config: Arc<Config>,
     snapshot: SharedSnapshot,
     notify: watch::Sender<u64>,
+    inputs_tx: Inputs,
+    inputs: Mutex<Option<mpsc::UnboundedReceiver<Input>>>,
 }
+
+/// What other parts of berth tell the owner of the world.
+#[derive(Debug)]
+pub enum Input {
+    /// One active HTTP check result for a run of a container.
+    Check {
+        id: String,
+        started_at: String,
+        ok: bool,
+        detail: String,
+        rise: u32,
+        fall: u32,
+    },
+    /// The proxy saw repeated connect failures to this container.
+    ConnectFailures { id: String },
+    /// A probe of a passively-down container after its cool-down.
+    Probe { id: String, ok: bool },
+    /// Take no new requests (rollout, scale, admin drain).
+    Drain { id: String },
+}
+
+pub type Inputs = mpsc::UnboundedSender<Input>;
+
+/// How long a container stays out after repeated connect failures before it
+/// is probed again.
+pub const PASSIVE_COOLDOWN: Duration = Duration::from_secs(5);
 
 struct State {
     world: World,
+    signals: Signals,
     planner: Planner,
     problems: Vec<Problem>,
     /// Orders inspections: each gets a number, and a result older than what
@@ -159,17 +188,26 @@ impl Watcher {
         config: Arc<Config>,
         snapshot: SharedSnapshot,
         notify: watch::Sender<u64>,
+        inputs_tx: Inputs,
+        inputs: mpsc::UnboundedReceiver<Input>,
     ) -> Watcher {
         Watcher {
             config,
             snapshot,
             notify,
+            inputs_tx,
+            inputs: Mutex::new(Some(inputs)),
         }
     }
 
     pub async fn run(&self) {
+        let Some(mut inputs) = self.inputs.lock().ok().and_then(|mut i| i.take()) else {
+            warn!("Docker watcher started twice; the second one does nothing");
+            return;
+        };
         let mut st = State {
             world: World::new(),
+            signals: Signals::default(),
             planner: Planner::new(self.config.clone()),
             problems: Vec::new(),
             seq: 0,
@@ -179,15 +217,105 @@ impl Watcher {
         let mut backoff = BACKOFF_MIN;
         loop {
             let started = std::time::Instant::now();
-            let err = self.session(&mut st).await;
+            let err = self.session(&mut st, &mut inputs).await;
             // A session that ran a while was healthy: start the backoff over.
             if started.elapsed() > BACKOFF_MAX {
                 backoff = BACKOFF_MIN;
             }
             warn!(error = %err, retry_in = ?backoff, "Docker watch interrupted; routes stay as they are until the engine answers");
-            tokio::time::sleep(backoff).await;
+            // Health results and drains still apply while the engine is away.
+            let wait = tokio::time::sleep(backoff);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = &mut wait => break,
+                    Some(i) = inputs.recv() => self.on_input(&mut st, i),
+                }
+            }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    fn on_input(&self, st: &mut State, input: Input) {
+        let changed = match input {
+            Input::Check {
+                id,
+                started_at,
+                ok,
+                detail,
+                rise,
+                fall,
+            } => {
+                let Some(c) = st.world.get(&id) else { return };
+                if c.started_at != started_at {
+                    return;
+                }
+                let entry = st.signals.checks.entry(id.clone()).or_default();
+                if entry.started_at != started_at {
+                    *entry = CheckState {
+                        started_at,
+                        ..Default::default()
+                    };
+                }
+                let flipped = entry.record(ok, detail.clone(), rise, fall);
+                if flipped {
+                    info!(container = %c.name, healthy = entry.healthy, result = %detail, "active health check changed");
+                }
+                flipped
+            }
+            Input::ConnectFailures { id } => {
+                let Some(c) = st.world.get(&id) else { return };
+                if !st.signals.passive_down.insert(id.clone()) {
+                    return;
+                }
+                warn!(container = %c.name, cooldown = ?PASSIVE_COOLDOWN, "repeated connect failures: out of rotation until a probe succeeds");
+                self.schedule_probe(st, id);
+                true
+            }
+            Input::Probe { id, ok } => {
+                if !st.signals.passive_down.contains(&id) {
+                    return;
+                }
+                if ok {
+                    st.signals.passive_down.remove(&id);
+                    if let Some(c) = st.world.get(&id) {
+                        info!(container = %c.name, "probe succeeded: back in rotation");
+                    }
+                    true
+                } else {
+                    self.schedule_probe(st, id);
+                    false
+                }
+            }
+            Input::Drain { id } => st.world.contains_key(&id) && st.signals.drain.insert(id),
+        };
+        if changed {
+            self.publish(st, None);
+        }
+    }
+
+    /// After the cool-down, a TCP connect to each of the container's
+    /// addresses decides whether it comes back.
+    fn schedule_probe(&self, st: &State, id: String) {
+        let addrs = self
+            .snapshot
+            .load()
+            .backends
+            .get(&id)
+            .map(|b| b.addrs.clone())
+            .unwrap_or_default();
+        let _ = st;
+        let tx = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PASSIVE_COOLDOWN).await;
+            let mut ok = !addrs.is_empty();
+            for a in addrs {
+                let connect =
+                    tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(a));
+                ok &= matches!(connect.await, Ok(Ok(_)));
+            }
+            let _ = tx.send(Input::Probe { id, ok });
+        });
     }
 
     /// One connection to the engine: resync, then follow events until
@@ -196,7 +324,11 @@ impl Watcher {
     /// Inspections run as tasks: `inspect` of a container that is starting
     /// waits for the start to finish, and a `kill` of another container must
     /// not queue behind it.
-    async fn session(&self, st: &mut State) -> DockerError {
+    async fn session(
+        &self,
+        st: &mut State,
+        inputs: &mut mpsc::UnboundedReceiver<Input>,
+    ) -> DockerError {
         let docker = match connect(&self.config) {
             Ok(d) => d,
             Err(e) => return e,
@@ -241,6 +373,10 @@ impl Watcher {
                     Some(Err(source)) => Err(DockerError::Api { call: "events", source }),
                     None => Err(DockerError::StreamEnded),
                 },
+                Some(i) = inputs.recv() => {
+                    self.on_input(st, i);
+                    Ok(())
+                }
                 Some(f) = found.recv() => match f {
                     Found::One { id, seq, result, action, event_ns } => result.map(|c| {
                         if self.apply_one(st, id.clone(), seq, c) {
@@ -383,7 +519,11 @@ impl Watcher {
     }
 
     fn publish(&self, st: &mut State, cause: Option<(&str, &str, i64)>) {
-        let snap = st.planner.build(&st.world);
+        let world = &st.world;
+        st.signals.checks.retain(|id, _| world.contains_key(id));
+        st.signals.passive_down.retain(|id| world.contains_key(id));
+        st.signals.drain.retain(|id| world.contains_key(id));
+        let snap = st.planner.build(&st.world, &st.signals);
         for p in snap.problems.iter().filter(|p| !st.problems.contains(p)) {
             warn!(container = %p.container, key = %p.key, value = %p.value, hint = p.hint.as_deref().unwrap_or(""), "label problem: {}", p.message);
         }

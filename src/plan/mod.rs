@@ -9,20 +9,57 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::labels::{self, LabelSpec, RouteSpec};
 use crate::names::{HostPattern, PathPrefix};
-use crate::world::{BackendState, Container, World};
-pub use table::{Backend, Route, RouteTable};
+use crate::world::{BackendState, Container, Signals, World};
+pub use table::{Backend, BackendStats, Route, RouteTable};
 
 /// Everything the data plane reads, published as one immutable value.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub table: RouteTable,
     pub problems: Vec<Problem>,
+    /// Every routed container (any state), by container id.
+    pub backends: BTreeMap<String, BackendInfo>,
+    /// The active HTTP checks to run now.
+    pub checks: Vec<CheckTarget>,
     /// Counts rebuilds, for logs and tests.
     pub generation: u64,
+}
+
+/// A routed container as the proxy, the checker and the deploy controller see it.
+#[derive(Debug, Clone)]
+pub struct BackendInfo {
+    pub id: String,
+    pub name: String,
+    /// Compose `project/service`, or the container name.
+    pub service: String,
+    pub image: String,
+    pub state: BackendState,
+    /// Docker's health word, if the image has a HEALTHCHECK.
+    pub health: Option<String>,
+    /// The last active check result, if a check is configured.
+    pub check: Option<String>,
+    pub addrs: Vec<SocketAddr>,
+    pub stats: Arc<BackendStats>,
+    pub drain_timeout: Duration,
+    pub autoheal: bool,
+}
+
+/// One active HTTP check: `GET path` on `addr` every `interval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckTarget {
+    pub id: String,
+    pub started_at: String,
+    pub addr: SocketAddr,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
 }
 
 /// A bad label or an unroutable container, attached to that container only.
@@ -51,11 +88,12 @@ impl fmt::Display for Problem {
 }
 
 /// Holds what must outlive one snapshot: the last labels of each service that
-/// parsed cleanly, and the round-robin counters.
+/// parsed cleanly, the round-robin counters and the backend counters.
 pub struct Planner {
     config: Arc<Config>,
     last_good: HashMap<String, LabelSpec>,
     counters: HashMap<(HostPattern, PathPrefix), Arc<AtomicUsize>>,
+    stats: HashMap<String, Arc<BackendStats>>,
     generation: u64,
 }
 
@@ -67,22 +105,38 @@ impl Planner {
             config,
             last_good: HashMap::new(),
             counters: HashMap::new(),
+            stats: HashMap::new(),
             generation: 0,
         }
     }
 
-    pub fn build(&mut self, world: &World) -> Snapshot {
+    fn stats_for(&mut self, key: &str) -> Arc<BackendStats> {
+        self.stats.entry(key.to_string()).or_default().clone()
+    }
+
+    pub fn build(&mut self, world: &World, signals: &Signals) -> Snapshot {
         let mut routes: BTreeMap<Key, Vec<Backend>> = BTreeMap::new();
         let mut problems = Vec::new();
+        let mut backends = BTreeMap::new();
+        let mut checks = Vec::new();
 
         let static_name: Arc<str> = Arc::from("static");
-        for r in &self.config.routes {
+        let statics: Vec<_> = self.config.routes.clone();
+        for r in &statics {
             for h in &r.hosts {
-                let entry = routes.entry((h.clone(), r.path.clone())).or_default();
-                entry.extend(r.backends.iter().map(|&addr| Backend {
-                    addr,
-                    name: static_name.clone(),
-                }));
+                for &addr in &r.backends {
+                    let id = format!("static:{addr}");
+                    let stats = self.stats_for(&id);
+                    routes
+                        .entry((h.clone(), r.path.clone()))
+                        .or_default()
+                        .push(Backend {
+                            addr,
+                            name: static_name.clone(),
+                            id: Arc::from(id),
+                            stats,
+                        });
+                }
             }
         }
 
@@ -93,8 +147,13 @@ impl Planner {
             if !spec.enabled || spec.routes.is_empty() {
                 continue;
             }
-            let ready = c.state() == BackendState::Ready;
+            let active = spec.health.path.is_some();
+            let state = c.state_with(signals, active);
+            let running = c.status == "running";
             let name: Arc<str> = Arc::from(c.name.as_str());
+            let id: Arc<str> = Arc::from(c.id.as_str());
+            let stats = self.stats_for(&c.id);
+            let mut addrs = Vec::new();
             for route in &spec.routes {
                 // Every route of a container that exists stays known (a
                 // stopped service answers 503, not 404).
@@ -104,39 +163,75 @@ impl Planner {
                 let port = match resolve_port(c, route) {
                     Ok(p) => p,
                     Err(p) => {
-                        problems.push(self.problem(
-                            c,
-                            &route_key(&self.config.label_prefix, route, "port"),
-                            p,
-                        ));
+                        let key = route_key(&self.config.label_prefix, route, "port");
+                        problems.push(problem(c, &key, p));
                         continue;
                     }
                 };
-                let ip = match resolve_ip(c, &spec, ready) {
+                let ip = match resolve_ip(c, &spec, running) {
                     Ok(Some(ip)) => ip,
                     Ok(None) => continue,
                     Err(p) => {
-                        problems.push(self.problem(
-                            c,
-                            &format!("{}.network", self.config.label_prefix),
-                            p,
-                        ));
+                        let key = format!("{}.network", self.config.label_prefix);
+                        problems.push(problem(c, &key, p));
                         continue;
                     }
                 };
-                if ready {
+                let addr = SocketAddr::new(ip, port);
+                addrs.push(addr);
+                if state == BackendState::Ready {
                     for h in &route.hosts {
-                        let list = routes.entry((h.clone(), route.path.clone())).or_default();
-                        list.push(Backend {
-                            addr: SocketAddr::new(ip, port),
-                            name: name.clone(),
-                        });
+                        routes
+                            .entry((h.clone(), route.path.clone()))
+                            .or_default()
+                            .push(Backend {
+                                addr,
+                                name: name.clone(),
+                                id: id.clone(),
+                                stats: stats.clone(),
+                            });
                     }
                 }
             }
+            let check = signals
+                .checks
+                .get(&c.id)
+                .filter(|ch| active && ch.started_at == c.started_at);
+            if let (Some(path), Some(&addr), true) =
+                (&spec.health.path, addrs.first(), running && !c.stopping)
+            {
+                checks.push(CheckTarget {
+                    id: c.id.clone(),
+                    started_at: c.started_at.clone(),
+                    addr,
+                    path: path.to_string(),
+                    interval: spec.health.interval,
+                    timeout: spec.health.timeout,
+                    rise: spec.health.rise,
+                    fall: spec.health.fall,
+                });
+            }
+            backends.insert(
+                c.id.clone(),
+                BackendInfo {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    service: c.service_key(),
+                    image: c.image.clone(),
+                    state,
+                    health: c.health.clone(),
+                    check: check.map(|ch| ch.last.clone()),
+                    addrs,
+                    stats,
+                    drain_timeout: spec.drain_timeout,
+                    autoheal: spec.autoheal,
+                },
+            );
         }
 
         self.counters.retain(|k, _| routes.contains_key(k));
+        self.stats
+            .retain(|k, _| world.contains_key(k) || k.starts_with("static:"));
         let table = RouteTable::new(routes.into_iter().map(|((host, prefix), mut backends)| {
             backends.dedup();
             let next = self
@@ -155,6 +250,8 @@ impl Planner {
         Snapshot {
             table,
             problems,
+            backends,
+            checks,
             generation: self.generation,
         }
     }
@@ -193,17 +290,17 @@ impl Planner {
         }
         fallback.unwrap_or(spec)
     }
+}
 
-    fn problem(&self, c: &Container, key: &str, p: (String, String, Option<String>)) -> Problem {
-        let (value, message, hint) = p;
-        Problem {
-            container: c.name.clone(),
-            container_id: c.short_id().to_string(),
-            key: key.to_string(),
-            value,
-            message,
-            hint,
-        }
+fn problem(c: &Container, key: &str, p: Unresolved) -> Problem {
+    let (value, message, hint) = p;
+    Problem {
+        container: c.name.clone(),
+        container_id: c.short_id().to_string(),
+        key: key.to_string(),
+        value,
+        message,
+        hint,
     }
 }
 
@@ -242,12 +339,12 @@ fn resolve_port(c: &Container, r: &RouteSpec) -> Result<u16, Unresolved> {
     }
 }
 
-/// The address to reach a running container on. `Ok(None)`: not running, so no
+/// The address to reach a container on. `Ok(None)`: not running, so no
 /// address is expected.
 fn resolve_ip(
     c: &Container,
     spec: &LabelSpec,
-    ready: bool,
+    running: bool,
 ) -> Result<Option<std::net::IpAddr>, Unresolved> {
     let names = || c.networks.keys().cloned().collect::<Vec<_>>().join(", ");
     let (net, ip) = match &spec.network {
@@ -262,10 +359,10 @@ fn resolve_ip(
             }
         },
         None => {
-            let mut with_ip = c.networks.iter().filter(|(_, ip)| ip.is_some() || !ready);
+            let mut with_ip = c.networks.iter().filter(|(_, ip)| ip.is_some() || !running);
             match (with_ip.next(), with_ip.next()) {
                 (Some((n, ip)), None) => (n.clone(), *ip),
-                (None, _) if !ready => return Ok(None),
+                (None, _) if !running => return Ok(None),
                 (None, _) => {
                     return Err((
                         String::new(),
@@ -288,7 +385,7 @@ fn resolve_ip(
     };
     match ip {
         Some(ip) => Ok(Some(ip)),
-        None if !ready => Ok(None),
+        None if !running => Ok(None),
         None => Err((net.clone(), format!("no address on network {net}"), None)),
     }
 }
@@ -314,6 +411,10 @@ mod tests {
         }
     }
 
+    fn build(p: &mut Planner, w: &World) -> Snapshot {
+        p.build(w, &Signals::default())
+    }
+
     fn world(cs: Vec<Container>) -> World {
         cs.into_iter().map(|c| (c.id.clone(), c)).collect()
     }
@@ -327,10 +428,13 @@ mod tests {
     #[test]
     fn replicas_share_a_route() {
         let mut p = Planner::new(Arc::default());
-        let s = p.build(&world(vec![
-            container("web-1", 2, &[("berth.host", "a.test")]),
-            container("web-2", 3, &[("berth.host", "a.test")]),
-        ]));
+        let s = build(
+            &mut p,
+            &world(vec![
+                container("web-1", 2, &[("berth.host", "a.test")]),
+                container("web-2", 3, &[("berth.host", "a.test")]),
+            ]),
+        );
         assert_eq!(
             backends(&s, "a.test", "/"),
             Some(vec!["10.0.0.2:8080".into(), "10.0.0.3:8080".into()])
@@ -346,7 +450,7 @@ mod tests {
         let mut starting = container("web-2", 3, &[("berth.host", "a.test")]);
         starting.health = Some("starting".into());
         let mut p = Planner::new(Arc::default());
-        let s = p.build(&world(vec![stopped, starting]));
+        let s = build(&mut p, &world(vec![stopped, starting]));
         assert_eq!(backends(&s, "a.test", "/"), Some(vec![]));
         assert!(s.problems.is_empty(), "{:?}", s.problems);
     }
@@ -354,10 +458,13 @@ mod tests {
     #[test]
     fn bad_label_on_one_container_leaves_others_alone() {
         let mut p = Planner::new(Arc::default());
-        let s = p.build(&world(vec![
-            container("good", 2, &[("berth.host", "a.test")]),
-            container("typo", 3, &[("berth.hots", "b.test")]),
-        ]));
+        let s = build(
+            &mut p,
+            &world(vec![
+                container("good", 2, &[("berth.host", "a.test")]),
+                container("typo", 3, &[("berth.hots", "b.test")]),
+            ]),
+        );
         assert_eq!(
             backends(&s, "a.test", "/"),
             Some(vec!["10.0.0.2:8080".into()])
@@ -384,7 +491,7 @@ mod tests {
                 ("com.docker.compose.project", "p"),
             ],
         );
-        p.build(&world(vec![good]));
+        build(&mut p, &world(vec![good]));
         // The service is recreated with a typo in its port label.
         let bad = container(
             "web-1",
@@ -396,7 +503,7 @@ mod tests {
                 ("com.docker.compose.project", "p"),
             ],
         );
-        let s = p.build(&world(vec![bad]));
+        let s = build(&mut p, &world(vec![bad]));
         assert_eq!(
             backends(&s, "a.test", "/"),
             Some(vec!["10.0.0.4:8080".into()])
@@ -425,7 +532,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut p = Planner::new(Arc::default());
-        let s = p.build(&world(vec![two_ports, two_nets, chosen]));
+        let s = build(&mut p, &world(vec![two_ports, two_nets, chosen]));
         assert_eq!(backends(&s, "a.test", "/"), Some(vec![]));
         assert_eq!(backends(&s, "b.test", "/"), Some(vec![]));
         assert_eq!(
@@ -441,11 +548,14 @@ mod tests {
     fn the_constraint_label_is_not_an_unknown_label() {
         let cfg = Config::parse("docker:\n  constraint: berth.instance=public\n", "t").unwrap();
         let mut p = Planner::new(Arc::new(cfg));
-        let s = p.build(&world(vec![container(
-            "a",
-            2,
-            &[("berth.host", "a.test"), ("berth.instance", "public")],
-        )]));
+        let s = build(
+            &mut p,
+            &world(vec![container(
+                "a",
+                2,
+                &[("berth.host", "a.test"), ("berth.instance", "public")],
+            )]),
+        );
         assert!(s.problems.is_empty(), "{:?}", s.problems);
     }
 
@@ -457,7 +567,7 @@ mod tests {
         )
         .unwrap();
         let mut p = Planner::new(Arc::new(cfg));
-        let s = p.build(&World::new());
+        let s = build(&mut p, &World::new());
         assert_eq!(
             backends(&s, "s.test", "/"),
             Some(vec!["127.0.0.1:9000".into()])
@@ -468,9 +578,9 @@ mod tests {
     fn round_robin_position_survives_rebuilds() {
         let mut p = Planner::new(Arc::default());
         let w = world(vec![container("web-1", 2, &[("berth.host", "a.test")])]);
-        let s1 = p.build(&w);
+        let s1 = build(&mut p, &w);
         s1.table.find("a.test", "/").unwrap().start();
-        let s2 = p.build(&w);
+        let s2 = build(&mut p, &w);
         assert_eq!(s2.table.find("a.test", "/").unwrap().start(), 1);
         assert_eq!(s2.generation, 2);
     }

@@ -5,16 +5,35 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::names::{HostPattern, PathPrefix};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
     /// Container name, or `static` for config routes.
     pub name: Arc<str>,
+    /// Container id, or `static:<addr>`.
+    pub id: Arc<str>,
+    /// Shared by every snapshot, so counts survive rebuilds.
+    pub stats: Arc<BackendStats>,
+}
+
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr && self.name == other.name
+    }
+}
+
+/// Live counters of one backend, written by the proxy.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Requests between backend choice and the end of the response.
+    pub inflight: AtomicUsize,
+    /// Connect failures since the last success.
+    pub connect_failures: AtomicU32,
 }
 
 #[derive(Debug)]
@@ -133,6 +152,8 @@ mod tests {
             backends: vec![Backend {
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
                 name: Arc::from(format!("{host}{prefix}")),
+                id: Arc::from(format!("{host}{prefix}")),
+                stats: Arc::default(),
             }],
             next: Arc::default(),
         }

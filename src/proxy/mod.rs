@@ -3,6 +3,7 @@
 //! everything else round robin to the route's ready backends, retrying on the
 //! next one when a backend refuses or drops a request before answering.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,20 +17,27 @@ use pingora::proxy::ProxyHttp;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::ProxyConfig;
-use crate::plan::Route;
+use crate::docker::{Input, Inputs};
+use crate::plan::{BackendStats, Route};
 use crate::SharedSnapshot;
 
 pub struct BerthProxy {
     snapshot: SharedSnapshot,
+    inputs: Inputs,
     connect_timeout: Duration,
     read_timeout: Duration,
     idle_timeout: Duration,
     retry_after: String,
 }
 
+/// Connect failures in a row after which a backend is taken out (passive check).
+const PASSIVE_FAILURES: u32 = 3;
+
 #[derive(Default)]
 pub struct Ctx {
     route: Option<Arc<Route>>,
+    /// The backend this request is on now; its in-flight count includes us.
+    current: Option<Arc<BackendStats>>,
     /// The round-robin pick of the first attempt; retries walk on from it.
     start: usize,
     /// Backends handed out so far for this request.
@@ -37,6 +45,7 @@ pub struct Ctx {
     response_started: bool,
     /// The one retry allowed after a request reached a backend.
     late_retry_used: bool,
+    backend_id: Option<Arc<str>>,
 }
 
 impl Ctx {
@@ -45,12 +54,24 @@ impl Ctx {
             .as_ref()
             .is_some_and(|r| self.attempt < r.backends.len())
     }
+
+    /// Moves this request's in-flight count to another backend (or none).
+    fn switch_to(&mut self, stats: Option<Arc<BackendStats>>) {
+        if let Some(old) = self.current.take() {
+            old.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(new) = &stats {
+            new.inflight.fetch_add(1, Ordering::Relaxed);
+        }
+        self.current = stats;
+    }
 }
 
 impl BerthProxy {
-    pub fn new(snapshot: SharedSnapshot, conf: &ProxyConfig) -> BerthProxy {
+    pub fn new(snapshot: SharedSnapshot, inputs: Inputs, conf: &ProxyConfig) -> BerthProxy {
         BerthProxy {
             snapshot,
+            inputs,
             connect_timeout: conf.connect_timeout,
             read_timeout: conf.read_timeout,
             idle_timeout: conf.idle_timeout,
@@ -142,7 +163,11 @@ impl ProxyHttp for BerthProxy {
             .backend(ctx.start, ctx.attempt)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "route has no backend"))?;
         ctx.attempt += 1;
+        let stats = backend.stats.clone();
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
+        let id = backend.id.clone();
+        ctx.backend_id = Some(id);
+        ctx.switch_to(Some(stats));
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(self.idle_timeout);
@@ -156,6 +181,14 @@ impl ProxyHttp for BerthProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some(stats), Some(id)) = (&ctx.current, &ctx.backend_id) {
+            let failures = stats.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if failures == PASSIVE_FAILURES {
+                let _ = self
+                    .inputs
+                    .send(Input::ConnectFailures { id: id.to_string() });
+            }
+        }
         // Nothing reached the backend: any request may go to the next one.
         if ctx.untried_left() {
             e.set_retry(true);
@@ -217,7 +250,16 @@ impl ProxyHttp for BerthProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.response_started = true;
+        if let Some(stats) = &ctx.current {
+            if stats.connect_failures.load(Ordering::Relaxed) != 0 {
+                stats.connect_failures.store(0, Ordering::Relaxed);
+            }
+        }
         Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        ctx.switch_to(None);
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {

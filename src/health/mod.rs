@@ -1,0 +1,150 @@
+//! Active HTTP checks: for every target in the published snapshot, `GET path`
+//! on the container's address every interval, and report each result to the
+//! owner of the world, which decides (rise/fall) whether the state changes.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::docker::{Input, Inputs};
+use crate::plan::CheckTarget;
+use crate::SharedSnapshot;
+
+pub struct Checker {
+    snapshot: SharedSnapshot,
+    notify: watch::Receiver<u64>,
+    inputs: Inputs,
+}
+
+impl Checker {
+    pub fn new(snapshot: SharedSnapshot, notify: watch::Receiver<u64>, inputs: Inputs) -> Checker {
+        Checker {
+            snapshot,
+            notify,
+            inputs,
+        }
+    }
+
+    async fn run(&self) {
+        let mut notify = self.notify.clone();
+        let mut running: HashMap<String, (CheckTarget, JoinHandle<()>)> = HashMap::new();
+        loop {
+            let snap = self.snapshot.load_full();
+            running.retain(|id, (target, task)| {
+                let keep = snap.checks.iter().any(|t| t.id == *id && t == target);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for t in &snap.checks {
+                if !running.contains_key(&t.id) {
+                    let task = tokio::spawn(check_loop(t.clone(), self.inputs.clone()));
+                    running.insert(t.id.clone(), (t.clone(), task));
+                }
+            }
+            if notify.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn check_loop(t: CheckTarget, inputs: Inputs) {
+    loop {
+        let (ok, detail) = probe(&t).await;
+        let sent = inputs.send(Input::Check {
+            id: t.id.clone(),
+            started_at: t.started_at.clone(),
+            ok,
+            detail,
+            rise: t.rise,
+            fall: t.fall,
+        });
+        if sent.is_err() {
+            return;
+        }
+        tokio::time::sleep(t.interval).await;
+    }
+}
+
+/// One check: a 2xx or 3xx answer within the timeout passes.
+async fn probe(t: &CheckTarget) -> (bool, String) {
+    let attempt = async {
+        let mut s = TcpStream::connect(t.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-health-check\r\nConnection: close\r\n\r\n",
+            t.path, t.addr
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 256];
+        while !buf.contains(&b'\n') && buf.len() < 4096 {
+            let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        status_code(&buf).ok_or_else(|| "not an HTTP response".to_string())
+    };
+    match tokio::time::timeout(t.timeout, attempt).await {
+        Err(_) => (false, format!("no answer within {:?}", t.timeout)),
+        Ok(Err(e)) => (false, e),
+        Ok(Ok(code)) => ((200..400).contains(&code), format!("HTTP {code}")),
+    }
+}
+
+/// The status code of an HTTP/1.x status line.
+pub fn status_code(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    let mut parts = text.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|c| (100..600).contains(c))
+}
+
+#[async_trait]
+impl BackgroundService for Checker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.run() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\nx: y\r\n"), Some(200));
+        assert_eq!(
+            status_code(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
+        assert_eq!(status_code(b"HTTP/1.1 200"), Some(200));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 abc\r\n"), None);
+        assert_eq!(status_code(b"HTTP/1.1 999 x\r\n"), None);
+        assert_eq!(status_code(b""), None);
+    }
+}
