@@ -1,10 +1,12 @@
 #!/bin/sh
-# Like a well-behaved app: exit on SIGTERM (busybox httpd as PID 1 ignores it).
-trap 'exit 0' TERM
+# Like a well-behaved app: on SIGTERM stop accepting, finish the requests in
+# hand, then exit (busybox httpd as PID 1 would ignore SIGTERM).
 mkdir -p /www
 echo "${VERSION:-v1}" > /www/version
 echo "$(hostname) ${VERSION:-v1}" > /www/index.html
 sleep "${START_DELAY:-0}"
 echo ok > /www/health
 httpd -f -p "${PORT:-8080}" -h /www &
+listener=$!
+trap 'kill $listener; while [ -n "$(pidof httpd)" ]; do sleep 0.05; done; exit 0' TERM
 wait

@@ -141,3 +141,69 @@ async fn healthcheck_gates_rotation_until_healthy() {
     assert_eq!(health, "healthy");
     assert!(r.body.starts_with(&id[..12]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_finishes_while_its_replica_stops_and_no_new_one_reaches_it() {
+    let env = Env::new("drain").await;
+    let host = env.host("web");
+    let label = format!("berth.host={host}");
+    let a = env.run("web-1", &["--label", &label]).await;
+    let b = env.run("web-2", &["--label", &label]).await;
+    let port = free_port();
+    let _berth = Berth::start(&env.config(port, ""), port).await;
+    let client = HttpClient::new();
+    eventually(
+        Duration::from_secs(10),
+        "both replicas in rotation",
+        || async {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..4 {
+                seen.insert(client.get(port, &host, "/").await.ok()?.body);
+            }
+            (seen.len() == 2).then_some(())
+        },
+    )
+    .await;
+
+    // Two slow requests: round robin puts one on each replica.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, host) = (HttpClient::new(), host.clone());
+            tokio::spawn(async move { client.get(port, &host, "/cgi-bin/who?sleep=3").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stop_a = env.container_name("web-1");
+    let stopping = tokio::spawn(async move { docker(&["stop", "-t", "20", &stop_a]).await });
+    // Give the kill event a moment to arrive, then everything new must go to b.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut after_kill = 0;
+    while !stopping.is_finished() {
+        let r = client
+            .get(port, &host, "/")
+            .await
+            .expect("request during the stop");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            r.body.starts_with(&b[..12]),
+            "a new request reached the stopping replica: {}",
+            r.body
+        );
+        after_kill += 1;
+    }
+    stopping.await.unwrap();
+    let mut served = Vec::new();
+    for s in slow {
+        let r = s.await.unwrap().expect("slow request");
+        assert_eq!(r.status, 200, "the in-flight request completed: {}", r.body);
+        served.push(r.body);
+    }
+    assert!(
+        served
+            .iter()
+            .any(|body| body.contains(&format!("host={}", &a[..12]))),
+        "one slow request was on the stopped replica: {served:?}"
+    );
+    println!("{after_kill} requests during the stop, all on the other replica");
+    assert!(after_kill > 10);
+}

@@ -4,5 +4,6 @@
 mod check;
 mod events;
 mod harness;
+mod health;
 mod lifecycle;
 mod routing;

@@ -1,0 +1,113 @@
+//! Active HTTP checks (`berth.health.*`): a replica that fails its check leaves
+//! rotation within one interval and comes back when it passes; a new one gets
+//! no request before its first pass.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{docker, eventually, free_port, Berth, Env, HttpClient};
+
+fn check_labels(host: &str) -> Vec<String> {
+    [
+        format!("berth.host={host}"),
+        "berth.health.path=/health".into(),
+        "berth.health.interval=500ms".into(),
+        "berth.health.timeout=300ms".into(),
+    ]
+    .into_iter()
+    .flat_map(|l| ["--label".to_string(), l])
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_check_leaves_rotation_within_one_interval_and_returns() {
+    let env = Env::new("check").await;
+    let host = env.host("web");
+    let labels = check_labels(&host);
+    let args: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let a = env.run("web-1", &args).await;
+    let b = env.run("web-2", &args).await;
+    let port = free_port();
+    let _berth = Berth::start(&env.config(port, ""), port).await;
+    let client = HttpClient::new();
+    let both = || async {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..4 {
+            seen.insert(client.get(port, &host, "/").await.ok()?.body);
+        }
+        (seen.len() == 2).then_some(())
+    };
+    eventually(Duration::from_secs(10), "both replicas in rotation", both).await;
+
+    docker(&["exec", &a, "rm", "/www/health"]).await;
+    let failed_at = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "the failing replica to leave",
+        || async {
+            for _ in 0..4 {
+                let r = client.get(port, &host, "/").await.ok()?;
+                if !r.body.starts_with(&b[..12]) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let left_after = failed_at.elapsed();
+    println!(
+        "left rotation {:.0} ms after its health endpoint broke (interval 500 ms, timeout 300 ms)",
+        left_after.as_secs_f64() * 1000.0
+    );
+    // One interval plus the check's own timeout, and some slack for the engine.
+    assert!(
+        left_after < Duration::from_millis(1300),
+        "took {left_after:?}"
+    );
+
+    docker(&["exec", &a, "sh", "-c", "echo ok > /www/health"]).await;
+    eventually(Duration::from_secs(5), "the replica to come back", both).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_that_needs_three_seconds_gets_no_request_before_ready() {
+    let env = Env::new("warm").await;
+    let host = env.host("web");
+    let port = free_port();
+    let berth = Berth::start(&env.config(port, ""), port).await;
+    berth
+        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
+        .await;
+    let client = HttpClient::new();
+    let labels = check_labels(&host);
+    let mut args: Vec<&str> = labels.iter().map(String::as_str).collect();
+    args.extend(["-e", "START_DELAY=3"]);
+    let started = Instant::now();
+    env.run("web", &args).await;
+    let mut statuses = Vec::new();
+    loop {
+        let r = client.get(port, &host, "/").await.unwrap();
+        statuses.push(r.status);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "never became ready: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready_after = started.elapsed();
+    println!("ready after {:.1} s", ready_after.as_secs_f64());
+    assert!(
+        ready_after >= Duration::from_secs(3),
+        "routed before the app could answer"
+    );
+    assert!(
+        statuses
+            .iter()
+            .skip_while(|s| **s == 404)
+            .all(|s| *s == 503 || *s == 200),
+        "a request reached the app before it was ready: {statuses:?}"
+    );
+}
