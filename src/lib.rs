@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod config;
+pub mod deploy;
 pub mod docker;
 pub mod health;
 pub mod labels;

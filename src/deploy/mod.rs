@@ -1,0 +1,2 @@
+//! Deploys: rollouts, scaling and self-healing, driving the Docker engine.
+pub mod plan;
