@@ -600,7 +600,7 @@ mod tests {
         );
         assert_eq!(
             p.status,
-            Status::Starting,
+            Status::WaitingHealthy,
             "not final until the new one is removed"
         );
         p.on_event(Event::Removed { unit: 0 }, &w, t0 + Duration::from_secs(12));
@@ -612,7 +612,7 @@ mod tests {
         );
         assert_eq!(
             p.units[1].phase,
-            Phase::Failed,
+            Phase::Pending,
             "the second replica is not touched"
         );
     }
