@@ -3,7 +3,7 @@
 //! error names the file, line, column, key and value.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,7 +21,37 @@ pub struct Config {
     pub label_prefix: String,
     pub proxy: ProxyConfig,
     pub routes: Vec<StaticRoute>,
+    pub admin: AdminConfig,
+    pub deploy: DeployConfig,
     pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `None`: the admin API is off.
+    pub listen: Option<SocketAddr>,
+    /// A token set in the config (or $BERTH_TOKEN at run time).
+    pub token: Option<String>,
+    /// Where a generated token is kept (mode 0600) and the CLI looks for it.
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployConfig {
+    /// How long a new replica may take to become Ready in a rollout.
+    pub health_timeout: Duration,
+    /// How long a container may stay unhealthy before autoheal restarts it.
+    pub autoheal_grace: Duration,
+}
+
+/// `$XDG_STATE_HOME/berth/admin.token`, else `~/.local/state/berth/admin.token`,
+/// else `/var/lib/berth/admin.token`.
+pub fn default_token_file() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    base.join("berth").join("admin.token")
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +116,15 @@ impl Default for Config {
                 retry_after: Duration::from_secs(5),
             },
             routes: Vec::new(),
+            admin: AdminConfig {
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
+                token: None,
+                token_file: default_token_file(),
+            },
+            deploy: DeployConfig {
+                health_timeout: Duration::from_secs(60),
+                autoheal_grace: Duration::from_secs(30),
+            },
             log_level: "info".into(),
         }
     }
@@ -100,7 +139,24 @@ struct Raw {
     proxy: Option<RawProxy>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    admin: Option<RawAdmin>,
+    deploy: Option<RawDeploy>,
     log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeploy {
+    health_timeout: Option<Spanned<String>>,
+    autoheal_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +420,48 @@ impl Validator<'_> {
             });
         }
 
+        let admin = match raw.admin {
+            None => d.admin,
+            Some(r) => {
+                let listen = match r.listen {
+                    None => d.admin.listen,
+                    Some(v) if v.value.trim() == "off" => None,
+                    Some(v) => Some(self.addr("admin.listen", &v)?),
+                };
+                let token = match r.token {
+                    None => None,
+                    Some(t) if t.value.trim().len() < 16 => {
+                        return Err(self.invalid("admin.token", &t, "at least 16 characters"))
+                    }
+                    Some(t) => Some(t.value.trim().to_string()),
+                };
+                let token_file = r
+                    .token_file
+                    .map_or(d.admin.token_file, |f| PathBuf::from(f.value));
+                AdminConfig {
+                    listen,
+                    token,
+                    token_file,
+                }
+            }
+        };
+
+        let deploy = match raw.deploy {
+            None => d.deploy,
+            Some(r) => DeployConfig {
+                health_timeout: self.duration(
+                    "deploy.health_timeout",
+                    r.health_timeout,
+                    d.deploy.health_timeout,
+                )?,
+                autoheal_grace: self.duration(
+                    "deploy.autoheal_grace",
+                    r.autoheal_grace,
+                    d.deploy.autoheal_grace,
+                )?,
+            },
+        };
+
         let log_level = match raw.log.and_then(|l| l.level) {
             None => d.log_level,
             Some(l) => {
@@ -385,6 +483,8 @@ impl Validator<'_> {
             label_prefix,
             proxy,
             routes,
+            admin,
+            deploy,
             log_level,
         })
     }
@@ -413,6 +513,8 @@ mod tests {
                 "backend",
             ),
             ("log:\n  levle: info\n", "levle"),
+            ("admin:\n  tokn: x\n", "tokn"),
+            ("deploy:\n  timeout: 1s\n", "timeout"),
         ] {
             let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
             assert!(

@@ -5,7 +5,9 @@
 //! immutable [`plan::Snapshot`], and the proxy ([`proxy`]) reads the latest
 //! snapshot on every request. See README.md, "Architecture".
 
+pub mod api;
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod deploy;
 pub mod docker;

@@ -1,11 +1,14 @@
 //! The `berth` command line: `serve` runs the proxy, `check` validates the
-//! config and the labels on the engine.
+//! config and the labels on the engine, and the deploy commands are clients
+//! of the running berth's admin API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth::client::Client;
 use berth::config::Config;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -17,6 +20,29 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// Configuration file (for admin.listen and the token); default: the embedded one.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Admin API address (HOST:PORT or URL); default: admin.listen.
+    #[arg(long, env = "BERTH_ADMIN")]
+    admin: Option<String>,
+    /// Bearer token; default: $BERTH_TOKEN, admin.token, or the token file.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct Timeouts {
+    /// How long each new replica may take to become ready (e.g. 60s).
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// How long an old replica's in-flight requests may take (e.g. 30s).
+    #[arg(long)]
+    drain_timeout: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -32,20 +58,145 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Replace every replica of a service with a fresh one, with no failed request.
+    Rollout {
+        /// The compose service (or container name outside compose).
+        service: String,
+        #[arg(long)]
+        project: Option<String>,
+        /// The new image; default: the image the replicas run now.
+        #[arg(long)]
+        image: Option<String>,
+        /// Replicas replaced at a time.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[command(flatten)]
+        timeouts: Timeouts,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Set the number of replicas of a service: `berth scale web=3`.
+    Scale {
+        /// SERVICE=N
+        spec: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        timeouts: Timeouts,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List recent rollouts and scale runs.
+    Rollouts {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print the admin API token the CLI would use.
+    Token {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("berth: invalid configuration: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let path = match &cli.command {
-        Command::Serve { config } | Command::Check { config } => config.clone(),
-    };
-    let config = match Config::load(path.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("berth: invalid configuration: {e}");
-            return ExitCode::from(2);
+    match cli.command {
+        Command::Serve { config } => {
+            let config = match load(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logs(&config);
+            match berth::server::serve(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("berth: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
         }
-    };
+        Command::Check { config } => match load(config.as_deref()) {
+            Ok(c) => {
+                init_logs(&c);
+                block_on(check(c))
+            }
+            Err(code) => code,
+        },
+        Command::Token { config } => match load(config.as_deref()) {
+            Ok(c) => match berth::api::token::client_token(&c.admin) {
+                Some(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!(
+                        "berth: no token: set BERTH_TOKEN or admin.token, or start berth once to generate {}",
+                        c.admin.token_file.display()
+                    );
+                    ExitCode::from(2)
+                }
+            },
+            Err(code) => code,
+        },
+        Command::Rollout {
+            service,
+            project,
+            image,
+            batch,
+            timeouts,
+            api,
+        } => {
+            let body = json!({
+                "project": project,
+                "image": image,
+                "batch": batch,
+                "health_timeout": timeouts.health_timeout,
+                "drain_timeout": timeouts.drain_timeout,
+            });
+            block_on(deploy(
+                api,
+                format!("/api/services/{service}/rollout"),
+                body,
+            ))
+        }
+        Command::Scale {
+            spec,
+            project,
+            timeouts,
+            api,
+        } => {
+            let Some((service, n)) = spec.split_once('=') else {
+                eprintln!("berth: scale {spec:?}: use SERVICE=N, e.g. web=3");
+                return ExitCode::from(2);
+            };
+            let Ok(n) = n.trim().parse::<usize>() else {
+                eprintln!("berth: scale {spec:?}: {n:?} is not a number of replicas");
+                return ExitCode::from(2);
+            };
+            let body = json!({
+                "project": project,
+                "replicas": n,
+                "health_timeout": timeouts.health_timeout,
+                "drain_timeout": timeouts.drain_timeout,
+            });
+            block_on(deploy(
+                api,
+                format!("/api/services/{}/scale", service.trim()),
+                body,
+            ))
+        }
+        Command::Rollouts { api } => block_on(rollouts(api)),
+    }
+}
+
+fn init_logs(config: &Config) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     tracing_subscriber::fmt()
@@ -53,31 +204,104 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-
-    match cli.command {
-        Command::Serve { .. } => match berth::server::serve(config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("berth: {e:#}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Check { .. } => check(config),
-    }
 }
 
-fn check(config: Config) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("berth: cannot start a runtime: {e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
+    }
+}
+
+fn client(api: &ApiArgs) -> Result<Client, ExitCode> {
+    let config = load(api.config.as_deref())?;
+    Client::new(&config, api.admin.clone(), api.token.clone()).map_err(|e| {
+        eprintln!("berth: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Streams a rollout's or scale's progress, one line per step; exits 0 when
+/// it completed, 1 when it failed or was rolled back, 2 when it could not run.
+async fn deploy(api: ApiArgs, path: String, body: Value) -> ExitCode {
+    let client = match client(&api) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
-    match rt.block_on(berth::check::check(&config)) {
+    let print = |v: &Value| {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        println!(
+            "[{}] {:<15} {}",
+            v.get("id").and_then(Value::as_u64).unwrap_or(0),
+            s("status"),
+            s("message")
+        );
+    };
+    match client.post_stream(&path, &body, print).await {
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::from(2)
+        }
+        Ok(last) => match last.get("status").and_then(Value::as_str) {
+            Some("completed") => ExitCode::SUCCESS,
+            Some("failed") | Some("rolled_back") => ExitCode::from(1),
+            _ => {
+                eprintln!("berth: the progress stream ended before a final status");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+async fn rollouts(api: ApiArgs) -> ExitCode {
+    let client = match client(&api) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.get("/api/rollouts").await {
+        Err(e) => {
+            eprintln!("berth: {e}");
+            ExitCode::from(2)
+        }
+        Ok(Value::Array(list)) => {
+            println!(
+                "{:<5} {:<8} {:<24} {:<12} {:<9} REASON",
+                "ID", "KIND", "SERVICE", "STATUS", "REPLICAS"
+            );
+            for r in list {
+                let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+                println!(
+                    "{:<5} {:<8} {:<24} {:<12} {:<9} {}",
+                    r.get("id").and_then(Value::as_u64).unwrap_or(0),
+                    s("kind"),
+                    s("service"),
+                    s("status"),
+                    r.get("replicas").and_then(Value::as_u64).unwrap_or(0),
+                    s("reason")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            eprintln!("berth: unexpected answer: {other}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn check(config: Config) -> ExitCode {
+    match berth::check::check(&config).await {
         Err(e) => {
             eprintln!("berth: {e}");
             ExitCode::from(2)

@@ -13,7 +13,9 @@ use pingora::services::background::background_service;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+use crate::api::{self, AdminService};
 use crate::config::Config;
+use crate::deploy::Controller;
 use crate::docker::Watcher;
 use crate::health::Checker;
 use crate::plan::Planner;
@@ -26,6 +28,27 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     // find out now and say which key to change.
     std::net::TcpListener::bind(config.http_listen)
         .with_context(|| format!("http.listen {}: cannot listen", config.http_listen))?;
+
+    // The admin API: refuse an address other machines can reach without a
+    // token someone chose; otherwise a generated one (0600 file) will do.
+    let admin = match config.admin.listen {
+        None => None,
+        Some(addr) => {
+            let (token, generated) =
+                api::token::server_token(&config.admin).map_err(anyhow::Error::msg)?;
+            if generated && !addr.ip().is_loopback() {
+                anyhow::bail!(
+                    "admin.listen {addr}: not a loopback address, and no token is set: set admin.token or BERTH_TOKEN"
+                );
+            }
+            if generated {
+                info!(file = %config.admin.token_file.display(), "admin API token (generated) is in this file");
+            }
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
+            Some((addr, token))
+        }
+    };
 
     let config = Arc::new(config);
     // Static routes serve from the first request, Docker or not.
@@ -76,8 +99,18 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     ));
     server.add_service(background_service(
         "health checks",
-        Checker::new(snapshot, notified, inputs_tx),
+        Checker::new(snapshot.clone(), notified.clone(), inputs_tx.clone()),
     ));
+    let (controller, deploys) =
+        Controller::new(config.clone(), snapshot.clone(), notified, inputs_tx);
+    server.add_service(background_service("deploys", controller));
+    if let Some((addr, token)) = admin {
+        let router = api::router(snapshot, deploys, token);
+        server.add_service(background_service(
+            "admin api",
+            AdminService::new(addr, router),
+        ));
+    }
     info!(http = %config.http_listen, threads = config.proxy.threads, "berth serving");
     server.run_forever()
 }

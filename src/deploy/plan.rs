@@ -322,7 +322,10 @@ impl Plan {
                             }
                         }
                     }
-                    Some(BackendState::Stopped) => {
+                    // "created" is a container the engine has not started yet.
+                    Some(BackendState::Stopped)
+                        if b.is_some_and(|b| matches!(b.status.as_str(), "exited" | "dead")) =>
+                    {
                         let why =
                             format!("{} exited before becoming ready", name_of(backends, &new));
                         out.extend(self.fail(i, why));
@@ -469,6 +472,8 @@ mod tests {
             stats: Arc::default(),
             drain_timeout: Duration::from_secs(30),
             autoheal: true,
+            unhealthy: false,
+            status: "running".into(),
         }
     }
 
@@ -732,7 +737,16 @@ mod tests {
             t0,
         );
         p.on_event(Event::Started { unit: 0 }, &w, t0);
-        w.insert("a2".into(), info("a2", BackendState::Stopped));
+        let mut created = info("a2", BackendState::Stopped);
+        created.status = "created".into();
+        w.insert("a2".into(), created);
+        assert!(
+            kinds(&p.advance(&w, t0)).is_empty(),
+            "created, not started yet: wait"
+        );
+        let mut exited = info("a2", BackendState::Stopped);
+        exited.status = "exited".into();
+        w.insert("a2".into(), exited);
         assert_eq!(
             kinds(&p.advance(&w, t0 + Duration::from_secs(1))),
             vec!["remove a2"]

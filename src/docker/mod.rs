@@ -257,11 +257,13 @@ impl Watcher {
                         ..Default::default()
                     };
                 }
+                let before = entry.last.clone();
                 let flipped = entry.record(ok, detail.clone(), rise, fall);
                 if flipped {
                     info!(container = %c.name, healthy = entry.healthy, result = %detail, "active health check changed");
                 }
-                flipped
+                // A new result text is worth a snapshot too: rollouts report it.
+                flipped || before != detail
             }
             Input::ConnectFailures { id } => {
                 let Some(c) = st.world.get(&id) else { return };

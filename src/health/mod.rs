@@ -56,9 +56,15 @@ impl Checker {
     }
 }
 
+/// Until the first pass, checks come every 50 ms: a new replica joins as soon
+/// as it answers, not up to an interval later.
+const UNTIL_FIRST_PASS: std::time::Duration = std::time::Duration::from_millis(50);
+
 async fn check_loop(t: CheckTarget, inputs: Inputs) {
+    let mut passed = false;
     loop {
         let (ok, detail) = probe(&t).await;
+        passed |= ok;
         let sent = inputs.send(Input::Check {
             id: t.id.clone(),
             started_at: t.started_at.clone(),
@@ -70,7 +76,7 @@ async fn check_loop(t: CheckTarget, inputs: Inputs) {
         if sent.is_err() {
             return;
         }
-        tokio::time::sleep(t.interval).await;
+        tokio::time::sleep(if passed { t.interval } else { UNTIL_FIRST_PASS }).await;
     }
 }
 
@@ -80,9 +86,12 @@ async fn probe(t: &CheckTarget) -> (bool, String) {
         let mut s = TcpStream::connect(t.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        let Some(path) = &t.path else {
+            return Ok(0);
+        };
         let req = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-health-check\r\nConnection: close\r\n\r\n",
-            t.path, t.addr
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-health-check\r\nConnection: close\r\n\r\n",
+            t.addr
         );
         s.write_all(req.as_bytes())
             .await
@@ -101,6 +110,7 @@ async fn probe(t: &CheckTarget) -> (bool, String) {
     match tokio::time::timeout(t.timeout, attempt).await {
         Err(_) => (false, format!("no answer within {:?}", t.timeout)),
         Ok(Err(e)) => (false, e),
+        Ok(Ok(0)) => (true, "TCP connect".into()),
         Ok(Ok(code)) => ((200..400).contains(&code), format!("HTTP {code}")),
     }
 }

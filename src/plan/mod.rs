@@ -47,15 +47,21 @@ pub struct BackendInfo {
     pub stats: Arc<BackendStats>,
     pub drain_timeout: Duration,
     pub autoheal: bool,
+    /// Failing its health check (Docker's or berth's active one) after having
+    /// passed: what autoheal acts on.
+    pub unhealthy: bool,
+    /// Docker's word: created, running, exited, ...
+    pub status: String,
 }
 
-/// One active HTTP check: `GET path` on `addr` every `interval`.
+/// One active check: `GET path` on `addr` every `interval`, or with no path,
+/// a TCP connect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckTarget {
     pub id: String,
     pub started_at: String,
     pub addr: SocketAddr,
-    pub path: String,
+    pub path: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,
@@ -147,7 +153,11 @@ impl Planner {
             if !spec.enabled || spec.routes.is_empty() {
                 continue;
             }
-            let active = spec.health.path.is_some();
+            // berth checks every replica itself: the HTTP check of its labels,
+            // or, without that and without a Docker HEALTHCHECK, a TCP connect
+            // to its port, so no route goes live before the app listens.
+            let tcp_only = spec.health.path.is_none() && c.health.is_none();
+            let active = spec.health.path.is_some() || tcp_only;
             let state = c.state_with(signals, active);
             let running = c.status == "running";
             let name: Arc<str> = Arc::from(c.name.as_str());
@@ -197,18 +207,16 @@ impl Planner {
                 .checks
                 .get(&c.id)
                 .filter(|ch| active && ch.started_at == c.started_at);
-            if let (Some(path), Some(&addr), true) =
-                (&spec.health.path, addrs.first(), running && !c.stopping)
-            {
+            if let (true, Some(&addr), true) = (active, addrs.first(), running && !c.stopping) {
                 checks.push(CheckTarget {
                     id: c.id.clone(),
                     started_at: c.started_at.clone(),
                     addr,
-                    path: path.to_string(),
+                    path: spec.health.path.as_ref().map(|p| p.to_string()),
                     interval: spec.health.interval,
                     timeout: spec.health.timeout,
                     rise: spec.health.rise,
-                    fall: spec.health.fall,
+                    fall: if tcp_only { 2 } else { spec.health.fall },
                 });
             }
             backends.insert(
@@ -225,6 +233,10 @@ impl Planner {
                     stats,
                     drain_timeout: spec.drain_timeout,
                     autoheal: spec.autoheal,
+                    status: c.status.clone(),
+                    unhealthy: running
+                        && (c.health.as_deref() == Some("unhealthy")
+                            || check.is_some_and(|ch| ch.ever_healthy && !ch.healthy)),
                 },
             );
         }
@@ -393,7 +405,7 @@ fn resolve_ip(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::COMPOSE_SERVICE;
+    use crate::world::{CheckState, COMPOSE_SERVICE};
 
     fn container(name: &str, ip: u8, labels: &[(&str, &str)]) -> Container {
         Container {
@@ -411,8 +423,44 @@ mod tests {
         }
     }
 
+    /// Builds as if every container had passed berth's own check.
     fn build(p: &mut Planner, w: &World) -> Snapshot {
-        p.build(w, &Signals::default())
+        let mut signals = Signals::default();
+        for c in w.values() {
+            let ok = CheckState {
+                started_at: c.started_at.clone(),
+                healthy: true,
+                ever_healthy: true,
+                ok_streak: 1,
+                ..Default::default()
+            };
+            signals.checks.insert(c.id.clone(), ok);
+        }
+        p.build(w, &signals)
+    }
+
+    #[test]
+    fn without_any_check_result_a_replica_waits_for_its_tcp_check() {
+        let mut p = Planner::new(Arc::default());
+        let w = world(vec![container("web-1", 2, &[("berth.host", "a.test")])]);
+        let s = p.build(&w, &Signals::default());
+        assert_eq!(
+            backends(&s, "a.test", "/"),
+            Some(vec![]),
+            "known, not ready"
+        );
+        assert_eq!(s.checks.len(), 1);
+        assert_eq!(s.checks[0].path, None, "a TCP connect check");
+        assert_eq!(s.checks[0].addr.to_string(), "10.0.0.2:8080");
+        // A Docker HEALTHCHECK replaces berth's TCP check.
+        let mut docker_checked = container("web-1", 2, &[("berth.host", "a.test")]);
+        docker_checked.health = Some("healthy".into());
+        let s = p.build(&world(vec![docker_checked]), &Signals::default());
+        assert!(s.checks.is_empty());
+        assert_eq!(
+            backends(&s, "a.test", "/"),
+            Some(vec!["10.0.0.2:8080".into()])
+        );
     }
 
     fn world(cs: Vec<Container>) -> World {

@@ -2,7 +2,8 @@
 # Builds the test backend image from Debian's busybox-static (no registry here).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-tag=${1:-berth-test-web:1}
+# Tags: :1 (VERSION v1), :2 (VERSION v2), :broken (never passes /health).
+repo=${1:-berth-test-web}
 busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "$busybox missing: apt-get install busybox-static" >&2; exit 1; }
 ctx=$(mktemp -d)
@@ -10,5 +11,12 @@ err=$(mktemp)
 trap 'rm -rf "$ctx" "$err"' EXIT
 cp "$busybox" "$ctx/busybox"
 cp "$here/Dockerfile" "$here/start.sh" "$here/who" "$ctx/"
-DOCKER_BUILDKIT=0 docker build -q --label berth-test.image=1 -t "$tag" "$ctx" >/dev/null 2>"$err" || { cat "$err" >&2; exit 1; }
-echo "built $tag"
+build() {
+    DOCKER_BUILDKIT=0 docker build -q --label berth-test.image=1 -t "$1" "$ctx" >/dev/null 2>"$err" || { cat "$err" >&2; exit 1; }
+    echo "built $1"
+}
+build "$repo:1"
+echo 'ENV VERSION=v2' >> "$ctx/Dockerfile"
+build "$repo:2"
+echo 'ENV HEALTHY=0' >> "$ctx/Dockerfile"
+build "$repo:broken"

@@ -5,7 +5,8 @@ mkdir -p /www
 echo "${VERSION:-v1}" > /www/version
 echo "$(hostname) ${VERSION:-v1}" > /www/index.html
 sleep "${START_DELAY:-0}"
-echo ok > /www/health
+# HEALTHY=0 (an image for failed-rollout tests): /health never appears.
+[ "${HEALTHY:-1}" = 1 ] && echo ok > /www/health
 httpd -f -p "${PORT:-8080}" -h /www &
 listener=$!
 trap 'kill $listener; while [ -n "$(pidof httpd)" ]; do sleep 0.05; done; exit 0' TERM

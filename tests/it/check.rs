@@ -1,28 +1,9 @@
 //! Bad input: labels with mistakes (`berth check`, other routes unharmed) and
 //! configuration files with mistakes (line, column, key, value).
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{eventually, free_port, Berth, Env, HttpClient, TempDir};
-
-async fn berth(args: &[&str]) -> (i32, String, String) {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("berth exits by itself")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::harness::{berth_cli, eventually, free_port, Berth, Env, HttpClient, TempDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misspelled_label_is_named_by_check_and_harms_no_other_route() {
@@ -40,7 +21,7 @@ async fn misspelled_label_is_named_by_check_and_harms_no_other_route() {
     let cfg = dir.path().join("berth.yaml");
     std::fs::write(&cfg, env.config(port, "")).unwrap();
 
-    let (code, out, err) = berth(&["check", "--config", cfg.to_str().unwrap()]).await;
+    let (code, out, err) = berth_cli(&["check", "--config", cfg.to_str().unwrap()]).await;
     println!("berth check printed:\n{out}{err}");
     assert_eq!(code, 1, "check must fail when a problem exists");
     let line = out
@@ -77,7 +58,7 @@ async fn check_passes_on_clean_labels() {
     let dir = TempDir::new();
     let cfg = dir.path().join("berth.yaml");
     std::fs::write(&cfg, env.config(free_port(), "")).unwrap();
-    let (code, out, _) = berth(&["check", "--config", cfg.to_str().unwrap()]).await;
+    let (code, out, _) = berth_cli(&["check", "--config", cfg.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 containers, 1 routes, 0 problems"), "{out}");
 }
@@ -115,7 +96,7 @@ async fn config_errors_name_line_column_key_and_value() {
         let path = dir.path().join(name);
         std::fs::write(&path, yaml).unwrap();
         for cmd in ["serve", "check"] {
-            let (code, _, err) = berth(&[cmd, "--config", path.to_str().unwrap()]).await;
+            let (code, _, err) = berth_cli(&[cmd, "--config", path.to_str().unwrap()]).await;
             assert_eq!(
                 code, 2,
                 "berth {cmd} on {name} must refuse to start:\n{err}"

@@ -15,13 +15,18 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 pub const IMAGE: &str = "berth-test-web:1";
+/// The same app reporting version v2.
+pub const IMAGE_V2: &str = "berth-test-web:2";
+/// An image whose /health never appears.
+pub const IMAGE_BROKEN: &str = "berth-test-web:broken";
+pub const TOKEN: &str = "berth-test-token-0123456789";
 
 /// Builds the test image once per test run if it is missing.
 pub fn ensure_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let have = Command::new("docker")
-            .args(["image", "inspect", IMAGE])
+            .args(["image", "inspect", IMAGE, IMAGE_V2, IMAGE_BROKEN])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -30,7 +35,6 @@ pub fn ensure_image() {
         if !have {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/image/build.sh");
             let out = Command::new(script)
-                .arg(IMAGE)
                 .output()
                 .expect("run tests/image/build.sh");
             assert!(
@@ -58,12 +62,22 @@ pub async fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A free loopback port (Pingora cannot report a port bound as :0).
+/// A free loopback port (Pingora cannot report a port bound as :0), never
+/// the same twice in one test run: two berths handed one port would both bind
+/// it (Pingora listens with SO_REUSEPORT) and share its connections.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `limit`.
@@ -120,6 +134,10 @@ impl Env {
     /// Starts a test backend; `args` go before the image (labels, env, ...).
     /// Returns the container id.
     pub async fn run(&self, name: &str, args: &[&str]) -> String {
+        self.run_image(name, IMAGE, args).await
+    }
+
+    pub async fn run_image(&self, name: &str, image: &str, args: &[&str]) -> String {
         let cname = format!("{}-{name}", self.id);
         let label = format!("berth-test.run={}", self.id);
         let mut all = vec![
@@ -133,7 +151,7 @@ impl Env {
             &label,
         ];
         all.extend_from_slice(args);
-        all.push(IMAGE);
+        all.push(image);
         docker(&all).await
     }
 
@@ -144,9 +162,27 @@ impl Env {
     /// The berth config for this test: only this test's containers.
     pub fn config(&self, http: u16, extra: &str) -> String {
         format!(
-            "http:\n  listen: 127.0.0.1:{http}\ndocker:\n  constraint: berth-test.run={}\n  resync_interval: 30s\nlog:\n  level: debug\n{extra}",
+            "http:\n  listen: 127.0.0.1:{http}\ndocker:\n  constraint: berth-test.run={}\n  resync_interval: 30s\nadmin:\n  listen: \"off\"\nlog:\n  level: debug\n{extra}",
             self.id
         )
+    }
+
+    /// As [`Env::config`], with the admin API on `admin` and [`TOKEN`].
+    pub fn config_admin(&self, http: u16, admin: u16, extra: &str) -> String {
+        self.config(http, extra).replace(
+            "admin:\n  listen: \"off\"\n",
+            &format!("admin:\n  listen: 127.0.0.1:{admin}\n  token: {TOKEN}\n"),
+        )
+    }
+
+    /// Compose labels, so the test's containers form a service `name`.
+    pub fn service_labels(&self, name: &str) -> Vec<String> {
+        vec![
+            "--label".into(),
+            format!("com.docker.compose.project={}", self.id),
+            "--label".into(),
+            format!("com.docker.compose.service={name}"),
+        ]
     }
 }
 
@@ -325,4 +361,105 @@ impl HttpClient {
             .await
             .map_err(|_| "timed out".to_string())?
     }
+}
+
+/// Runs the berth CLI to completion: (exit code, stdout, stderr).
+pub async fn berth_cli(args: &[&str]) -> (i32, String, String) {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("berth exits by itself")
+        .expect("berth output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Continuous load: `workers` clients, each with its own keep-alive
+/// connections, sending `GET /` back to back until stopped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Result<String, String>>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Load {
+    pub fn start(port: u16, host: &str, workers: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let log: std::sync::Arc<std::sync::Mutex<Vec<Result<String, String>>>> = Default::default();
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, log, host) = (stop.clone(), log.clone(), host.to_string());
+                tokio::spawn(async move {
+                    let client = HttpClient::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = match client.get(port, &host, "/").await {
+                            Ok(r) if r.status == 200 => Ok(r.body),
+                            Ok(r) => Err(format!("status {}: {}", r.status, r.body)),
+                            Err(e) => Err(e),
+                        };
+                        log.lock().unwrap().push(r);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            log,
+            workers,
+            started: Instant::now(),
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn count(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Stops the clients; returns every result in order, and the rate.
+    pub async fn finish(self) -> (Vec<Result<String, String>>, f64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.expect("load worker");
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        let rate = log.len() as f64 / secs;
+        (log, rate)
+    }
+}
+
+/// The failed results of a load run, at most five, for assertion messages.
+pub fn failures(log: &[Result<String, String>]) -> Vec<&String> {
+    log.iter()
+        .filter_map(|r| r.as_ref().err())
+        .take(5)
+        .collect()
+}
+
+/// The distinct bodies of the 200 answers to `tries` requests: with the test
+/// image, one per replica in rotation.
+pub async fn replicas_seen(
+    client: &HttpClient,
+    port: u16,
+    host: &str,
+    tries: usize,
+) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..tries {
+        if let Ok(r) = client.get(port, host, "/").await {
+            if r.status == 200 {
+                seen.insert(r.body);
+            }
+        }
+    }
+    seen
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{docker, eventually, free_port, Berth, Env, HttpClient};
+use crate::harness::{docker, eventually, free_port, replicas_seen, Berth, Env, HttpClient};
 
 fn check_labels(host: &str) -> Vec<String> {
     [
@@ -30,10 +30,7 @@ async fn failing_check_leaves_rotation_within_one_interval_and_returns() {
     let _berth = Berth::start(&env.config(port, ""), port).await;
     let client = HttpClient::new();
     let both = || async {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..4 {
-            seen.insert(client.get(port, &host, "/").await.ok()?.body);
-        }
+        let seen = replicas_seen(&client, port, &host, 4).await;
         (seen.len() == 2).then_some(())
     };
     eventually(Duration::from_secs(10), "both replicas in rotation", both).await;

@@ -1,10 +1,11 @@
 //! Replicas leaving: a `docker stop` under continuous load fails no request.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::harness::{docker, eventually, free_port, Berth, Env, HttpClient};
+use crate::harness::{
+    docker, eventually, failures, free_port, replicas_seen, Berth, Env, HttpClient, Load,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_stop_under_load_fails_no_request() {
@@ -20,45 +21,20 @@ async fn docker_stop_under_load_fails_no_request() {
         Duration::from_secs(10),
         "both replicas in rotation",
         || async {
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..4 {
-                seen.insert(client.get(port, &host, "/").await.ok()?.body);
-            }
+            let seen = replicas_seen(&client, port, &host, 4).await;
             (seen.len() == 2).then_some(())
         },
     )
     .await;
 
-    // Four clients, each with its own keep-alive connections, back to back.
-    let stop = Arc::new(AtomicBool::new(false));
-    let log: Arc<Mutex<Vec<Result<String, String>>>> = Arc::default();
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (stop, log, host) = (stop.clone(), log.clone(), host.clone());
-        workers.push(tokio::spawn(async move {
-            let client = HttpClient::new();
-            while !stop.load(Ordering::Relaxed) {
-                let r = match client.get(port, &host, "/").await {
-                    Ok(r) if r.status == 200 => Ok(r.body),
-                    Ok(r) => Err(format!("status {}: {}", r.status, r.body)),
-                    Err(e) => Err(e),
-                };
-                log.lock().unwrap().push(r);
-            }
-        }));
-    }
+    let load = Load::start(port, &host, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before_stop = log.lock().unwrap().len();
+    let before_stop = load.count();
     docker(&["stop", "-t", "10", &env.container_name("web-1")]).await;
-    let at_stop = log.lock().unwrap().len();
+    let at_stop = load.count();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-
-    let log = log.lock().unwrap();
-    let failed: Vec<&String> = log.iter().filter_map(|r| r.as_ref().err()).collect();
+    let (log, _) = load.finish().await;
+    let failed = failures(&log);
     println!(
         "requests: {} total, {} while `docker stop` ran, {} failed",
         log.len(),
@@ -156,10 +132,7 @@ async fn slow_request_finishes_while_its_replica_stops_and_no_new_one_reaches_it
         Duration::from_secs(10),
         "both replicas in rotation",
         || async {
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..4 {
-                seen.insert(client.get(port, &host, "/").await.ok()?.body);
-            }
+            let seen = replicas_seen(&client, port, &host, 4).await;
             (seen.len() == 2).then_some(())
         },
     )

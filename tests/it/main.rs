@@ -2,6 +2,7 @@
 //! See ../../../shared/TESTING.md for what this machine offers.
 
 mod check;
+mod deploy;
 mod events;
 mod harness;
 mod health;

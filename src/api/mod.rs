@@ -1,0 +1,366 @@
+//! The admin API: HTTP+JSON on loopback by default, bearer token required on
+//! everything but `/api/health`. Rollouts and scaling stream their progress as
+//! newline-delimited JSON, one object per line, the last with a final status.
+
+pub mod token;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{error, info};
+
+use crate::deploy::{Deploys, Kind, Request as DeployRequest};
+use crate::names::parse_duration;
+use crate::plan::BackendInfo;
+use crate::SharedSnapshot;
+
+#[derive(Clone)]
+struct App {
+    snapshot: SharedSnapshot,
+    deploys: Deploys,
+    token: Arc<str>,
+}
+
+/// An error answer: `{"error": "..."}` with a status.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+pub fn router(snapshot: SharedSnapshot, deploys: Deploys, token: String) -> Router {
+    let app = App {
+        snapshot,
+        deploys,
+        token: Arc::from(token),
+    };
+    let protected = Router::new()
+        .route("/api/backends", get(backends))
+        .route("/api/rollouts", get(rollouts))
+        .route("/api/services/{service}/rollout", post(rollout))
+        .route("/api/services/{service}/scale", post(scale))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .route("/api/health", get(health))
+        .merge(protected)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(app)
+}
+
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if token::authorized(header, &app.token) {
+        next.run(req).await
+    } else {
+        let mut r = ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <token>; see `berth token`)"
+                .into(),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    }
+}
+
+async fn health(State(app): State<App>) -> Json<serde_json::Value> {
+    let s = app.snapshot.load();
+    Json(json!({ "status": "ok", "generation": s.generation, "routes": s.table.len() }))
+}
+
+#[derive(Serialize)]
+struct BackendView {
+    id: String,
+    name: String,
+    service: String,
+    image: String,
+    state: String,
+    health: Option<String>,
+    check: Option<String>,
+    addrs: Vec<String>,
+    inflight: usize,
+    restarts: u32,
+}
+
+async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
+    let s = app.snapshot.load();
+    let restarts = app
+        .deploys
+        .restarts
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    Json(
+        s.backends
+            .values()
+            .map(|b| BackendView {
+                id: b.id.clone(),
+                name: b.name.clone(),
+                service: b.service.clone(),
+                image: b.image.clone(),
+                state: format!("{:?}", b.state).to_lowercase(),
+                health: b.health.clone(),
+                check: b.check.clone(),
+                addrs: b.addrs.iter().map(SocketAddr::to_string).collect(),
+                inflight: b.stats.inflight.load(Ordering::Relaxed),
+                restarts: restarts.get(&b.id).copied().unwrap_or(0),
+            })
+            .collect(),
+    )
+}
+
+async fn rollouts(State(app): State<App>) -> Json<serde_json::Value> {
+    let h = app
+        .deploys
+        .history
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
+    Json(json!(h))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    project: Option<String>,
+    image: Option<String>,
+    batch: Option<usize>,
+    health_timeout: Option<String>,
+    drain_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    project: Option<String>,
+    replicas: usize,
+    health_timeout: Option<String>,
+    drain_timeout: Option<String>,
+}
+
+fn duration(key: &str, v: &Option<String>) -> Result<Option<Duration>, ApiError> {
+    v.as_deref()
+        .map(|s| parse_duration(s).map_err(|m| bad(format!("{key}: {s:?}: {m}"))))
+        .transpose()
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}" as &[u8]
+    } else {
+        bytes
+    };
+    serde_json::from_slice(text).map_err(|e| bad(format!("request body: {e}")))
+}
+
+async fn rollout(
+    State(app): State<App>,
+    Path(service): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: RolloutBody = json_body(&body)?;
+    if b.batch == Some(0) {
+        return Err(bad("batch: 0: use 1 or more"));
+    }
+    let service = resolve_service(
+        &app.snapshot.load().backends,
+        &service,
+        b.project.as_deref(),
+    )?;
+    let request = DeployRequest {
+        kind: Kind::Rollout {
+            image: b.image.filter(|i| !i.trim().is_empty()),
+            batch: b.batch.unwrap_or(1),
+        },
+        service,
+        health_timeout: duration("health_timeout", &b.health_timeout)?,
+        drain_timeout: duration("drain_timeout", &b.drain_timeout)?,
+    };
+    Ok(stream(&app, request))
+}
+
+async fn scale(
+    State(app): State<App>,
+    Path(service): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let b: ScaleBody = json_body(&body)?;
+    let service = resolve_service(
+        &app.snapshot.load().backends,
+        &service,
+        b.project.as_deref(),
+    )?;
+    let request = DeployRequest {
+        kind: Kind::Scale {
+            replicas: b.replicas,
+        },
+        service,
+        health_timeout: duration("health_timeout", &b.health_timeout)?,
+        drain_timeout: duration("drain_timeout", &b.drain_timeout)?,
+    };
+    Ok(stream(&app, request))
+}
+
+/// Queues the request and streams its progress as NDJSON.
+fn stream(app: &App, request: DeployRequest) -> Response {
+    let (_, rx) = app.deploys.submit(request);
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let p = rx.recv().await?;
+        let mut line = serde_json::to_vec(&p).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(line), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `web` → `blog/web` when exactly one compose project has a service `web`;
+/// a container name works for containers outside compose.
+fn resolve_service(
+    backends: &std::collections::BTreeMap<String, BackendInfo>,
+    service: &str,
+    project: Option<&str>,
+) -> Result<String, ApiError> {
+    let keys: BTreeSet<&str> = backends.values().map(|b| b.service.as_str()).collect();
+    let wanted = match project {
+        Some(p) => format!("{p}/{service}"),
+        None => service.to_string(),
+    };
+    if keys.contains(wanted.as_str()) {
+        return Ok(wanted);
+    }
+    let matches: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| project.is_none() && k.rsplit_once('/').is_some_and(|(_, s)| s == service))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("service {wanted:?}: no routed container belongs to it"),
+        )),
+        many => Err(bad(format!(
+            "service {service:?} is in several projects ({}): name the project",
+            many.iter()
+                .map(|k| k.split('/').next().unwrap_or(k))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+pub struct AdminService {
+    listen: SocketAddr,
+    router: Router,
+}
+
+impl AdminService {
+    pub fn new(listen: SocketAddr, router: Router) -> AdminService {
+        AdminService { listen, router }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(self.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!(listen = %self.listen, error = %e, "admin.listen: cannot listen; the admin API is off");
+                return;
+            }
+        };
+        info!(listen = %self.listen, "admin API listening");
+        let serve = axum::serve(listener, self.router.clone()).with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        });
+        if let Err(e) = serve.await {
+            error!(error = %e, "admin API stopped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::BackendState;
+
+    fn backends(keys: &[&str]) -> std::collections::BTreeMap<String, BackendInfo> {
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    i.to_string(),
+                    BackendInfo {
+                        id: i.to_string(),
+                        name: format!("c{i}"),
+                        service: k.to_string(),
+                        image: String::new(),
+                        state: BackendState::Ready,
+                        health: None,
+                        check: None,
+                        addrs: vec![],
+                        stats: Arc::default(),
+                        drain_timeout: Duration::from_secs(1),
+                        autoheal: false,
+                        unhealthy: false,
+                        status: "running".into(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn services_resolve_by_name_project_or_container() {
+        let b = backends(&["blog/web", "shop/web", "shop/api", "standalone"]);
+        assert_eq!(
+            resolve_service(&b, "api", None).ok(),
+            Some("shop/api".into())
+        );
+        assert_eq!(
+            resolve_service(&b, "web", Some("blog")).ok(),
+            Some("blog/web".into())
+        );
+        assert_eq!(
+            resolve_service(&b, "standalone", None).ok(),
+            Some("standalone".into())
+        );
+        let e = resolve_service(&b, "web", None).err().unwrap();
+        assert!(e.1.contains("blog, shop"), "{}", e.1);
+        assert_eq!(
+            resolve_service(&b, "nope", None).err().unwrap().0,
+            StatusCode::NOT_FOUND
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Rollouts, scaling and autoheal through the CLI and the admin API, under
+//! continuous load.
+
+use std::time::Duration;
+
+use crate::harness::{
+    berth_cli, docker, eventually, failures, free_port, replicas_seen, Berth, Env, HttpClient,
+    Load, IMAGE_BROKEN, IMAGE_V2, TOKEN,
+};
+
+/// A compose-labelled service `web` of `n` replicas behind berth with the
+/// admin API; returns (env, host, http port, admin address, berth).
+async fn service(
+    name: &str,
+    n: usize,
+    labels: &[&str],
+    extra: &str,
+) -> (Env, String, u16, String, Berth) {
+    let env = Env::new(name).await;
+    let host = env.host("web");
+    let mut args = env.service_labels("web");
+    args.extend(["--label".to_string(), format!("berth.host={host}")]);
+    args.extend(
+        labels
+            .iter()
+            .flat_map(|l| ["--label".to_string(), l.to_string()]),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for i in 1..=n {
+        env.run(&format!("web-{i}"), &args).await;
+    }
+    let (port, admin) = (free_port(), free_port());
+    let berth = Berth::start(&env.config_admin(port, admin, extra), port).await;
+    let client = HttpClient::new();
+    eventually(
+        Duration::from_secs(15),
+        "every replica in rotation",
+        || async {
+            let seen = replicas_seen(&client, port, &host, 3 * n).await;
+            (seen.len() == n).then_some(())
+        },
+    )
+    .await;
+    (env, host, port, format!("127.0.0.1:{admin}"), berth)
+}
+
+async fn cli(admin: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--admin", admin, "--token", TOKEN]);
+    berth_cli(&all).await
+}
+
+async fn running(env: &Env) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=berth-test.run={}", env.id),
+    ])
+    .await;
+    out.lines().map(str::to_string).collect()
+}
+
+const CHECK: [&str; 3] = [
+    "berth.health.path=/health",
+    "berth.health.interval=300ms",
+    "berth.health.timeout=300ms",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_to_a_new_image_under_load_fails_no_request() {
+    let (env, host, port, admin, _berth) = service("roll", 2, &CHECK, "").await;
+    let before = running(&env).await;
+    let load = Load::start(port, &host, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out, err) = cli(&admin, &["rollout", "web", "--image", IMAGE_V2]).await;
+    println!("berth rollout printed:\n{out}{err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (log, rate) = load.finish().await;
+    assert_eq!(code, 0, "rollout did not complete");
+    for status in [
+        "queued",
+        "starting",
+        "waiting_healthy",
+        "draining",
+        "completed",
+    ] {
+        assert!(out.contains(status), "no {status} line in:\n{out}");
+    }
+    println!(
+        "{} requests at {rate:.0}/s during the rollout, {} failed",
+        log.len(),
+        failures(&log).len()
+    );
+    assert!(
+        rate >= 100.0,
+        "load too light to mean anything: {rate:.0}/s"
+    );
+    assert!(
+        failures(&log).is_empty(),
+        "failed requests: {:?}",
+        failures(&log)
+    );
+
+    let after = running(&env).await;
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "old containers are gone"
+    );
+    let client = HttpClient::new();
+    for _ in 0..10 {
+        let r = client.get(port, &host, "/").await.unwrap();
+        assert!(
+            r.body.trim_end().ends_with("v2"),
+            "served by the old image: {}",
+            r.body
+        );
+    }
+    let (code, out, _) = cli(&admin, &["rollouts"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("completed") && out.contains(&format!("{}/web", env.id)),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_to_an_image_that_never_gets_healthy_is_rolled_back() {
+    let (env, host, port, admin, _berth) = service("broken", 2, &CHECK, "").await;
+    let before = running(&env).await;
+    let load = Load::start(port, &host, 4);
+    let (code, out, err) = cli(
+        &admin,
+        &[
+            "rollout",
+            "web",
+            "--image",
+            IMAGE_BROKEN,
+            "--health-timeout",
+            "3s",
+        ],
+    )
+    .await;
+    println!("berth rollout printed:\n{out}{err}");
+    let (log, rate) = load.finish().await;
+    assert_eq!(code, 1, "a rolled back rollout exits 1");
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.contains("rolled_back"), "{out}");
+    assert!(
+        last.contains("not ready after 3s") && last.contains("HTTP 404"),
+        "the reason is shown: {last}"
+    );
+    println!(
+        "{} requests at {rate:.0}/s, {} failed",
+        log.len(),
+        failures(&log).len()
+    );
+    assert!(
+        failures(&log).is_empty(),
+        "failed requests: {:?}",
+        failures(&log)
+    );
+    let mut after = running(&env).await;
+    let mut before = before;
+    after.sort();
+    before.sort();
+    assert_eq!(
+        after, before,
+        "the old replicas still run and the new one is gone"
+    );
+    let client = HttpClient::new();
+    assert!(client
+        .get(port, &host, "/")
+        .await
+        .unwrap()
+        .body
+        .trim_end()
+        .ends_with("v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_to_three_and_down_to_one_under_load() {
+    let (env, host, port, admin, _berth) = service("scale", 1, &CHECK, "").await;
+    let load = Load::start(port, &host, 4);
+    let (code, out, err) = cli(&admin, &["scale", "web=3"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(running(&env).await.len(), 3);
+    let client = HttpClient::new();
+    let seen = replicas_seen(&client, port, &host, 12).await;
+    assert_eq!(seen.len(), 3, "traffic spreads over three: {seen:?}");
+
+    let (code, out, err) = cli(&admin, &["scale", "web=1"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (log, rate) = load.finish().await;
+    assert_eq!(running(&env).await.len(), 1);
+    let seen = replicas_seen(&client, port, &host, 6).await;
+    assert_eq!(seen.len(), 1, "one replica left: {seen:?}");
+    println!(
+        "{} requests at {rate:.0}/s while scaling, {} failed",
+        log.len(),
+        failures(&log).len()
+    );
+    assert!(
+        failures(&log).is_empty(),
+        "failed requests: {:?}",
+        failures(&log)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_container_is_restarted_by_autoheal() {
+    let extra = "deploy:\n  autoheal_grace: 1s\n";
+    let (env, host, port, admin, berth) = service("heal", 1, &CHECK, extra).await;
+    let id = running(&env).await.remove(0);
+    let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]).await;
+    docker(&["exec", &id, "rm", "/www/health"]).await;
+    berth
+        .wait_log(
+            "autoheal: restarting an unhealthy container",
+            Duration::from_secs(10),
+        )
+        .await;
+    // Restarted: a new run, whose start script writes /health again.
+    eventually(
+        Duration::from_secs(15),
+        "the container to be restarted and serve again",
+        || async {
+            let now = docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]).await;
+            let r = HttpClient::new().get(port, &host, "/").await.ok()?;
+            (now != started && r.status == 200).then_some(())
+        },
+    )
+    .await;
+    let (code, out, _) = berth_cli(&["rollouts", "--admin", &admin, "--token", TOKEN]).await;
+    assert_eq!(code, 0, "{out}");
+    let backends = HttpClient::new();
+    let _ = backends;
+    let api = reqwest_json(&admin, "/api/backends").await;
+    assert!(
+        api.contains("\"restarts\":1"),
+        "the restart is counted: {api}"
+    );
+}
+
+/// GET on the admin API with the test token, as text.
+async fn reqwest_json(admin: &str, path: &str) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            &format!("http://{admin}{path}"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_wants_the_token() {
+    let env = Env::new("auth").await;
+    let (port, admin) = (free_port(), free_port());
+    let _berth = Berth::start(&env.config_admin(port, admin, ""), port).await;
+    let url = format!("http://127.0.0.1:{admin}");
+    let status = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(Duration::from_secs(5), "the admin API", || async {
+        (status(vec![format!("{url}/api/health")]).await == "200").then_some(())
+    })
+    .await;
+    assert_eq!(status(vec![format!("{url}/api/backends")]).await, "401");
+    let wrong = vec![
+        "-H".into(),
+        "Authorization: Bearer nope".into(),
+        format!("{url}/api/backends"),
+    ];
+    assert_eq!(status(wrong).await, "401");
+    let right = vec![
+        "-H".into(),
+        format!("Authorization: Bearer {TOKEN}"),
+        format!("{url}/api/backends"),
+    ];
+    assert_eq!(status(right).await, "200");
+    let (code, _, err) = berth_cli(&[
+        "rollout",
+        "web",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+        "--token",
+        "nope",
+    ])
+    .await;
+    assert_eq!(code, 2);
+    assert!(err.contains("401"), "{err}");
+}
