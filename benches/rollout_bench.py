@@ -1,0 +1,159 @@
+"""Runner for benches/rollout.sh: berth + a 3-replica service + steady load,
+then ten rollouts under that load; latency percentiles per phase."""
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROLLOUTS = int(os.environ.get("ROLLOUTS", "10"))
+STEADY = float(os.environ.get("STEADY", "10"))
+WORKERS = int(os.environ.get("WORKERS", "8"))
+BERTH = os.path.join(os.getcwd(), "target/dist/berth")
+RUN = f"bench{os.getpid()}"
+HOST = f"web.{RUN}.test"
+TOKEN = "berth-bench-token-0123456789"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def docker(*args):
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Load:
+    """WORKERS threads with keep-alive connections, GET / back to back."""
+
+    def __init__(self, port):
+        self.port, self.stop, self.phase = port, False, "warmup"
+        self.samples = []  # (phase, ok, seconds)
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(WORKERS)]
+        for t in self.threads:
+            t.start()
+
+    def worker(self):
+        conn = None
+        while not self.stop:
+            t0 = time.perf_counter()
+            ok = False
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", "/", headers={"Host": HOST})
+                r = conn.getresponse()
+                r.read()
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                conn = None
+            with self.lock:
+                self.samples.append((self.phase, ok, time.perf_counter() - t0))
+
+    def finish(self):
+        self.stop = True
+        for t in self.threads:
+            t.join()
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p))] * 1000 if v else float("nan")
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="berth-rollout-")
+    port, admin = free_port(), free_port()
+    cfg = os.path.join(work, "berth.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""http:
+  listen: 127.0.0.1:{port}
+docker:
+  constraint: berth-bench.run={RUN}
+admin:
+  listen: 127.0.0.1:{admin}
+  token: {TOKEN}
+proxy:
+  threads: 1
+log:
+  level: warn
+""")
+    net = f"berth-{RUN}"
+    berth = None
+    try:
+        docker("network", "create", "--label", f"berth-bench.run={RUN}", net)
+        for i in range(1, 4):
+            docker("run", "-d", "--name", f"{RUN}-web-{i}", "--network", net,
+                   "--label", f"berth-bench.run={RUN}", "--label", f"com.docker.compose.project={RUN}",
+                   "--label", "com.docker.compose.service=web", "--label", f"berth.host={HOST}",
+                   "--label", "berth.health.path=/health", "--label", "berth.health.interval=500ms",
+                   "berth-test-web:1")
+        log = open(os.path.join(work, "berth.log"), "w")
+        berth = subprocess.Popen([BERTH, "serve", "--config", cfg], stdout=log, stderr=log)
+        deadline = time.time() + 20
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                c.request("GET", "/", headers={"Host": HOST})
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                sys.exit(f"berth never served {HOST}; log in {work}")
+            time.sleep(0.1)
+
+        load = Load(port)
+        time.sleep(2)
+        load.phase = "steady"
+        time.sleep(STEADY)
+        load.phase = "rollout"
+        durations = []
+        for n in range(ROLLOUTS):
+            image = "berth-test-web:2" if n % 2 == 0 else "berth-test-web:1"
+            t0 = time.time()
+            r = subprocess.run([BERTH, "rollout", "web", "--image", image, "--admin", f"127.0.0.1:{admin}",
+                                "--token", TOKEN], capture_output=True, text=True)
+            durations.append(time.time() - t0)
+            last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr.strip()
+            print(f"rollout {n + 1:2} to {image:18} {durations[-1]:5.1f}s  {last}", flush=True)
+            if r.returncode != 0:
+                print(r.stdout + r.stderr, file=sys.stderr)
+        load.finish()
+
+        steady = [s for s in load.samples if s[0] == "steady"]
+        during = [s for s in load.samples if s[0] == "rollout"]
+        steady_ok = [s[2] for s in steady if s[1]]
+        during_ok = [s[2] for s in during if s[1]]
+        failed = sum(1 for s in during if not s[1]) + sum(1 for s in steady if not s[1])
+        print()
+        print(f"steady:   {len(steady):7} requests {len(steady) / STEADY:7.0f}/s  p50={pct(steady_ok, .5):6.2f}ms  p99={pct(steady_ok, .99):6.2f}ms")
+        span = sum(durations)
+        print(f"rollouts: {len(during):7} requests {len(during) / span:7.0f}/s  p50={pct(during_ok, .5):6.2f}ms  p99={pct(during_ok, .99):6.2f}ms  ({ROLLOUTS} rollouts in {span:.0f}s)")
+        print(f"sent={len(steady) + len(during)} failed={failed} p99_rollout/p99_steady={pct(during_ok, .99) / pct(steady_ok, .99):.2f}")
+    finally:
+        if berth:
+            berth.send_signal(signal.SIGINT)
+            try:
+                berth.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                berth.kill()
+        ids = docker("ps", "-aq", "--filter", f"label=berth-bench.run={RUN}").split()
+        if ids:
+            docker("rm", "-f", *ids)
+        subprocess.run(["docker", "network", "rm", net], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+main()
