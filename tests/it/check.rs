@@ -114,3 +114,27 @@ async fn config_errors_name_line_column_key_and_value() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_on_a_public_address_needs_a_chosen_token() {
+    let dir = TempDir::new();
+    let cfg = dir.path().join("berth.yaml");
+    let token_file = dir.path().join("admin.token");
+    std::fs::write(
+        &cfg,
+        format!(
+            "http:\n  listen: 127.0.0.1:{}\nadmin:\n  listen: 0.0.0.0:{}\n  token_file: {}\n",
+            free_port(),
+            free_port(),
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = berth_cli(&["serve", "--config", cfg.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("admin.listen 0.0.0.0:") && err.contains("not a loopback address"),
+        "{err}"
+    );
+    assert!(err.contains("admin.token or BERTH_TOKEN"), "{err}");
+}
