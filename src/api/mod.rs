@@ -319,24 +319,9 @@ mod tests {
         keys.iter()
             .enumerate()
             .map(|(i, k)| {
-                (
-                    i.to_string(),
-                    BackendInfo {
-                        id: i.to_string(),
-                        name: format!("c{i}"),
-                        service: k.to_string(),
-                        image: String::new(),
-                        state: BackendState::Ready,
-                        health: None,
-                        check: None,
-                        addrs: vec![],
-                        stats: Arc::default(),
-                        drain_timeout: Duration::from_secs(1),
-                        autoheal: false,
-                        unhealthy: false,
-                        status: "running".into(),
-                    },
-                )
+                let id = i.to_string();
+                let b = BackendInfo::for_test(&id, &format!("c{i}"), k, BackendState::Ready);
+                (id, b)
             })
             .collect()
     }

@@ -484,24 +484,7 @@ mod tests {
     use super::*;
 
     fn backend(id: &str, name: &str, service: &str, state: BackendState) -> (String, BackendInfo) {
-        (
-            id.into(),
-            BackendInfo {
-                id: id.into(),
-                name: name.into(),
-                service: service.into(),
-                image: "img".into(),
-                state,
-                health: None,
-                check: None,
-                addrs: vec![],
-                stats: Arc::default(),
-                drain_timeout: Duration::from_secs(30),
-                autoheal: true,
-                unhealthy: false,
-                status: "running".into(),
-            },
-        )
+        (id.into(), BackendInfo::for_test(id, name, service, state))
     }
 
     fn req(kind: Kind) -> Request {

@@ -457,24 +457,9 @@ fn name_of(backends: &BTreeMap<String, BackendInfo>, id: &str) -> String {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
-    use std::sync::Arc;
 
     fn info(id: &str, state: BackendState) -> BackendInfo {
-        BackendInfo {
-            id: id.into(),
-            name: format!("{id}-name"),
-            service: "p/web".into(),
-            image: "img".into(),
-            state,
-            health: None,
-            check: None,
-            addrs: vec![],
-            stats: Arc::default(),
-            drain_timeout: Duration::from_secs(30),
-            autoheal: true,
-            unhealthy: false,
-            status: "running".into(),
-        }
+        BackendInfo::for_test(id, &format!("{id}-name"), "p/web", state)
     }
 
     fn world(list: &[(&str, BackendState)]) -> BTreeMap<String, BackendInfo> {

@@ -54,6 +54,28 @@ pub struct BackendInfo {
     pub status: String,
 }
 
+#[cfg(test)]
+impl BackendInfo {
+    /// A routed container for unit tests of the modules that read snapshots.
+    pub fn for_test(id: &str, name: &str, service: &str, state: BackendState) -> BackendInfo {
+        BackendInfo {
+            id: id.into(),
+            name: name.into(),
+            service: service.into(),
+            image: "img".into(),
+            state,
+            health: None,
+            check: None,
+            addrs: vec![],
+            stats: Arc::default(),
+            drain_timeout: Duration::from_secs(30),
+            autoheal: true,
+            unhealthy: false,
+            status: "running".into(),
+        }
+    }
+}
+
 /// One active check: `GET path` on `addr` every `interval`, or with no path,
 /// a TCP connect.
 #[derive(Debug, Clone, PartialEq)]

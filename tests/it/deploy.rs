@@ -4,45 +4,9 @@
 use std::time::Duration;
 
 use crate::harness::{
-    berth_cli, docker, eventually, failures, free_port, replicas_seen, Berth, Env, HttpClient,
-    Load, IMAGE_BROKEN, IMAGE_V2, TOKEN,
+    berth_cli, docker, eventually, failures, free_port, replicas, replicas_seen, Berth, Env,
+    HttpClient, Load, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
 };
-
-/// A compose-labelled service `web` of `n` replicas behind berth with the
-/// admin API; returns (env, host, http port, admin address, berth).
-async fn service(
-    name: &str,
-    n: usize,
-    labels: &[&str],
-    extra: &str,
-) -> (Env, String, u16, String, Berth) {
-    let env = Env::new(name).await;
-    let host = env.host("web");
-    let mut args = env.service_labels("web");
-    args.extend(["--label".to_string(), format!("berth.host={host}")]);
-    args.extend(
-        labels
-            .iter()
-            .flat_map(|l| ["--label".to_string(), l.to_string()]),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    for i in 1..=n {
-        env.run(&format!("web-{i}"), &args).await;
-    }
-    let (port, admin) = (free_port(), free_port());
-    let berth = Berth::start(&env.config_admin(port, admin, extra), port).await;
-    let client = HttpClient::new();
-    eventually(
-        Duration::from_secs(15),
-        "every replica in rotation",
-        || async {
-            let seen = replicas_seen(&client, port, &host, 3 * n).await;
-            (seen.len() == n).then_some(())
-        },
-    )
-    .await;
-    (env, host, port, format!("127.0.0.1:{admin}"), berth)
-}
 
 async fn cli(admin: &str, args: &[&str]) -> (i32, String, String) {
     let mut all = args.to_vec();
@@ -62,16 +26,11 @@ async fn running(env: &Env) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
-const CHECK: [&str; 3] = [
-    "berth.health.path=/health",
-    "berth.health.interval=300ms",
-    "berth.health.timeout=300ms",
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_to_a_new_image_under_load_fails_no_request() {
-    let (env, host, port, admin, _berth) = service("roll", 2, &CHECK, "").await;
-    let before = running(&env).await;
+    let r = replicas("roll", 2, &HTTP_CHECK, "").await;
+    let (env, host, port, admin) = (&r.env, r.host.clone(), r.port, r.admin.clone());
+    let before = running(env).await;
     let load = Load::start(port, &host, 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (code, out, err) = cli(&admin, &["rollout", "web", "--image", IMAGE_V2]).await;
@@ -103,7 +62,7 @@ async fn rollout_to_a_new_image_under_load_fails_no_request() {
         failures(&log)
     );
 
-    let after = running(&env).await;
+    let after = running(env).await;
     assert_eq!(after.len(), 2);
     assert!(
         after.iter().all(|id| !before.contains(id)),
@@ -128,8 +87,9 @@ async fn rollout_to_a_new_image_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_to_an_image_that_never_gets_healthy_is_rolled_back() {
-    let (env, host, port, admin, _berth) = service("broken", 2, &CHECK, "").await;
-    let before = running(&env).await;
+    let r = replicas("broken", 2, &HTTP_CHECK, "").await;
+    let (env, host, port, admin) = (&r.env, r.host.clone(), r.port, r.admin.clone());
+    let before = running(env).await;
     let load = Load::start(port, &host, 4);
     let (code, out, err) = cli(
         &admin,
@@ -162,7 +122,7 @@ async fn rollout_to_an_image_that_never_gets_healthy_is_rolled_back() {
         "failed requests: {:?}",
         failures(&log)
     );
-    let mut after = running(&env).await;
+    let mut after = running(env).await;
     let mut before = before;
     after.sort();
     before.sort();
@@ -182,11 +142,12 @@ async fn rollout_to_an_image_that_never_gets_healthy_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_up_to_three_and_down_to_one_under_load() {
-    let (env, host, port, admin, _berth) = service("scale", 1, &CHECK, "").await;
+    let r = replicas("scale", 1, &HTTP_CHECK, "").await;
+    let (env, host, port, admin) = (&r.env, r.host.clone(), r.port, r.admin.clone());
     let load = Load::start(port, &host, 4);
     let (code, out, err) = cli(&admin, &["scale", "web=3"]).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(running(&env).await.len(), 3);
+    assert_eq!(running(env).await.len(), 3);
     let client = HttpClient::new();
     let seen = replicas_seen(&client, port, &host, 12).await;
     assert_eq!(seen.len(), 3, "traffic spreads over three: {seen:?}");
@@ -194,7 +155,7 @@ async fn scale_up_to_three_and_down_to_one_under_load() {
     let (code, out, err) = cli(&admin, &["scale", "web=1"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let (log, rate) = load.finish().await;
-    assert_eq!(running(&env).await.len(), 1);
+    assert_eq!(running(env).await.len(), 1);
     let seen = replicas_seen(&client, port, &host, 6).await;
     assert_eq!(seen.len(), 1, "one replica left: {seen:?}");
     println!(
@@ -212,8 +173,10 @@ async fn scale_up_to_three_and_down_to_one_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_container_is_restarted_by_autoheal() {
     let extra = "deploy:\n  autoheal_grace: 1s\n";
-    let (env, host, port, admin, berth) = service("heal", 1, &CHECK, extra).await;
-    let id = running(&env).await.remove(0);
+    let r = replicas("heal", 1, &HTTP_CHECK, extra).await;
+    let (env, host, port, admin) = (&r.env, r.host.clone(), r.port, r.admin.clone());
+    let berth = &r.berth;
+    let id = running(env).await.remove(0);
     let started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &id]).await;
     docker(&["exec", &id, "rm", "/www/health"]).await;
     berth

@@ -20,6 +20,12 @@ pub const IMAGE_V2: &str = "berth-test-web:2";
 /// An image whose /health never appears.
 pub const IMAGE_BROKEN: &str = "berth-test-web:broken";
 pub const TOKEN: &str = "berth-test-token-0123456789";
+/// Labels for berth's active HTTP check on the test image.
+pub const HTTP_CHECK: [&str; 3] = [
+    "berth.health.path=/health",
+    "berth.health.interval=300ms",
+    "berth.health.timeout=300ms",
+];
 
 /// Builds the test image once per test run if it is missing.
 pub fn ensure_image() {
@@ -462,4 +468,55 @@ pub async fn replicas_seen(
         }
     }
     seen
+}
+
+/// `n` replicas of a compose-labelled service `web` with `berth.host` and
+/// `labels`, behind a berth with its admin API, all of them serving.
+pub struct Replicas {
+    // Dropped in this order: berth first, then the containers.
+    pub berth: Berth,
+    pub env: Env,
+    pub host: String,
+    pub port: u16,
+    /// `127.0.0.1:PORT` of the admin API.
+    pub admin: String,
+    /// Container ids, in the order they were started (web-1, web-2, ...).
+    pub ids: Vec<String>,
+}
+
+pub async fn replicas(name: &str, n: usize, labels: &[&str], extra: &str) -> Replicas {
+    let env = Env::new(name).await;
+    let host = env.host("web");
+    let mut args = env.service_labels("web");
+    args.extend(["--label".to_string(), format!("berth.host={host}")]);
+    args.extend(
+        labels
+            .iter()
+            .flat_map(|l| ["--label".to_string(), l.to_string()]),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut ids = Vec::new();
+    for i in 1..=n {
+        ids.push(env.run(&format!("web-{i}"), &args).await);
+    }
+    let (port, admin) = (free_port(), free_port());
+    let berth = Berth::start(&env.config_admin(port, admin, extra), port).await;
+    let client = HttpClient::new();
+    eventually(
+        Duration::from_secs(15),
+        "every replica in rotation",
+        || async {
+            let seen = replicas_seen(&client, port, &host, 3 * n).await;
+            (seen.len() == n).then_some(())
+        },
+    )
+    .await;
+    Replicas {
+        berth,
+        env,
+        host,
+        port,
+        admin: format!("127.0.0.1:{admin}"),
+        ids,
+    }
 }

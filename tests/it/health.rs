@@ -4,36 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{docker, eventually, free_port, replicas_seen, Berth, Env, HttpClient};
-
-fn check_labels(host: &str) -> Vec<String> {
-    [
-        format!("berth.host={host}"),
-        "berth.health.path=/health".into(),
-        "berth.health.interval=500ms".into(),
-        "berth.health.timeout=300ms".into(),
-    ]
-    .into_iter()
-    .flat_map(|l| ["--label".to_string(), l])
-    .collect()
-}
+use crate::harness::{
+    docker, eventually, free_port, replicas, replicas_seen, Berth, Env, HttpClient, HTTP_CHECK,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_check_leaves_rotation_within_one_interval_and_returns() {
-    let env = Env::new("check").await;
-    let host = env.host("web");
-    let labels = check_labels(&host);
-    let args: Vec<&str> = labels.iter().map(String::as_str).collect();
-    let a = env.run("web-1", &args).await;
-    let b = env.run("web-2", &args).await;
-    let port = free_port();
-    let _berth = Berth::start(&env.config(port, ""), port).await;
+    let r = replicas("check", 2, &HTTP_CHECK, "").await;
+    let (host, port) = (r.host.clone(), r.port);
+    let (a, b) = (r.ids[0].clone(), r.ids[1].clone());
     let client = HttpClient::new();
     let both = || async {
         let seen = replicas_seen(&client, port, &host, 4).await;
         (seen.len() == 2).then_some(())
     };
-    eventually(Duration::from_secs(10), "both replicas in rotation", both).await;
 
     docker(&["exec", &a, "rm", "/www/health"]).await;
     let failed_at = Instant::now();
@@ -53,7 +37,7 @@ async fn failing_check_leaves_rotation_within_one_interval_and_returns() {
     .await;
     let left_after = failed_at.elapsed();
     println!(
-        "left rotation {:.0} ms after its health endpoint broke (interval 500 ms, timeout 300 ms)",
+        "left rotation {:.0} ms after its health endpoint broke (interval 300 ms, timeout 300 ms)",
         left_after.as_secs_f64() * 1000.0
     );
     // One interval plus the check's own timeout, and some slack for the engine.
@@ -76,8 +60,11 @@ async fn app_that_needs_three_seconds_gets_no_request_before_ready() {
         .wait_log("resynced with the Docker engine", Duration::from_secs(10))
         .await;
     let client = HttpClient::new();
-    let labels = check_labels(&host);
-    let mut args: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let host_label = format!("berth.host={host}");
+    let mut args = vec!["--label", host_label.as_str()];
+    for l in HTTP_CHECK {
+        args.extend(["--label", l]);
+    }
     args.extend(["-e", "START_DELAY=3"]);
     let started = Instant::now();
     env.run("web", &args).await;

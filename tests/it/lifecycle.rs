@@ -4,28 +4,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::harness::{
-    docker, eventually, failures, free_port, replicas_seen, Berth, Env, HttpClient, Load,
+    docker, eventually, failures, free_port, replicas, Berth, Env, HttpClient, Load,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_stop_under_load_fails_no_request() {
-    let env = Env::new("stop").await;
-    let host = env.host("web");
-    let label = format!("berth.host={host}");
-    let _a = env.run("web-1", &["--label", &label]).await;
-    let b = env.run("web-2", &["--label", &label]).await;
-    let port = free_port();
-    let _berth = Berth::start(&env.config(port, ""), port).await;
-    let client = HttpClient::new();
-    eventually(
-        Duration::from_secs(10),
-        "both replicas in rotation",
-        || async {
-            let seen = replicas_seen(&client, port, &host, 4).await;
-            (seen.len() == 2).then_some(())
-        },
-    )
-    .await;
+    let r = replicas("stop", 2, &[], "").await;
+    let (env, host, port, b) = (&r.env, r.host.clone(), r.port, r.ids[1].clone());
 
     let load = Load::start(port, &host, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -120,23 +105,10 @@ async fn healthcheck_gates_rotation_until_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_request_finishes_while_its_replica_stops_and_no_new_one_reaches_it() {
-    let env = Env::new("drain").await;
-    let host = env.host("web");
-    let label = format!("berth.host={host}");
-    let a = env.run("web-1", &["--label", &label]).await;
-    let b = env.run("web-2", &["--label", &label]).await;
-    let port = free_port();
-    let _berth = Berth::start(&env.config(port, ""), port).await;
+    let r = replicas("drain", 2, &[], "").await;
+    let (env, host, port) = (&r.env, r.host.clone(), r.port);
+    let (a, b) = (r.ids[0].clone(), r.ids[1].clone());
     let client = HttpClient::new();
-    eventually(
-        Duration::from_secs(10),
-        "both replicas in rotation",
-        || async {
-            let seen = replicas_seen(&client, port, &host, 4).await;
-            (seen.len() == 2).then_some(())
-        },
-    )
-    .await;
 
     // Two slow requests: round robin puts one on each replica.
     let slow: Vec<_> = (0..2)
