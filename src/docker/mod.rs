@@ -271,7 +271,7 @@ impl Watcher {
                     return;
                 }
                 warn!(container = %c.name, cooldown = ?PASSIVE_COOLDOWN, "repeated connect failures: out of rotation until a probe succeeds");
-                self.schedule_probe(st, id);
+                self.schedule_probe(id);
                 true
             }
             Input::Probe { id, ok } => {
@@ -285,7 +285,7 @@ impl Watcher {
                     }
                     true
                 } else {
-                    self.schedule_probe(st, id);
+                    self.schedule_probe(id);
                     false
                 }
             }
@@ -298,7 +298,7 @@ impl Watcher {
 
     /// After the cool-down, a TCP connect to each of the container's
     /// addresses decides whether it comes back.
-    fn schedule_probe(&self, st: &State, id: String) {
+    fn schedule_probe(&self, id: String) {
         let addrs = self
             .snapshot
             .load()
@@ -306,7 +306,6 @@ impl Watcher {
             .get(&id)
             .map(|b| b.addrs.clone())
             .unwrap_or_default();
-        let _ = st;
         let tx = self.inputs_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep(PASSIVE_COOLDOWN).await;
