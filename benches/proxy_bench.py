@@ -150,6 +150,10 @@ docker:
   host: unix://{work}/no-docker.sock
 proxy:
   threads: 1
+tls:
+  listen: "off"
+admin:
+  listen: "off"
 routes:
   - host: {HOST}
     backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]

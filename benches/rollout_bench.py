@@ -86,6 +86,8 @@ admin:
   token: {TOKEN}
 proxy:
   threads: 1
+tls:
+  listen: "off"
 log:
   level: warn
 """)

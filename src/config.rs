@@ -23,8 +23,37 @@ pub struct Config {
     pub routes: Vec<StaticRoute>,
     pub admin: AdminConfig,
     pub deploy: DeployConfig,
+    pub tls: TlsConfig,
+    pub acme: AcmeConfig,
     pub log_level: String,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// `None`: no HTTPS listener.
+    pub listen: Option<SocketAddr>,
+    /// Your PEM pairs (`name.crt` + `name.key`), and ACME state under `acme/`.
+    pub certs_dir: PathBuf,
+    /// HTTP → HTTPS (308) for hosts that have a certificate.
+    pub redirect: bool,
+    /// `Strict-Transport-Security` max-age on HTTPS answers; `None`: not sent.
+    pub hsts: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// ACME is off until an email is set.
+    pub email: Option<String>,
+    pub directory: String,
+    /// A PEM root to trust for the directory (pebble, a private CA).
+    pub ca_root: Option<PathBuf>,
+    /// Renew when this much validity is left; `None`: a third of the lifetime.
+    pub renew_before: Option<Duration>,
+    pub orders_per_hour: u32,
+}
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
@@ -125,6 +154,19 @@ impl Default for Config {
                 health_timeout: Duration::from_secs(60),
                 autoheal_grace: Duration::from_secs(30),
             },
+            tls: TlsConfig {
+                listen: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
+                certs_dir: PathBuf::from("certs"),
+                redirect: true,
+                hsts: None,
+            },
+            acme: AcmeConfig {
+                email: None,
+                directory: LETS_ENCRYPT.into(),
+                ca_root: None,
+                renew_before: None,
+                orders_per_hour: 20,
+            },
             log_level: "info".into(),
         }
     }
@@ -141,7 +183,29 @@ struct Raw {
     routes: Vec<RawRoute>,
     admin: Option<RawAdmin>,
     deploy: Option<RawDeploy>,
+    tls: Option<RawTls>,
+    acme: Option<RawAcme>,
     log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    listen: Option<Spanned<String>>,
+    certs_dir: Option<Spanned<String>>,
+    redirect: Option<bool>,
+    hsts: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    email: Option<Spanned<String>>,
+    directory: Option<Spanned<String>>,
+    staging: Option<bool>,
+    ca_root: Option<Spanned<String>>,
+    renew_before: Option<Spanned<String>>,
+    orders_per_hour: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -462,6 +526,80 @@ impl Validator<'_> {
             },
         };
 
+        let tls = match raw.tls {
+            None => d.tls,
+            Some(r) => TlsConfig {
+                listen: match r.listen {
+                    None => d.tls.listen,
+                    Some(v) if v.value.trim() == "off" => None,
+                    Some(v) => Some(self.addr("tls.listen", &v)?),
+                },
+                certs_dir: r
+                    .certs_dir
+                    .map_or(d.tls.certs_dir, |v| PathBuf::from(v.value)),
+                redirect: r.redirect.unwrap_or(d.tls.redirect),
+                hsts: match r.hsts {
+                    None => None,
+                    Some(v) if v.value.trim() == "off" => None,
+                    Some(v) => Some(
+                        parse_duration(&v.value).map_err(|m| self.invalid("tls.hsts", &v, m))?,
+                    ),
+                },
+            },
+        };
+
+        let acme = match raw.acme {
+            None => d.acme,
+            Some(r) => {
+                let email = match r.email {
+                    None => None,
+                    Some(e) if e.value.contains('@') && !e.value.contains(char::is_whitespace) => {
+                        Some(e.value)
+                    }
+                    Some(e) => return Err(self.invalid("acme.email", &e, "not an email address")),
+                };
+                let staging = r.staging.unwrap_or(false);
+                let directory = match r.directory {
+                    Some(v) if !v.value.starts_with("https://") => {
+                        return Err(self.invalid("acme.directory", &v, "an https:// URL"))
+                    }
+                    Some(_) if staging => {
+                        return Err(ConfigError::Parse {
+                            origin: self.origin.into(),
+                            message: "acme.staging and acme.directory: set one or the other".into(),
+                        })
+                    }
+                    Some(v) => v.value,
+                    None if staging => LETS_ENCRYPT_STAGING.into(),
+                    None => d.acme.directory,
+                };
+                let ca_root = match r.ca_root {
+                    None => None,
+                    Some(v) if Path::new(&v.value).is_file() => Some(PathBuf::from(v.value)),
+                    Some(v) => return Err(self.invalid("acme.ca_root", &v, "no such file")),
+                };
+                AcmeConfig {
+                    email,
+                    directory,
+                    ca_root,
+                    renew_before: match r.renew_before {
+                        None => None,
+                        Some(v) => Some(
+                            parse_duration(&v.value)
+                                .map_err(|m| self.invalid("acme.renew_before", &v, m))?,
+                        ),
+                    },
+                    orders_per_hour: match r.orders_per_hour {
+                        None => d.acme.orders_per_hour,
+                        Some(n) if n.value >= 1 => n.value,
+                        Some(n) => {
+                            return Err(self.invalid("acme.orders_per_hour", &n, "at least 1"))
+                        }
+                    },
+                }
+            }
+        };
+
         let log_level = match raw.log.and_then(|l| l.level) {
             None => d.log_level,
             Some(l) => {
@@ -485,6 +623,8 @@ impl Validator<'_> {
             routes,
             admin,
             deploy,
+            tls,
+            acme,
             log_level,
         })
     }
@@ -515,6 +655,8 @@ mod tests {
             ("log:\n  levle: info\n", "levle"),
             ("admin:\n  tokn: x\n", "tokn"),
             ("deploy:\n  timeout: 1s\n", "timeout"),
+            ("tls:\n  port: 443\n", "port"),
+            ("acme:\n  mail: a@b.c\n", "mail"),
         ] {
             let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
             assert!(

@@ -17,6 +17,7 @@ pub mod names;
 pub mod plan;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 pub mod world;
 
 use std::sync::Arc;

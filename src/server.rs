@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -20,6 +21,8 @@ use crate::docker::Watcher;
 use crate::health::Checker;
 use crate::plan::Planner;
 use crate::proxy::BerthProxy;
+use crate::tls::files::CertFiles;
+use crate::tls::{self, CertStore, Challenges, Https};
 use crate::world::{Signals, World};
 use crate::SharedSnapshot;
 
@@ -80,9 +83,53 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let https = match config.tls.listen {
+        None => None,
+        Some(addr) => {
+            let default = tls::store::self_signed("berth.invalid").map_err(anyhow::Error::msg)?;
+            let store = Arc::new(CertStore::new(default));
+            let https = Arc::new(Https {
+                store: store.clone(),
+                challenges: Challenges::default(),
+                redirect: config.tls.redirect,
+                port: addr.port(),
+                hsts: config.tls.hsts.map(|d| format!("max-age={}", d.as_secs())),
+            });
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("tls.listen {addr}: cannot listen"))?;
+            let mut settings = TlsSettings::intermediate("", "")
+                .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+            settings.set_cert_resolver(store.clone());
+            settings.enable_h2();
+            let mut tls_proxy = http_proxy_service_with_name(
+                &server.configuration,
+                BerthProxy::new(
+                    snapshot.clone(),
+                    inputs_tx.clone(),
+                    &config.proxy,
+                    Some(https.clone()),
+                    true,
+                ),
+                "berth https",
+            );
+            tls_proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            server.add_service(tls_proxy);
+            server.add_service(background_service(
+                "certificate files",
+                CertFiles::new(config.tls.certs_dir.clone(), store),
+            ));
+            Some(https)
+        }
+    };
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        BerthProxy::new(snapshot.clone(), inputs_tx.clone(), &config.proxy),
+        BerthProxy::new(
+            snapshot.clone(),
+            inputs_tx.clone(),
+            &config.proxy,
+            https.clone(),
+            false,
+        ),
         "berth http",
     );
     proxy.add_tcp(&config.http_listen.to_string());

@@ -4,7 +4,7 @@
 
 pub mod table;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::labels::{self, LabelSpec, RouteSpec};
+use crate::labels::{self, LabelSpec, RouteSpec, TlsMode};
 use crate::names::{HostPattern, PathPrefix};
 use crate::world::{BackendState, Container, Signals, World};
 pub use table::{Backend, BackendStats, Route, RouteTable};
@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub backends: BTreeMap<String, BackendInfo>,
     /// The active HTTP checks to run now.
     pub checks: Vec<CheckTarget>,
+    /// Exact hostnames of routes that want HTTPS (not `tls=off`).
+    pub tls_hosts: BTreeSet<String>,
     /// Counts rebuilds, for logs and tests.
     pub generation: u64,
 }
@@ -147,6 +149,8 @@ impl Planner {
         let mut problems = Vec::new();
         let mut backends = BTreeMap::new();
         let mut checks = Vec::new();
+        let mut tls_off: BTreeSet<Key> = BTreeSet::new();
+        let mut tls_hosts = BTreeSet::new();
 
         let static_name: Arc<str> = Arc::from("static");
         let statics: Vec<_> = self.config.routes.clone();
@@ -191,6 +195,9 @@ impl Planner {
                 // stopped service answers 503, not 404).
                 for h in &route.hosts {
                     routes.entry((h.clone(), route.path.clone())).or_default();
+                    if route.tls == Some(TlsMode::Off) {
+                        tls_off.insert((h.clone(), route.path.clone()));
+                    }
                 }
                 let port = match resolve_port(c, route) {
                     Ok(p) => p,
@@ -273,11 +280,18 @@ impl Planner {
                 .entry((host.clone(), prefix.clone()))
                 .or_default()
                 .clone();
+            let tls = !tls_off.contains(&(host.clone(), prefix.clone()));
+            if tls {
+                if let HostPattern::Exact(h) = &host {
+                    tls_hosts.insert(h.clone());
+                }
+            }
             Route {
                 host,
                 prefix,
                 backends,
                 next,
+                tls,
             }
         }));
         self.generation += 1;
@@ -286,6 +300,7 @@ impl Planner {
             problems,
             backends,
             checks,
+            tls_hosts,
             generation: self.generation,
         }
     }

@@ -45,6 +45,8 @@ pub struct Route {
     /// Round-robin position; shared across snapshots so membership changes
     /// don't reset the rotation.
     pub next: Arc<AtomicUsize>,
+    /// HTTPS wanted (not `tls=off`): redirected there once a certificate exists.
+    pub tls: bool,
 }
 
 impl Route {
@@ -156,6 +158,7 @@ mod tests {
                 stats: Arc::default(),
             }],
             next: Arc::default(),
+            tls: true,
         }
     }
 

@@ -18,12 +18,17 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::ProxyConfig;
 use crate::docker::{Input, Inputs};
+use crate::plan::table::normalize_host;
 use crate::plan::{BackendStats, Route};
+use crate::tls::Https;
 use crate::SharedSnapshot;
 
 pub struct BerthProxy {
     snapshot: SharedSnapshot,
     inputs: Inputs,
+    https: Option<Arc<Https>>,
+    /// This instance serves the HTTPS listener.
+    tls_listener: bool,
     connect_timeout: Duration,
     read_timeout: Duration,
     idle_timeout: Duration,
@@ -68,15 +73,33 @@ impl Ctx {
 }
 
 impl BerthProxy {
-    pub fn new(snapshot: SharedSnapshot, inputs: Inputs, conf: &ProxyConfig) -> BerthProxy {
+    pub fn new(
+        snapshot: SharedSnapshot,
+        inputs: Inputs,
+        conf: &ProxyConfig,
+        https: Option<Arc<Https>>,
+        tls_listener: bool,
+    ) -> BerthProxy {
         BerthProxy {
             snapshot,
             inputs,
+            https,
+            tls_listener,
             connect_timeout: conf.connect_timeout,
             read_timeout: conf.read_timeout,
             idle_timeout: conf.idle_timeout,
             retry_after: conf.retry_after.as_secs().max(1).to_string(),
         }
+    }
+
+    /// Plain HTTP to a route that wants HTTPS and has a certificate.
+    fn should_redirect(&self, route: &Route, req: &RequestHeader) -> bool {
+        let Some(https) = &self.https else {
+            return false;
+        };
+        https.redirect
+            && route.tls
+            && request_host(req).is_some_and(|h| https.store.lookup(&normalize_host(h)).is_some())
     }
 }
 
@@ -88,18 +111,19 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
 }
 
+/// Answers the request itself; `extra` (Retry-After, Location) goes along.
 async fn respond(
     session: &mut Session,
     status: u16,
     body: String,
-    retry_after: Option<&str>,
+    extra: Option<(header::HeaderName, &str)>,
 ) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    if let Some(ra) = retry_after {
-        resp.insert_header(header::RETRY_AFTER, ra)?;
+    if let Some((name, value)) = extra {
+        resp.insert_header(name, value)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session
@@ -121,6 +145,18 @@ impl ProxyHttp for BerthProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // ACME HTTP-01 is answered before routing, on the HTTP listener only.
+        if let (Some(https), false) = (&self.https, self.tls_listener) {
+            if let Some(answer) = https.challenge(session.req_header().uri.path()) {
+                return match answer {
+                    Some(key_auth) => respond(session, 200, key_auth, None).await,
+                    None => {
+                        let body = "berth: unknown ACME challenge\n".to_string();
+                        respond(session, 404, body, None).await
+                    }
+                };
+            }
+        }
         let found = {
             let req = session.req_header();
             let snap = self.snapshot.load();
@@ -143,7 +179,22 @@ impl ProxyHttp for BerthProxy {
                     "berth: no ready backend for {}{}\n",
                     route.host, route.prefix
                 );
-                respond(session, 503, body, Some(&self.retry_after)).await
+                let retry = Some((header::RETRY_AFTER, self.retry_after.as_str()));
+                respond(session, 503, body, retry).await
+            }
+            Ok(route)
+                if !self.tls_listener && self.should_redirect(&route, session.req_header()) =>
+            {
+                let req = session.req_header();
+                let host = request_host(req).unwrap_or_default();
+                let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+                let to = self
+                    .https
+                    .as_ref()
+                    .map(|h| h.redirect_to(host, pq))
+                    .unwrap_or_default();
+                let body = format!("berth: moved to {to}\n");
+                respond(session, 308, body, Some((header::LOCATION, to.as_str()))).await
             }
             Ok(route) => {
                 ctx.start = route.start();
@@ -236,7 +287,8 @@ impl ProxyHttp for BerthProxy {
             upstream.insert_header("x-forwarded-for", &ip)?;
             upstream.insert_header("x-real-ip", &ip)?;
         }
-        upstream.insert_header("x-forwarded-proto", "http")?;
+        let proto = if self.tls_listener { "https" } else { "http" };
+        upstream.insert_header("x-forwarded-proto", proto)?;
         if let Some(host) = request_host(session.req_header()).map(str::to_string) {
             upstream.insert_header("x-forwarded-host", &host)?;
         }
@@ -253,6 +305,20 @@ impl ProxyHttp for BerthProxy {
         if let Some(stats) = &ctx.current {
             if stats.connect_failures.load(Ordering::Relaxed) != 0 {
                 stats.connect_failures.store(0, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if self.tls_listener {
+            if let Some(hsts) = self.https.as_ref().and_then(|h| h.hsts.as_deref()) {
+                response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
             }
         }
         Ok(())

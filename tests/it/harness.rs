@@ -168,7 +168,7 @@ impl Env {
     /// The berth config for this test: only this test's containers.
     pub fn config(&self, http: u16, extra: &str) -> String {
         format!(
-            "http:\n  listen: 127.0.0.1:{http}\ndocker:\n  constraint: berth-test.run={}\n  resync_interval: 30s\nadmin:\n  listen: \"off\"\nlog:\n  level: debug\n{extra}",
+            "http:\n  listen: 127.0.0.1:{http}\ndocker:\n  constraint: berth-test.run={}\n  resync_interval: 30s\nadmin:\n  listen: \"off\"\ntls:\n  listen: \"off\"\nlog:\n  level: debug\n{extra}",
             self.id
         )
     }
