@@ -2,8 +2,9 @@
 
 CARGO ?= cargo
 # Debian packages the test suite needs: cmake builds pingora's zlib-ng,
-# busybox-static is the test backend image.
-TEST_PACKAGES := cmake busybox-static
+# busybox-static is the test backend image, pebble the ACME server, curl the
+# HTTPS client of the TLS tests.
+TEST_PACKAGES := cmake busybox-static pebble curl
 # The side-by-side benchmark also runs nginx and haproxy, driven by wrk.
 BENCH_PACKAGES := cmake wrk nginx haproxy
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)

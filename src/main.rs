@@ -91,6 +91,11 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Certificates berth manages: valid until, last error, next attempt.
+    Certs {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Print the admin API token the CLI would use.
     Token {
         #[arg(long, short)]
@@ -193,6 +198,7 @@ fn main() -> ExitCode {
             ))
         }
         Command::Rollouts { api } => block_on(rollouts(api)),
+        Command::Certs { api } => block_on(certs(api)),
     }
 }
 
@@ -298,6 +304,55 @@ async fn rollouts(api: ApiArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+async fn certs(api: ApiArgs) -> ExitCode {
+    let client = match client(&api) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let list = match client.get("/api/certificates").await {
+        Ok(Value::Array(list)) => list,
+        Ok(other) => {
+            eprintln!("berth: unexpected answer: {other}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let until = |v: &Value, k: &str| match v.get(k).and_then(Value::as_u64) {
+        Some(t) if t >= now => format!("in {}h{:02}m", (t - now) / 3600, (t - now) % 3600 / 60),
+        Some(_) => "expired".into(),
+        None => "-".into(),
+    };
+    println!(
+        "{:<32} {:<7} {:<12} {:<12} {:<8} ERROR",
+        "HOST", "SOURCE", "EXPIRES", "NEXT TRY", "FAILURES"
+    );
+    for c in &list {
+        let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+        let error = c
+            .get("not_eligible")
+            .and_then(Value::as_str)
+            .map(|w| format!("not ordered: {w}"))
+            .unwrap_or_else(|| s("last_error"));
+        println!(
+            "{:<32} {:<7} {:<12} {:<12} {:<8} {}",
+            s("host"),
+            s("source"),
+            until(c, "valid_until"),
+            until(c, "next_attempt"),
+            c.get("failures").and_then(Value::as_u64).unwrap_or(0),
+            error
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn check(config: Config) -> ExitCode {

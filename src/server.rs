@@ -21,6 +21,7 @@ use crate::docker::Watcher;
 use crate::health::Checker;
 use crate::plan::Planner;
 use crate::proxy::BerthProxy;
+use crate::tls::acme::AcmeManager;
 use crate::tls::files::CertFiles;
 use crate::tls::{self, CertStore, Challenges, Https};
 use crate::world::{Signals, World};
@@ -83,6 +84,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let mut cert_status = None;
     let https = match config.tls.listen {
         None => None,
         Some(addr) => {
@@ -116,8 +118,21 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             server.add_service(tls_proxy);
             server.add_service(background_service(
                 "certificate files",
-                CertFiles::new(config.tls.certs_dir.clone(), store),
+                CertFiles::new(config.tls.certs_dir.clone(), store.clone()),
             ));
+            if config.acme.email.is_some() {
+                let acme = AcmeManager::new(
+                    config.clone(),
+                    snapshot.clone(),
+                    notified.clone(),
+                    store,
+                    https.challenges.clone(),
+                );
+                cert_status = Some(acme.status.clone());
+                server.add_service(background_service("acme", acme));
+            } else {
+                info!("acme.email is not set: no certificates are ordered");
+            }
             Some(https)
         }
     };
@@ -152,7 +167,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         Controller::new(config.clone(), snapshot.clone(), notified, inputs_tx);
     server.add_service(background_service("deploys", controller));
     if let Some((addr, token)) = admin {
-        let router = api::router(snapshot, deploys, token);
+        let router = api::router(snapshot, deploys, token, cert_status);
         server.add_service(background_service(
             "admin api",
             AdminService::new(addr, router),

@@ -27,6 +27,7 @@ use tracing::{error, info};
 use crate::deploy::{Deploys, Kind, Request as DeployRequest};
 use crate::names::parse_duration;
 use crate::plan::BackendInfo;
+use crate::tls::acme::{CertStatus, HostStatus};
 use crate::SharedSnapshot;
 
 #[derive(Clone)]
@@ -34,6 +35,7 @@ struct App {
     snapshot: SharedSnapshot,
     deploys: Deploys,
     token: Arc<str>,
+    certs: Option<CertStatus>,
 }
 
 /// An error answer: `{"error": "..."}` with a status.
@@ -49,15 +51,22 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-pub fn router(snapshot: SharedSnapshot, deploys: Deploys, token: String) -> Router {
+pub fn router(
+    snapshot: SharedSnapshot,
+    deploys: Deploys,
+    token: String,
+    certs: Option<CertStatus>,
+) -> Router {
     let app = App {
         snapshot,
         deploys,
         token: Arc::from(token),
+        certs,
     };
     let protected = Router::new()
         .route("/api/backends", get(backends))
         .route("/api/rollouts", get(rollouts))
+        .route("/api/certificates", get(certificates))
         .route("/api/services/{service}/rollout", post(rollout))
         .route("/api/services/{service}/scale", post(scale))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
@@ -134,6 +143,16 @@ async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
             })
             .collect(),
     )
+}
+
+/// ACME state per host: valid until, last error, next attempt.
+async fn certificates(State(app): State<App>) -> Json<serde_json::Value> {
+    let list: Vec<HostStatus> = app
+        .certs
+        .as_ref()
+        .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
+        .unwrap_or_default();
+    Json(json!(list))
 }
 
 async fn rollouts(State(app): State<App>) -> Json<serde_json::Value> {

@@ -1,6 +1,7 @@
 //! HTTPS: the SNI certificate store, certificates users bring as PEM files,
 //! and the ACME manager that orders and renews the rest.
 
+pub mod acme;
 pub mod files;
 pub mod store;
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real berth binary against the real Docker engine.
 //! See ../../../shared/TESTING.md for what this machine offers.
 
+mod acme;
 mod check;
 mod deploy;
 mod events;

@@ -1,0 +1,480 @@
+//! The ACME manager: every routed host that wants HTTPS gets a certificate by
+//! HTTP-01 (the proxy's HTTP listener answers the challenge), stored on disk
+//! (atomic write + rename, keys 0600) and served at once; renewed when a third
+//! of its lifetime is left (or `acme.renew_before`). Failures back off per host
+//! with jitter, and a cap on orders per hour stops any storm.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::store::unix;
+use super::{Cert, CertStore, Challenges, Source};
+use crate::config::Config;
+use crate::SharedSnapshot;
+
+const BACKOFF_MIN: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
+
+/// What `berth certs` and `GET /api/certificates` show for one host.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct HostStatus {
+    pub host: String,
+    /// Unix time the served certificate expires, if there is one.
+    pub valid_until: Option<u64>,
+    pub source: Option<String>,
+    pub last_error: Option<String>,
+    /// Unix time of the next order attempt, while backing off.
+    pub next_attempt: Option<u64>,
+    pub failures: u32,
+    /// Why berth will not order for this name, if so.
+    pub not_eligible: Option<String>,
+}
+
+pub type CertStatus = Arc<Mutex<BTreeMap<String, HostStatus>>>;
+
+/// Why a name cannot get a certificate by HTTP-01 from a public CA, if so.
+pub fn ineligible(host: &str) -> Option<&'static str> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        Some("an IP address: HTTP-01 certificates are for DNS names")
+    } else if host == "localhost" || host.ends_with(".localhost") {
+        Some("localhost never resolves to this host for a CA")
+    } else if host.ends_with(".internal") || host.ends_with(".local") {
+        Some("a private name (.internal/.local) no CA can reach")
+    } else if !host.contains('.') {
+        Some("a name without a dot is not a public DNS name")
+    } else {
+        None
+    }
+}
+
+/// Whether a certificate should be renewed now.
+pub fn due(cert: &Cert, now: SystemTime, renew_before: Option<Duration>) -> bool {
+    match renew_before {
+        Some(before) => cert.not_after.duration_since(now).unwrap_or_default() <= before,
+        None => cert.life_left(now) <= 1.0 / 3.0,
+    }
+}
+
+/// The wait after `failures` failed orders: doubling from 30 s up to 6 h,
+/// with ±20% jitter so that many hosts do not retry in step.
+pub fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base = BACKOFF_MIN.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)));
+    base.min(BACKOFF_MAX)
+        .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+}
+
+/// A number in [0, 1) that differs per host and attempt.
+fn jitter(host: &str, failures: u32) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (host, failures, SystemTime::now()).hash(&mut h);
+    (h.finish() % 1000) as f64 / 1000.0
+}
+
+pub struct AcmeManager {
+    config: Arc<Config>,
+    snapshot: SharedSnapshot,
+    notify: watch::Receiver<u64>,
+    store: Arc<CertStore>,
+    challenges: Challenges,
+    pub status: CertStatus,
+}
+
+struct HostState {
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+impl AcmeManager {
+    pub fn new(
+        config: Arc<Config>,
+        snapshot: SharedSnapshot,
+        notify: watch::Receiver<u64>,
+        store: Arc<CertStore>,
+        challenges: Challenges,
+    ) -> AcmeManager {
+        AcmeManager {
+            config,
+            snapshot,
+            notify,
+            store,
+            challenges,
+            status: Arc::default(),
+        }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.config.tls.certs_dir.join("acme")
+    }
+
+    /// Certificates from earlier runs, served before anything is ordered.
+    fn load_stored(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return;
+        };
+        for crt in entries.filter_map(Result::ok).map(|e| e.path()) {
+            if crt.extension().is_none_or(|x| x != "crt") {
+                continue;
+            }
+            let Some(host) = crt.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let key = crt.with_extension("key");
+            let loaded = std::fs::read(&crt)
+                .and_then(|c| std::fs::read(&key).map(|k| (c, k)))
+                .map_err(|e| e.to_string())
+                .and_then(|(c, k)| Cert::from_pem(&c, &k, Source::Acme));
+            match loaded {
+                Ok(cert) => {
+                    info!(host = %host, valid_until = unix(cert.not_after), "certificate loaded from disk");
+                    self.store.set(&host, Some(cert));
+                }
+                Err(e) => {
+                    warn!(file = %crt.display(), error = %e, "stored certificate unusable: a new one will be ordered")
+                }
+            }
+        }
+    }
+
+    async fn account(&self) -> Result<Account, String> {
+        let builder = || match &self.config.acme.ca_root {
+            Some(root) => Account::builder_with_root(root)
+                .map_err(|e| format!("acme.ca_root {}: {e}", root.display())),
+            None => Account::builder().map_err(|e| e.to_string()),
+        };
+        let path = self.dir().join("account.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            match serde_json::from_str::<AccountCredentials>(&text) {
+                Ok(creds) => {
+                    return builder()?
+                        .from_credentials(creds)
+                        .await
+                        .map_err(|e| format!("ACME account from {}: {e}", path.display()))
+                }
+                Err(e) => {
+                    warn!(file = %path.display(), error = %e, "ACME account file unreadable: creating a new account")
+                }
+            }
+        }
+        let email = self.config.acme.email.clone().unwrap_or_default();
+        let contact = format!("mailto:{email}");
+        let (account, creds) = builder()?
+            .create(
+                &NewAccount {
+                    contact: &[contact.as_str()],
+                    terms_of_service_agreed: true,
+                    only_return_existing: false,
+                },
+                self.config.acme.directory.clone(),
+                None,
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "creating an ACME account at {}: {e}",
+                    self.config.acme.directory
+                )
+            })?;
+        let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
+        write_private(&path, json.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        info!(directory = %self.config.acme.directory, "ACME account created");
+        Ok(account)
+    }
+
+    async fn order(&self, account: &Account, host: &str) -> Result<Cert, String> {
+        let ids = [Identifier::Dns(host.to_string())];
+        let mut order = account
+            .new_order(&NewOrder::new(&ids))
+            .await
+            .map_err(|e| format!("new order: {e}"))?;
+        let mut tokens = Vec::new();
+        let result = async {
+            let mut authzs = order.authorizations();
+            while let Some(a) = authzs.next().await {
+                let mut a = a.map_err(|e| format!("authorization: {e}"))?;
+                match a.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    other => return Err(format!("authorization is {other:?}")),
+                }
+                let mut ch = a
+                    .challenge(ChallengeType::Http01)
+                    .ok_or("the CA offers no HTTP-01 challenge")?;
+                let token = ch.token.clone();
+                let key_auth = ch.key_authorization().as_str().to_string();
+                if let Ok(mut c) = self.challenges.lock() {
+                    c.insert(token.clone(), key_auth);
+                }
+                tokens.push(token);
+                ch.set_ready()
+                    .await
+                    .map_err(|e| format!("challenge: {e}"))?;
+            }
+            let retry = RetryPolicy::new()
+                .initial_delay(Duration::from_millis(250))
+                .timeout(Duration::from_secs(90));
+            match order.poll_ready(&retry).await {
+                Ok(OrderStatus::Ready) => {}
+                Ok(status) => return Err(format!("validation failed: order is {status:?}")),
+                Err(e) => return Err(format!("validation failed: {e}")),
+            }
+            let key_pem = order
+                .finalize()
+                .await
+                .map_err(|e| format!("finalize: {e}"))?;
+            let chain = order
+                .poll_certificate(&retry)
+                .await
+                .map_err(|e| format!("certificate: {e}"))?;
+            Ok((chain, key_pem))
+        }
+        .await;
+        if let Ok(mut c) = self.challenges.lock() {
+            for t in &tokens {
+                c.remove(t);
+            }
+        }
+        let (chain, key_pem) = result?;
+        let cert = Cert::from_pem(chain.as_bytes(), key_pem.as_bytes(), Source::Acme)?;
+        let dir = self.dir();
+        write_private(&dir.join(format!("{host}.key")), key_pem.as_bytes())
+            .map_err(|e| e.to_string())?;
+        write_private(&dir.join(format!("{host}.crt")), chain.as_bytes())
+            .map_err(|e| e.to_string())?;
+        Ok(cert)
+    }
+
+    async fn run(&self) {
+        if let Err(e) = std::fs::create_dir_all(self.dir()) {
+            warn!(dir = %self.dir().display(), error = %e, "tls.certs_dir: cannot create; ACME is off");
+            return;
+        }
+        let _ = std::fs::set_permissions(self.dir(), std::fs::Permissions::from_mode(0o700));
+        self.load_stored();
+        let mut notify = self.notify.clone();
+        let mut account: Option<Account> = None;
+        let mut account_failures = 0u32;
+        let mut hosts: BTreeMap<String, HostState> = BTreeMap::new();
+        let mut orders: VecDeque<Instant> = VecDeque::new();
+        let mut capped_logged = false;
+        loop {
+            let wanted = self.snapshot.load().tls_hosts.clone();
+            let now = Instant::now();
+            hosts.retain(|h, _| wanted.contains(h));
+            let mut wake = now + Duration::from_secs(60);
+            for host in &wanted {
+                if let Some(why) = ineligible(host) {
+                    self.report(host, |s| s.not_eligible = Some(why.to_string()));
+                    continue;
+                }
+                let served = self.store.get(host);
+                if let Some(c) = &served {
+                    self.report(host, |s| {
+                        s.valid_until = Some(unix(c.not_after));
+                        s.source = Some("acme".into());
+                    });
+                    if !due(c, SystemTime::now(), self.config.acme.renew_before) {
+                        continue;
+                    }
+                } else if self
+                    .store
+                    .lookup(host)
+                    .is_some_and(|c| c.source == Source::File)
+                {
+                    // The user brought a certificate for it.
+                    self.report(host, |s| s.source = Some("file".into()));
+                    continue;
+                }
+                let st = hosts.entry(host.clone()).or_insert(HostState {
+                    failures: 0,
+                    next_attempt: None,
+                });
+                if let Some(t) = st.next_attempt {
+                    if t > now {
+                        wake = wake.min(t);
+                        continue;
+                    }
+                }
+                while orders
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
+                {
+                    orders.pop_front();
+                }
+                if orders.len() >= self.config.acme.orders_per_hour as usize {
+                    if !capped_logged {
+                        warn!(
+                            cap = self.config.acme.orders_per_hour,
+                            "acme.orders_per_hour reached: waiting"
+                        );
+                        capped_logged = true;
+                    }
+                    wake = wake.min(
+                        orders
+                            .front()
+                            .map_or(now, |t| *t + Duration::from_secs(3600)),
+                    );
+                    break;
+                }
+                capped_logged = false;
+                if account.is_none() {
+                    match self.account().await {
+                        Ok(a) => {
+                            account = Some(a);
+                            account_failures = 0;
+                        }
+                        Err(e) => {
+                            account_failures += 1;
+                            let wait =
+                                backoff(account_failures, jitter("account", account_failures));
+                            warn!(error = %e, retry_in = ?wait, "no ACME account");
+                            wake = wake.min(now + wait);
+                            break;
+                        }
+                    }
+                }
+                let Some(acct) = &account else { break };
+                orders.push_back(now);
+                info!(host = %host, renewal = served.is_some(), "ordering a certificate");
+                match self.order(acct, host).await {
+                    Ok(cert) => {
+                        info!(host = %host, valid_until = unix(cert.not_after), "certificate issued");
+                        let until = unix(cert.not_after);
+                        self.store.set(host, Some(cert));
+                        st.failures = 0;
+                        st.next_attempt = None;
+                        self.report(host, |s| {
+                            s.valid_until = Some(until);
+                            s.source = Some("acme".into());
+                            s.last_error = None;
+                            s.next_attempt = None;
+                            s.failures = 0;
+                        });
+                    }
+                    Err(e) => {
+                        st.failures += 1;
+                        let wait = backoff(st.failures, jitter(host, st.failures));
+                        st.next_attempt = Some(Instant::now() + wait);
+                        wake = wake.min(Instant::now() + wait);
+                        warn!(host = %host, error = %e, failures = st.failures, retry_in = ?wait, "certificate order failed");
+                        let (failures, next) = (st.failures, unix(SystemTime::now() + wait));
+                        self.report(host, |s| {
+                            s.last_error = Some(e.clone());
+                            s.failures = failures;
+                            s.next_attempt = Some(next);
+                        });
+                    }
+                }
+            }
+            let sleep = wake
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(200));
+            tokio::select! {
+                r = notify.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    fn report(&self, host: &str, f: impl FnOnce(&mut HostStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            let e = s.entry(host.to_string()).or_insert_with(|| HostStatus {
+                host: host.to_string(),
+                ..Default::default()
+            });
+            f(e);
+        }
+    }
+}
+
+/// Writes with mode 0600 from the first byte: a temporary file, then rename.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[async_trait]
+impl BackgroundService for AcmeManager {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = self.run() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_cannot_validate() {
+        for h in [
+            "10.0.0.1",
+            "::1",
+            "localhost",
+            "a.localhost",
+            "web.internal",
+            "printer.local",
+            "intranet",
+        ] {
+            assert!(ineligible(h).is_some(), "{h}");
+        }
+        assert_eq!(ineligible("blog.example.com"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_cap() {
+        assert_eq!(backoff(1, 0.5), Duration::from_secs(30));
+        assert_eq!(backoff(2, 0.5), Duration::from_secs(60));
+        assert_eq!(backoff(3, 0.0), Duration::from_secs(96), "-20%");
+        assert_eq!(backoff(3, 1.0), Duration::from_secs(144), "+20%");
+        assert_eq!(backoff(40, 0.5), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn renewal_is_due_at_a_third_of_the_lifetime_or_as_configured() {
+        let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let c = Cert::from_pem(
+            ck.cert.pem().as_bytes(),
+            ck.signing_key.serialize_pem().as_bytes(),
+            Source::Acme,
+        )
+        .unwrap();
+        let total = c.not_after.duration_since(c.not_before).unwrap();
+        assert!(!due(&c, c.not_before, None));
+        assert!(due(&c, c.not_before + total.mul_f64(0.7), None));
+        assert!(!due(&c, c.not_before, Some(Duration::from_secs(3600))));
+        assert!(due(
+            &c,
+            c.not_after - Duration::from_secs(60),
+            Some(Duration::from_secs(3600))
+        ));
+    }
+}
