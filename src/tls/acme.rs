@@ -70,6 +70,23 @@ pub fn due(cert: &Cert, now: SystemTime, renew_before: Option<Duration>) -> bool
     }
 }
 
+/// When a certificate becomes due for renewal.
+pub fn renew_at(cert: &Cert, renew_before: Option<Duration>) -> SystemTime {
+    match renew_before {
+        Some(before) => cert
+            .not_after
+            .checked_sub(before)
+            .unwrap_or(cert.not_before),
+        None => {
+            let life = cert
+                .not_after
+                .duration_since(cert.not_before)
+                .unwrap_or_default();
+            cert.not_before + life.mul_f64(2.0 / 3.0)
+        }
+    }
+}
+
 /// The wait after `failures` failed orders: doubling from 30 s up to 6 h,
 /// with ±20% jitter so that many hosts do not retry in step.
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
@@ -289,6 +306,9 @@ impl AcmeManager {
                         s.source = Some("acme".into());
                     });
                     if !due(c, SystemTime::now(), self.config.acme.renew_before) {
+                        let at = renew_at(c, self.config.acme.renew_before);
+                        let until = at.duration_since(SystemTime::now()).unwrap_or_default();
+                        wake = wake.min(now + until);
                         continue;
                     }
                 } else if self
@@ -476,5 +496,7 @@ mod tests {
             c.not_after - Duration::from_secs(60),
             Some(Duration::from_secs(3600))
         ));
+        assert!(!due(&c, renew_at(&c, None) - Duration::from_secs(1), None));
+        assert!(due(&c, renew_at(&c, None) + Duration::from_secs(1), None));
     }
 }

@@ -17,6 +17,8 @@ struct Pebble {
     ca: PathBuf,
     dir_url: String,
     mgmt: u16,
+    /// challtestsrv's management API (fake DNS answers).
+    chall_mgmt: u16,
     _dir: TempDir,
 }
 
@@ -100,6 +102,7 @@ impl Pebble {
             ca,
             dir_url: format!("https://127.0.0.1:{listen}/dir"),
             mgmt,
+            chall_mgmt,
             _dir: dir,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -108,6 +111,18 @@ impl Pebble {
             std::thread::sleep(Duration::from_millis(50));
         }
         p
+    }
+
+    /// Makes `host` resolve to `ip` for pebble's validation.
+    async fn resolve(&self, host: &str, ip: &str) {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "-f", "-X", "POST", "-d"])
+            .arg(format!(r#"{{"host":"{host}","addresses":["{ip}"]}}"#))
+            .arg(format!("http://127.0.0.1:{}/add-a", self.chall_mgmt))
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "challtestsrv add-a failed");
     }
 
     /// pebble's issuing root, to verify what berth serves.
@@ -338,49 +353,109 @@ async fn certificate_is_issued_served_by_sni_and_reused_after_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_validation_backs_off_and_harms_no_other_host() {
     let env = Env::new("acmefail").await;
-    let good = env.host("good");
+    let (good, bad) = (env.host("good"), env.host("bad"));
     env.run("good", &["--label", &format!("berth.host={good}")])
         .await;
-    // Pebble validates on a port where nothing answers: every order fails.
+    env.run("bad", &["--label", &format!("berth.host={bad}")])
+        .await;
     let (http, admin, tls) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start(free_port(), None);
+    let pebble = Pebble::start(http, None);
+    // The bad host resolves, for the CA, to an address where berth does not listen.
+    pebble.resolve(&bad, "127.0.0.2").await;
     let dir = TempDir::new();
     let certs = dir.path().join("certs");
-    let cfg = tls_config(&env, http, admin, tls, &pebble, &certs);
-    let berth = Berth::start(&cfg, http).await;
+    let root = pebble.root(dir.path());
+    let berth = Berth::start(&tls_config(&env, http, admin, tls, &pebble, &certs), http).await;
     berth
         .wait_log("certificate order failed", Duration::from_secs(30))
         .await;
+    // The other host gets its certificate all the same.
+    let (code, _, _) = eventually(
+        Duration::from_secs(30),
+        "the good host's certificate",
+        || async { https_get(&good, tls, Some(&root), "/").await.ok() },
+    )
+    .await;
+    assert_eq!(code, "200");
     // The error and the next attempt are visible.
-    let (code, out, err) = crate::harness::berth_cli(&[
+    let cli = [
         "certs",
         "--admin",
         &format!("127.0.0.1:{admin}"),
         "--token",
         TOKEN,
-    ])
-    .await;
+    ];
+    let (code, out, err) = crate::harness::berth_cli(&cli).await;
     assert_eq!(code, 0, "{err}");
+    println!("{out}");
     let line = out
         .lines()
-        .find(|l| l.contains(&good))
+        .find(|l| l.contains(&bad))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(
         line.contains("validation failed") && line.contains(" 1 "),
         "{line}"
     );
-    // Backing off: no second order within the next 5 s (the first wait is ~30 s).
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        berth.log().matches("ordering a certificate").count(),
-        1,
-        "{}",
-        berth.log()
+    let line = out
+        .lines()
+        .find(|l| l.contains(&good))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("acme") && !line.contains("validation failed"),
+        "{line}"
     );
-    // Plain HTTP keeps serving the host meanwhile.
+    // Backing off: over the next 5 s, no second order for the bad host (the
+    // first wait is 24-36 s); plain HTTP keeps serving it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let orders = berth
+        .log()
+        .lines()
+        .filter(|l| l.contains("ordering a certificate") && l.contains(&bad))
+        .count();
+    assert_eq!(orders, 1, "{}", berth.log());
     let r = crate::harness::HttpClient::new()
-        .get(http, &good, "/")
+        .get(http, &bad, "/")
         .await
         .unwrap();
     assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_certificate_is_renewed_without_a_failed_request() {
+    let env = Env::new("renew").await;
+    let app = env.host("app");
+    env.run("app", &["--label", &format!("berth.host={app}")])
+        .await;
+    let (http, admin, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(http, Some(30));
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    let root = pebble.root(dir.path());
+    let berth = Berth::start(&tls_config(&env, http, admin, tls, &pebble, &certs), http).await;
+    eventually(Duration::from_secs(30), "the first certificate", || async {
+        let (code, _, _) = https_get(&app, tls, Some(&root), "/").await.ok()?;
+        (code == "200").then_some(())
+    })
+    .await;
+    // New connections (new handshakes) back to back past the first
+    // certificate's expiry: renewal (due after 20 s) must swap it in first.
+    let until = std::time::Instant::now() + Duration::from_secs(33);
+    let (mut ok, mut failed) = (0, Vec::new());
+    while std::time::Instant::now() < until {
+        match https_get(&app, tls, Some(&root), "/").await {
+            Ok((code, _, _)) if code == "200" => ok += 1,
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    println!(
+        "{ok} HTTPS requests across the renewal, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    let log = berth.log();
+    assert!(
+        log.matches("certificate issued").count() >= 2,
+        "renewed:\n{log}"
+    );
+    assert!(log.contains("renewal=true"), "{log}");
 }
