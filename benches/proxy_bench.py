@@ -19,6 +19,10 @@ PROXY_CPU, LOAD_CPU = "1", "0"
 HOST = "bench.local"
 BACKENDS = (19001, 19002)
 PORTS = {"direct": BACKENDS[0], "berth": 18080, "nginx": 18081, "haproxy": 18082}
+# HTTPS, same certificate (ECDSA P-256) for both: keep-alive, and a new
+# connection (full handshake) per request.
+TLS_PORTS = {"berth": 18443, "nginx": 18444}
+TLS = os.environ.get("TLS", "1") != "0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -100,10 +104,11 @@ def to_ms(s):
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
 
 
-def wrk(port, seconds):
+def wrk(port, seconds, scheme="http", close=False):
+    extra = ["-H", "Connection: close"] if close else []
     out = subprocess.run(
         ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s", "--latency",
-         "-H", f"Host: {HOST}", f"http://127.0.0.1:{port}/"],
+         "-H", f"Host: {HOST}", *extra, f"{scheme}://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -114,15 +119,33 @@ def wrk(port, seconds):
     return reqs, rps, p50, p99, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "")
 
 
+def make_cert():
+    """One ECDSA P-256 certificate for bench.local, for berth and nginx."""
+    certs = os.path.join(work, "certs")
+    os.makedirs(certs)
+    crt, key = os.path.join(certs, f"{HOST}.crt"), os.path.join(certs, f"{HOST}.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", f"/CN={HOST}",
+                    "-addext", f"subjectAltName=DNS:{HOST}"], check=True, capture_output=True)
+    return certs, crt, key
+
+
 def main():
     backend = start("backends", [NGINX, "-c", nginx_conf("backends", "\n".join(
         f"server {{ listen 127.0.0.1:{p} reuseport; location / {{ return 200 'ok\\n'; }} }}" for p in BACKENDS))], LOAD_CPU)
     servers = "\n".join(f"server 127.0.0.1:{p};" for p in BACKENDS)
+    certs, crt, key = make_cert()
+    nginx_tls = f"""
+server {{ listen 127.0.0.1:{TLS_PORTS['nginx']} ssl http2; server_name {HOST};
+  ssl_certificate {crt}; ssl_certificate_key {key}; keepalive_requests 1000000;
+  location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+  proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}""" if TLS else ""
     nginx = start("nginx", [NGINX, "-c", nginx_conf("nginx", f"""
 upstream be {{ {servers} keepalive 128; }}
 server {{ listen 127.0.0.1:{PORTS['nginx']}; location / {{
   proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
-  proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}""")], PROXY_CPU)
+  proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}
+{nginx_tls}""")], PROXY_CPU)
     hap_cfg = os.path.join(work, "haproxy.cfg")
     with open(hap_cfg, "w") as f:
         f.write(f"""global
@@ -151,7 +174,9 @@ docker:
 proxy:
   threads: 1
 tls:
-  listen: "off"
+  listen: {f"127.0.0.1:{TLS_PORTS['berth']}" if TLS else '"off"'}
+  certs_dir: {certs}
+  redirect: false
 admin:
   listen: "off"
 routes:
@@ -164,17 +189,25 @@ log:
     pids = {"direct": None, "berth": berth.pid, "nginx": nginx.pid, "haproxy": haproxy.pid}
     for name, port in PORTS.items():
         wait_port(port)
+    # (name, port, scheme, close, pid)
+    targets = [(n, p, "http", False, pids[n]) for n, p in PORTS.items()]
+    if TLS:
+        for n, p in TLS_PORTS.items():
+            wait_port(p)
+            targets.append((f"{n}-tls", p, "https", False, pids[n]))
+            targets.append((f"{n}-hs", p, "https", True, pids[n]))
 
-    results = {n: [] for n in PORTS}
+    results = {t[0]: [] for t in targets}
     print(f"# {RUNS} runs x {DURATION}s, wrk -t1 -c{CONNS}; proxies on CPU {PROXY_CPU}, wrk and backends on CPU {LOAD_CPU}", flush=True)
-    for name, port in PORTS.items():
-        wrk(port, 2)  # warm-up
+    time.sleep(2.5)  # berth picks up its certificate files every 2 s
+    for name, port, scheme, close, pid in targets:
+        wrk(port, 2, scheme, close)  # warm-up
     for run in range(RUNS):
-        for name, port in PORTS.items():
-            tree = tree_pids(pids[name]) if pids[name] else []
+        for name, port, scheme, close, pid in targets:
+            tree = tree_pids(pid) if pid else []
             t0, s0 = cpu_stat()
             c0 = cpu_ticks(tree)
-            reqs, rps, p50, p99, non2xx, sockerr = wrk(port, DURATION)
+            reqs, rps, p50, p99, non2xx, sockerr = wrk(port, DURATION, scheme, close)
             c1 = cpu_ticks(tree)
             t1, s1 = cpu_stat()
             steal = 100.0 * (s1 - s0) / max(1, t1 - t0)
@@ -185,20 +218,25 @@ log:
                 flag = f"  (steal {steal:.1f}%: run discarded)"
             elif non2xx or sockerr:
                 flag = f"  (non-2xx {non2xx}, socket errors {sockerr})"
-            print(f"run {run + 1} {name:8} rps={rps:9.0f} p50={p50:6.2f}ms p99={p99:6.2f}ms "
+            print(f"run {run + 1} {name:10} rps={rps:9.0f} p50={p50:6.2f}ms p99={p99:6.2f}ms "
                   f"cpu/req={cpu_us:6.1f}us rss={rss:6.1f}MiB{flag}", flush=True)
             if steal <= 3:
                 results[name].append((rps, p50, p99, cpu_us, rss))
 
     med = {}
     print("\n# medians")
-    print(f"{'target':8} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu/req us':>10} {'rss MiB':>8}")
+    print(f"{'target':10} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu/req us':>10} {'rss MiB':>8}")
     for name, rows in results.items():
         if not rows:
             sys.exit(f"every run of {name} was discarded")
         m = [statistics.median(col) for col in zip(*rows)]
         med[name] = m
-        print(f"{name:8} {m[0]:9.0f} {m[1]:7.2f} {m[2]:7.2f} {m[3]:10.1f} {m[4]:8.1f}")
+        print(f"{name:10} {m[0]:9.0f} {m[1]:7.2f} {m[2]:7.2f} {m[3]:10.1f} {m[4]:8.1f}")
+    if TLS:
+        print("# HTTPS: -tls keep-alive, -hs a new connection and handshake per request")
+        for kind in ("tls", "hs"):
+            b, o = med[f"berth-{kind}"], med[f"nginx-{kind}"]
+            print(f"berth/nginx {kind}: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")
     b = med["berth"]
     for peer in ("haproxy", "nginx"):
         o = med[peer]
