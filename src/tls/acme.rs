@@ -29,6 +29,7 @@ use crate::SharedSnapshot;
 
 const BACKOFF_MIN: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
+const RATE_LIMITED: Duration = Duration::from_secs(3600);
 
 /// What `berth certs` and `GET /api/certificates` show for one host.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -388,7 +389,12 @@ impl AcmeManager {
                     }
                     Err(e) => {
                         st.failures += 1;
-                        let wait = backoff(st.failures, jitter(host, st.failures));
+                        let mut wait = backoff(st.failures, jitter(host, st.failures));
+                        // instant-acme does not hand us the Retry-After of an
+                        // error answer; a rate limit waits an hour at least.
+                        if e.contains("rateLimited") {
+                            wait = wait.max(RATE_LIMITED);
+                        }
                         st.next_attempt = Some(Instant::now() + wait);
                         wake = wake.min(Instant::now() + wait);
                         warn!(host = %host, error = %e, failures = st.failures, retry_in = ?wait, "certificate order failed");

@@ -459,3 +459,58 @@ async fn short_lived_certificate_is_renewed_without_a_failed_request() {
     );
     assert!(log.contains("renewal=true"), "{log}");
 }
+
+/// A self-signed certificate for `name`, written as `<dir>/<stem>.crt|.key`.
+fn write_pair(dir: &Path, stem: &str, name: &str) -> String {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    std::fs::write(
+        dir.join(format!("{stem}.key")),
+        ck.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    std::fs::write(dir.join(format!("{stem}.crt")), ck.cert.pem()).unwrap();
+    ck.cert.pem()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_files_are_picked_up_when_they_change() {
+    let env = Env::new("files").await;
+    let app = env.host("app");
+    env.run("app", &["--label", &format!("berth.host={app}")])
+        .await;
+    let (http, tls) = (free_port(), free_port());
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let cfg = env.config(http, "").replace(
+        "tls:\n  listen: \"off\"\n",
+        &format!(
+            "tls:\n  listen: 127.0.0.1:{tls}\n  certs_dir: {}\n",
+            certs.display()
+        ),
+    );
+    let _berth = Berth::start(&cfg, http).await;
+    for round in ["first", "second"] {
+        let pem = write_pair(&certs, "app", &app);
+        let trust = dir.path().join(format!("{round}.pem"));
+        std::fs::write(&trust, pem).unwrap();
+        // Only the certificate just written verifies: the swap happened.
+        eventually(
+            Duration::from_secs(10),
+            &format!("the {round} certificate served"),
+            || async {
+                let (code, _, _) = https_get(&app, tls, Some(&trust), "/").await.ok()?;
+                (code == "200").then_some(())
+            },
+        )
+        .await;
+    }
+    // A broken pair is skipped; what was served stays.
+    std::fs::write(certs.join("app.crt"), "garbage").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let trust = dir.path().join("second.pem");
+    assert_eq!(
+        https_get(&app, tls, Some(&trust), "/").await.unwrap().0,
+        "200"
+    );
+}
