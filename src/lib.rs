@@ -26,3 +26,20 @@ use arc_swap::ArcSwap;
 
 /// The published snapshot: one writer (the watcher task), many lock-free readers.
 pub type SharedSnapshot = Arc<ArcSwap<plan::Snapshot>>;
+
+/// Implements Pingora's `BackgroundService` for a type with an
+/// `async fn run(&self)`: it runs until it returns or the server shuts down.
+#[macro_export]
+macro_rules! background_until_shutdown {
+    ($t:ty) => {
+        #[async_trait::async_trait]
+        impl pingora::services::background::BackgroundService for $t {
+            async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+                tokio::select! {
+                    _ = self.run() => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    };
+}

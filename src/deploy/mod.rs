@@ -11,11 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use bollard::query_parameters::RestartContainerOptions;
 use bollard::Docker;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -469,15 +466,7 @@ async fn autoheal(
     }
 }
 
-#[async_trait]
-impl BackgroundService for Controller {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        tokio::select! {
-            _ = self.run() => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-}
+crate::background_until_shutdown!(Controller);
 
 #[cfg(test)]
 mod tests {

@@ -9,13 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use bollard::models::EventMessage;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
 use bollard::{Docker, API_DEFAULT_VERSION};
 use futures_util::StreamExt;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -560,12 +557,4 @@ const REFRESH_ON: &[&str] = &[
     "oom",
 ];
 
-#[async_trait]
-impl BackgroundService for Watcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        tokio::select! {
-            _ = self.run() => {}
-            _ = shutdown.changed() => info!("Docker watcher stopping"),
-        }
-    }
-}
+crate::background_until_shutdown!(Watcher);

@@ -4,9 +4,6 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -130,15 +127,7 @@ pub fn status_code(head: &[u8]) -> Option<u16> {
         .filter(|c| (100..600).contains(c))
 }
 
-#[async_trait]
-impl BackgroundService for Checker {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        tokio::select! {
-            _ = self.run() => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-}
+crate::background_until_shutdown!(Checker);
 
 #[cfg(test)]
 mod tests {

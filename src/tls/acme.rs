@@ -11,13 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_trait::async_trait;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -376,6 +373,12 @@ impl AcmeManager {
                     Ok(cert) => {
                         info!(host = %host, valid_until = unix(cert.not_after), "certificate issued");
                         let until = unix(cert.not_after);
+                        // Wake up for its renewal, not only when routes change.
+                        let renew = renew_at(&cert, self.config.acme.renew_before);
+                        wake = wake.min(
+                            Instant::now()
+                                + renew.duration_since(SystemTime::now()).unwrap_or_default(),
+                        );
                         self.store.set(host, Some(cert));
                         st.failures = 0;
                         st.next_attempt = None;
@@ -445,15 +448,7 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-#[async_trait]
-impl BackgroundService for AcmeManager {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        tokio::select! {
-            _ = self.run() => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-}
+crate::background_until_shutdown!(AcmeManager);
 
 #[cfg(test)]
 mod tests {
