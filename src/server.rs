@@ -28,6 +28,8 @@ use crate::world::{Signals, World};
 use crate::SharedSnapshot;
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
+    // ring is the only TLS provider in the build (listener, ACME client).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Pingora would retry a busy port for 30 s and then panic in its runtime:
     // find out now and say which key to change.
     std::net::TcpListener::bind(config.http_listen)

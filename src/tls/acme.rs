@@ -11,11 +11,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -101,6 +111,77 @@ fn jitter(host: &str, failures: u32) -> f64 {
     (h.finish() % 1000) as f64 / 1000.0
 }
 
+/// instant-acme's HTTP client, remembering the `Retry-After` of error answers:
+/// instant-acme honours it while polling, but drops it from the errors it
+/// returns, and a CA that says "not before" must be listened to.
+struct RetryAfterClient {
+    inner: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    last: Arc<Mutex<Option<SystemTime>>>,
+}
+
+impl HttpClient for RetryAfterClient {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = HttpClient::request(&self.inner, req);
+        let last = self.last.clone();
+        Box::pin(async move {
+            let rsp = fut.await?;
+            if rsp.parts.status.is_client_error() || rsp.parts.status.is_server_error() {
+                let at = rsp
+                    .parts
+                    .headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                if let (Some(at), Ok(mut l)) = (at, last.lock()) {
+                    *l = Some(at);
+                }
+            }
+            Ok(rsp)
+        })
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date.
+pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<SystemTime> {
+    let v = v.trim();
+    match v.parse::<u64>() {
+        Ok(secs) => Some(now + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(v).ok(),
+    }
+}
+
+fn acme_client(
+    ca_root: Option<&Path>,
+    last: Arc<Mutex<Option<SystemTime>>>,
+) -> Result<RetryAfterClient, String> {
+    let builder = match ca_root {
+        Some(root) => {
+            let der = CertificateDer::from_pem_file(root)
+                .map_err(|e| format!("acme.ca_root {}: {e}", root.display()))?;
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(der)
+                .map_err(|e| format!("acme.ca_root {}: {e}", root.display()))?;
+            HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            )
+        }
+        None => HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()
+            .map_err(|e| format!("system certificate roots: {e}"))?,
+    };
+    let connector = builder.https_only().enable_http1().enable_http2().build();
+    Ok(RetryAfterClient {
+        inner: HyperClient::builder(TokioExecutor::new()).build(connector),
+        last,
+    })
+}
+
 pub struct AcmeManager {
     config: Arc<Config>,
     snapshot: SharedSnapshot,
@@ -108,6 +189,8 @@ pub struct AcmeManager {
     store: Arc<CertStore>,
     challenges: Challenges,
     pub status: CertStatus,
+    /// The last `Retry-After` the CA sent with an error.
+    retry_after: Arc<Mutex<Option<SystemTime>>>,
 }
 
 struct HostState {
@@ -130,6 +213,7 @@ impl AcmeManager {
             store,
             challenges,
             status: Arc::default(),
+            retry_after: Arc::default(),
         }
     }
 
@@ -167,10 +251,12 @@ impl AcmeManager {
     }
 
     async fn account(&self) -> Result<Account, String> {
-        let builder = || match &self.config.acme.ca_root {
-            Some(root) => Account::builder_with_root(root)
-                .map_err(|e| format!("acme.ca_root {}: {e}", root.display())),
-            None => Account::builder().map_err(|e| e.to_string()),
+        let builder = || {
+            acme_client(
+                self.config.acme.ca_root.as_deref(),
+                self.retry_after.clone(),
+            )
+            .map(|c| Account::builder_with_http(Box::new(c)))
         };
         let path = self.dir().join("account.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -368,6 +454,9 @@ impl AcmeManager {
                 }
                 let Some(acct) = &account else { break };
                 orders.push_back(now);
+                if let Ok(mut r) = self.retry_after.lock() {
+                    *r = None;
+                }
                 info!(host = %host, renewal = served.is_some(), "ordering a certificate");
                 match self.order(acct, host).await {
                     Ok(cert) => {
@@ -395,7 +484,11 @@ impl AcmeManager {
                         let mut wait = backoff(st.failures, jitter(host, st.failures));
                         // instant-acme does not hand us the Retry-After of an
                         // error answer; a rate limit waits an hour at least.
-                        if e.contains("rateLimited") {
+                        let told = self.retry_after.lock().ok().and_then(|mut r| r.take());
+                        if let Some(at) = told {
+                            wait =
+                                wait.max(at.duration_since(SystemTime::now()).unwrap_or_default());
+                        } else if e.contains("rateLimited") {
                             wait = wait.max(RATE_LIMITED);
                         }
                         st.next_attempt = Some(Instant::now() + wait);
@@ -468,6 +561,20 @@ mod tests {
             assert!(ineligible(h).is_some(), "{h}");
         }
         assert_eq!(ineligible("blog.example.com"), None);
+    }
+
+    #[test]
+    fn retry_after_seconds_or_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(now + Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]
