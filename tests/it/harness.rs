@@ -237,6 +237,15 @@ impl Berth {
         b
     }
 
+    /// Starts berth on the test's config (no admin API, no TLS) and waits
+    /// until it has listed the engine once.
+    pub async fn synced(env: &Env, http: u16) -> Berth {
+        let b = Berth::start(&env.config(http, ""), http).await;
+        b.wait_log("resynced with the Docker engine", Duration::from_secs(10))
+            .await;
+        b
+    }
+
     pub fn spawn(config_yaml: &str) -> Berth {
         let dir = TempDir::new();
         let cfg = dir.path().join("berth.yaml");

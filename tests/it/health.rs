@@ -55,10 +55,7 @@ async fn app_that_needs_three_seconds_gets_no_request_before_ready() {
     let env = Env::new("warm").await;
     let host = env.host("web");
     let port = free_port();
-    let berth = Berth::start(&env.config(port, ""), port).await;
-    berth
-        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
-        .await;
+    let _berth = Berth::synced(&env, port).await;
     let client = HttpClient::new();
     let host_label = format!("berth.host={host}");
     let mut args = vec!["--label", host_label.as_str()];

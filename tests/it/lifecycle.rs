@@ -51,10 +51,7 @@ async fn healthcheck_gates_rotation_until_healthy() {
     let env = Env::new("gate").await;
     let host = env.host("slow");
     let port = free_port();
-    let berth = Berth::start(&env.config(port, ""), port).await;
-    berth
-        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
-        .await;
+    let _berth = Berth::synced(&env, port).await;
     let client = HttpClient::new();
     // The app listens only after 2 s; its HEALTHCHECK fails until then.
     let id = env

@@ -63,10 +63,7 @@ async fn container_started_after_berth_is_routed_quickly() {
     let env = Env::new("late").await;
     let host = env.host("late");
     let port = free_port();
-    let berth = Berth::start(&env.config(port, ""), port).await;
-    berth
-        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
-        .await;
+    let _berth = Berth::synced(&env, port).await;
     let client = HttpClient::new();
     assert_eq!(client.get(port, &host, "/").await.unwrap().status, 404);
 
