@@ -3,10 +3,10 @@
 CARGO ?= cargo
 # Debian packages the test suite needs: cmake builds pingora's zlib-ng,
 # busybox-static is the test backend image, pebble the ACME server, curl the
-# HTTPS client of the TLS tests.
-TEST_PACKAGES := cmake busybox-static pebble curl
+# HTTPS client of the TLS tests, bind9-dnsutils the `dig` of the DNS tests.
+TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils
 # The side-by-side benchmark also runs nginx and haproxy, driven by wrk.
-BENCH_PACKAGES := cmake wrk nginx haproxy
+BENCH_PACKAGES := cmake wrk nginx haproxy dnsperf dnsmasq-base
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test deps bench-deps test-images lint release bench

@@ -25,7 +25,41 @@ pub struct Config {
     pub deploy: DeployConfig,
     pub tls: TlsConfig,
     pub acme: AcmeConfig,
+    pub dns: DnsConfig,
     pub log_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// UDP and TCP addresses of the DNS server; empty: no DNS server.
+    pub listen: Vec<SocketAddr>,
+    /// The zone answered from the snapshot, lowercase, no trailing dot.
+    pub zone: String,
+    /// TTL of the answers in the zone (and of negative answers).
+    pub ttl: Duration,
+    /// Other names go to the upstream resolvers; off: REFUSED.
+    pub forward: bool,
+    /// Upstream resolvers; empty: the host's resolv.conf.
+    pub upstreams: Vec<SocketAddr>,
+    pub allow: DnsAllow,
+}
+
+/// Who may ask: everyone else gets REFUSED, so berth is never an open resolver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsAllow {
+    pub loopback: bool,
+    /// The subnets of the Docker networks berth's containers are on.
+    pub docker: bool,
+    pub nets: Vec<ipnet::IpNet>,
+}
+
+impl DnsAllow {
+    /// Whether `ip` may ask, given the Docker subnets berth knows now.
+    pub fn allows(&self, ip: std::net::IpAddr, docker_subnets: &[ipnet::IpNet]) -> bool {
+        (self.loopback && ip.is_loopback())
+            || (self.docker && docker_subnets.iter().any(|n| n.contains(&ip)))
+            || self.nets.iter().any(|n| n.contains(&ip))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +201,18 @@ impl Default for Config {
                 renew_before: None,
                 orders_per_hour: 20,
             },
+            dns: DnsConfig {
+                listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
+                zone: "internal".into(),
+                ttl: Duration::from_secs(5),
+                forward: true,
+                upstreams: Vec::new(),
+                allow: DnsAllow {
+                    loopback: true,
+                    docker: true,
+                    nets: Vec::new(),
+                },
+            },
             log_level: "info".into(),
         }
     }
@@ -185,7 +231,19 @@ struct Raw {
     deploy: Option<RawDeploy>,
     tls: Option<RawTls>,
     acme: Option<RawAcme>,
+    dns: Option<RawDns>,
     log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    listen: Option<Spanned<String>>,
+    zone: Option<Spanned<String>>,
+    ttl: Option<Spanned<String>>,
+    forward: Option<bool>,
+    upstreams: Option<Vec<Spanned<String>>>,
+    allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -600,6 +658,11 @@ impl Validator<'_> {
             }
         };
 
+        let dns = match raw.dns {
+            None => d.dns,
+            Some(r) => self.dns(r, d.dns)?,
+        };
+
         let log_level = match raw.log.and_then(|l| l.level) {
             None => d.log_level,
             Some(l) => {
@@ -625,7 +688,114 @@ impl Validator<'_> {
             deploy,
             tls,
             acme,
+            dns,
             log_level,
+        })
+    }
+
+    fn dns(&self, r: RawDns, d: DnsConfig) -> Result<DnsConfig, ConfigError> {
+        let listen = match r.listen {
+            None => d.listen,
+            Some(v) if v.value.trim() == "off" => Vec::new(),
+            Some(v) => v
+                .value
+                .split(',')
+                .map(|a| {
+                    a.trim().parse().map_err(|_| {
+                        self.invalid(
+                            "dns.listen",
+                            &v,
+                            format!("{:?} is not an address: use IP:PORT (several: comma-separated), or off", a.trim()),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<SocketAddr>, _>>()?,
+        };
+        let zone = match r.zone {
+            None => d.zone,
+            Some(v) => {
+                let z = v.value.trim().trim_end_matches('.').to_ascii_lowercase();
+                let label_ok = |l: &str| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                };
+                if z.is_empty() || !z.split('.').all(label_ok) {
+                    return Err(self.invalid(
+                        "dns.zone",
+                        &v,
+                        "a domain name such as internal or docker.example.lan",
+                    ));
+                }
+                z
+            }
+        };
+        let ttl = match r.ttl {
+            None => d.ttl,
+            Some(v) => match parse_duration(&v.value) {
+                Ok(t) if t <= Duration::from_secs(86_400) => t,
+                Ok(_) => return Err(self.invalid("dns.ttl", &v, "at most 24h")),
+                Err(m) => return Err(self.invalid("dns.ttl", &v, m)),
+            },
+        };
+        let mut upstreams = Vec::new();
+        for v in r.upstreams.unwrap_or_default() {
+            let s = v.value.trim();
+            let addr = s
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    self.invalid("dns.upstreams", &v, "not an address: use IP or IP:PORT")
+                })?;
+            if listen.contains(&addr) {
+                return Err(self.invalid(
+                    "dns.upstreams",
+                    &v,
+                    "is berth's own dns.listen address: queries would loop",
+                ));
+            }
+            upstreams.push(addr);
+        }
+        let allow = match r.allow {
+            None => d.allow,
+            Some(items) => {
+                let mut a = DnsAllow {
+                    loopback: false,
+                    docker: false,
+                    nets: Vec::new(),
+                };
+                for v in items {
+                    match v.value.trim() {
+                        "loopback" => a.loopback = true,
+                        "docker" => a.docker = true,
+                        s => a.nets.push(
+                            s.parse::<ipnet::IpNet>()
+                                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                                .map_err(|_| {
+                                    self.invalid(
+                                        "dns.allow",
+                                        &v,
+                                        "use loopback, docker, an IP or a CIDR such as 10.0.0.0/8",
+                                    )
+                                })?,
+                        ),
+                    }
+                }
+                a
+            }
+        };
+        Ok(DnsConfig {
+            listen,
+            zone,
+            ttl,
+            forward: r.forward.unwrap_or(d.forward),
+            upstreams,
+            allow,
         })
     }
 }
@@ -657,6 +827,7 @@ mod tests {
             ("deploy:\n  timeout: 1s\n", "timeout"),
             ("tls:\n  port: 443\n", "port"),
             ("acme:\n  mail: a@b.c\n", "mail"),
+            ("dns:\n  forwrd: true\n", "forwrd"),
         ] {
             let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
             assert!(
@@ -708,5 +879,48 @@ mod tests {
         assert_eq!(c.routes[0].hosts.len(), 2);
         assert_eq!(c.routes[0].backends.len(), 2);
         assert_eq!(c.routes[0].path.as_str(), "/api");
+    }
+
+    #[test]
+    fn dns_section() {
+        let c = Config::parse(
+            "dns:\n  listen: 172.17.0.1:53, 127.0.0.1:53\n  zone: Docker.Lan.\n  ttl: 10s\n  upstreams: [1.1.1.1, \"[::1]:5300\"]\n  allow: [docker, 10.0.0.0/8, 192.168.1.7]\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.dns.listen.len(), 2);
+        assert_eq!(c.dns.zone, "docker.lan");
+        assert_eq!(c.dns.ttl, Duration::from_secs(10));
+        assert_eq!(c.dns.upstreams[0], "1.1.1.1:53".parse().unwrap());
+        assert_eq!(c.dns.upstreams[1], "[::1]:5300".parse().unwrap());
+        assert!(c.dns.allow.docker && !c.dns.allow.loopback);
+        assert_eq!(c.dns.allow.nets.len(), 2);
+        let subnets = ["172.18.0.0/16".parse().unwrap()];
+        assert!(c.dns.allow.allows("172.18.3.4".parse().unwrap(), &subnets));
+        assert!(c.dns.allow.allows("192.168.1.7".parse().unwrap(), &[]));
+        assert!(!c.dns.allow.allows("127.0.0.1".parse().unwrap(), &subnets));
+        assert!(!c.dns.allow.allows("8.8.8.8".parse().unwrap(), &subnets));
+        let off = Config::parse("dns:\n  listen: \"off\"\n", "t.yaml").unwrap();
+        assert!(off.dns.listen.is_empty());
+
+        for (yaml, key, needle) in [
+            ("dns:\n  listen: 127.0.0.1\n", "dns.listen", "IP:PORT"),
+            ("dns:\n  zone: bad_zone\n", "dns.zone", "domain name"),
+            ("dns:\n  ttl: 25h\n", "dns.ttl", "at most 24h"),
+            (
+                "dns:\n  upstreams: [resolver.local]\n",
+                "dns.upstreams",
+                "IP or IP:PORT",
+            ),
+            (
+                "dns:\n  listen: 127.0.0.1:5353\n  upstreams: [127.0.0.1:5353]\n",
+                "dns.upstreams",
+                "loop",
+            ),
+            ("dns:\n  allow: [everyone]\n", "dns.allow", "CIDR"),
+        ] {
+            let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(needle), "{yaml}: {e}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod deploy;
+pub mod dns;
 pub mod docker;
 pub mod health;
 pub mod labels;

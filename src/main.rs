@@ -96,6 +96,11 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The internal DNS zone: each name, its ready addresses, its containers.
+    Dns {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Print the admin API token the CLI would use.
     Token {
         #[arg(long, short)]
@@ -199,12 +204,18 @@ fn main() -> ExitCode {
         }
         Command::Rollouts { api } => block_on(rollouts(api)),
         Command::Certs { api } => block_on(certs(api)),
+        Command::Dns { api } => block_on(dns(api)),
     }
 }
 
 fn init_logs(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    // hickory logs every DNS query at info: its warnings are enough.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},hickory_server=warn,hickory_resolver=warn,hickory_net=warn",
+            config.log_level
+        ))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -350,6 +361,62 @@ async fn certs(api: ApiArgs) -> ExitCode {
             until(c, "next_attempt"),
             c.get("failures").and_then(Value::as_u64).unwrap_or(0),
             error
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+async fn dns(api: ApiArgs) -> ExitCode {
+    let client = match client(&api) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let answer = match client.get("/api/dns").await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(names) = answer.get("names").and_then(Value::as_array) else {
+        eprintln!("berth: unexpected answer: {answer}");
+        return ExitCode::from(2);
+    };
+    println!("{:<40} {:<34} CONTAINERS", "NAME", "ANSWERS");
+    for n in names {
+        let list = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let ready = list(n.get("ready"));
+        let answers = if ready.is_empty() {
+            "(nothing ready: NODATA)".to_string()
+        } else {
+            ready.join(" ")
+        };
+        let containers: Vec<String> = n
+            .get("containers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let name = c.get("container").and_then(Value::as_str).unwrap_or("?");
+                match c.get("ready").and_then(Value::as_bool) {
+                    Some(true) => name.to_string(),
+                    _ => format!("{name} (not ready)"),
+                }
+            })
+            .collect();
+        println!(
+            "{:<40} {:<34} {}",
+            n.get("name").and_then(Value::as_str).unwrap_or("?"),
+            answers,
+            containers.join(", ")
         );
     }
     ExitCode::SUCCESS

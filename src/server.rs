@@ -17,6 +17,7 @@ use tracing::info;
 use crate::api::{self, AdminService};
 use crate::config::Config;
 use crate::deploy::Controller;
+use crate::dns::{DnsCounters, DnsService};
 use crate::docker::Watcher;
 use crate::health::Checker;
 use crate::plan::Planner;
@@ -55,6 +56,14 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             Some((addr, token))
         }
     };
+
+    // DNS: bound now, so that a busy port stops berth with the key to change.
+    let dns_sockets = crate::dns::bind(&config.dns).map_err(anyhow::Error::msg)?;
+    if !dns_sockets.is_empty() && config.dns.forward && config.dns.upstreams.is_empty() {
+        hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+            anyhow::anyhow!("dns.upstreams is not set and the host's resolv.conf cannot be read ({e}): set dns.upstreams, or dns.forward: false")
+        })?;
+    }
 
     let config = Arc::new(config);
     // Static routes serve from the first request, Docker or not.
@@ -165,11 +174,24 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         "health checks",
         Checker::new(snapshot.clone(), notified.clone(), inputs_tx.clone()),
     ));
+    let dns_counters = Arc::new(DnsCounters::default());
+    if !dns_sockets.is_empty() {
+        server.add_service(background_service(
+            "dns",
+            DnsService::new(
+                config.clone(),
+                snapshot.clone(),
+                dns_counters.clone(),
+                dns_sockets,
+            ),
+        ));
+    }
     let (controller, deploys) =
         Controller::new(config.clone(), snapshot.clone(), notified, inputs_tx);
     server.add_service(background_service("deploys", controller));
     if let Some((addr, token)) = admin {
-        let router = api::router(snapshot, deploys, token, cert_status);
+        let dns = (!config.dns.listen.is_empty()).then(|| (config.dns.zone.clone(), dns_counters));
+        let router = api::router(snapshot, deploys, token, cert_status, dns);
         server.add_service(background_service(
             "admin api",
             AdminService::new(addr, router),

@@ -28,6 +28,18 @@ pub struct Container {
     pub networks: BTreeMap<String, Option<IpAddr>>,
     /// Exposed TCP ports, sorted.
     pub exposed_ports: Vec<u16>,
+    /// Every address the container has (IPv4 and IPv6), with its network's
+    /// prefix length: what internal DNS answers and whom it answers.
+    pub addresses: Vec<NetAddress>,
+}
+
+/// One address of a container on one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetAddress {
+    pub network: String,
+    pub ip: IpAddr,
+    /// The network's prefix length (`/16`, `/64`, ...).
+    pub prefix: u8,
 }
 
 /// Where a container stands for routing (DESIGN.md, "Backend states").

@@ -25,6 +25,7 @@ use serde_json::json;
 use tracing::{error, info};
 
 use crate::deploy::{Deploys, Kind, Request as DeployRequest};
+use crate::dns::DnsCounters;
 use crate::names::parse_duration;
 use crate::plan::BackendInfo;
 use crate::tls::acme::{CertStatus, HostStatus};
@@ -36,6 +37,8 @@ struct App {
     deploys: Deploys,
     token: Arc<str>,
     certs: Option<CertStatus>,
+    /// The zone and query counters, when the DNS server runs.
+    dns: Option<(String, Arc<DnsCounters>)>,
 }
 
 /// An error answer: `{"error": "..."}` with a status.
@@ -56,17 +59,20 @@ pub fn router(
     deploys: Deploys,
     token: String,
     certs: Option<CertStatus>,
+    dns: Option<(String, Arc<DnsCounters>)>,
 ) -> Router {
     let app = App {
         snapshot,
         deploys,
         token: Arc::from(token),
         certs,
+        dns,
     };
     let protected = Router::new()
         .route("/api/backends", get(backends))
         .route("/api/rollouts", get(rollouts))
         .route("/api/certificates", get(certificates))
+        .route("/api/dns", get(dns_records))
         .route("/api/services/{service}/rollout", post(rollout))
         .route("/api/services/{service}/scale", post(scale))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
@@ -153,6 +159,32 @@ async fn certificates(State(app): State<App>) -> Json<serde_json::Value> {
         .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
         .unwrap_or_default();
     Json(json!(list))
+}
+
+/// The internal zone: every name, the addresses it answers (Ready only) and
+/// the containers behind it; and how queries ended.
+async fn dns_records(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some((zone, counters)) = &app.dns else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the DNS server is off (dns.listen: off)".into(),
+        ));
+    };
+    let s = app.snapshot.load();
+    let names: Vec<_> = s
+        .dns
+        .view()
+        .into_iter()
+        .map(|mut n| {
+            n.name = format!("{}.{zone}", n.name);
+            n
+        })
+        .collect();
+    Ok(Json(json!({
+        "zone": zone,
+        "names": names,
+        "queries": counters.view(),
+    })))
 }
 
 async fn rollouts(State(app): State<App>) -> Json<serde_json::Value> {

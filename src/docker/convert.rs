@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bollard::models::ContainerInspectResponse;
 
-use crate::world::{signal_number, Container, World};
+use crate::world::{signal_number, Container, NetAddress, World};
 
 pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
     let id = i.id.clone()?;
@@ -29,6 +29,28 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
                 .collect()
         })
         .unwrap_or_default();
+    let mut addresses = Vec::new();
+    for (network, ep) in i
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let pairs = [
+            (ep.ip_address.as_deref(), ep.ip_prefix_len),
+            (ep.global_ipv6_address.as_deref(), ep.global_ipv6_prefix_len),
+        ];
+        for (ip, prefix) in pairs {
+            if let (Some(Ok(ip)), Some(prefix)) = (ip.map(str::parse), prefix) {
+                addresses.push(NetAddress {
+                    network: network.clone(),
+                    ip,
+                    prefix: prefix.clamp(0, 128) as u8,
+                });
+            }
+        }
+    }
     let mut exposed_ports: Vec<u16> = config
         .and_then(|c| c.exposed_ports.as_ref())
         .map(|ports| {
@@ -66,6 +88,7 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
             .unwrap_or(15),
         networks,
         exposed_ports,
+        addresses,
         id,
     })
 }

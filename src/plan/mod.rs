@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::dns::table::{DnsTable, Target};
 use crate::labels::{self, LabelSpec, RouteSpec, TlsMode};
 use crate::names::{HostPattern, PathPrefix};
-use crate::world::{BackendState, Container, Signals, World};
+use crate::world::{BackendState, Container, Signals, World, COMPOSE_PROJECT, COMPOSE_SERVICE};
 pub use table::{Backend, BackendStats, Route, RouteTable};
 
 /// Everything the data plane reads, published as one immutable value.
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub checks: Vec<CheckTarget>,
     /// Exact hostnames of routes that want HTTPS (not `tls=off`).
     pub tls_hosts: BTreeSet<String>,
+    /// The internal DNS zone: names of every container, ready or not.
+    pub dns: DnsTable,
     /// Counts rebuilds, for logs and tests.
     pub generation: u64,
 }
@@ -151,6 +154,7 @@ impl Planner {
         let mut checks = Vec::new();
         let mut tls_off: BTreeSet<Key> = BTreeSet::new();
         let mut tls_hosts = BTreeSet::new();
+        let mut dns = DnsTable::default();
 
         let static_name: Arc<str> = Arc::from("static");
         let statics: Vec<_> = self.config.routes.clone();
@@ -176,7 +180,15 @@ impl Planner {
         containers.sort_by(|a, b| a.name.cmp(&b.name));
         for c in containers {
             let spec = self.labels_for(c, &mut problems);
-            if !spec.enabled || spec.routes.is_empty() {
+            dns.add_asker(
+                c.labels.get(COMPOSE_PROJECT).map(String::as_str),
+                &c.addresses,
+            );
+            if !spec.enabled {
+                continue;
+            }
+            if spec.routes.is_empty() {
+                self.dns_names(&mut dns, c, &spec, c.state_with(signals, false));
                 continue;
             }
             // berth checks every replica itself: the HTTP check of its labels,
@@ -248,6 +260,7 @@ impl Planner {
                     fall: if tcp_only { 2 } else { spec.health.fall },
                 });
             }
+            self.dns_names(&mut dns, c, &spec, state);
             backends.insert(
                 c.id.clone(),
                 BackendInfo {
@@ -301,7 +314,37 @@ impl Planner {
             backends,
             checks,
             tls_hosts,
+            dns,
             generation: self.generation,
+        }
+    }
+
+    /// The container's names in the internal zone: `<service>` and
+    /// `<service>.<project>` (compose), its own name, and its `dns` aliases.
+    fn dns_names(&self, dns: &mut DnsTable, c: &Container, spec: &LabelSpec, state: BackendState) {
+        let project = c.labels.get(COMPOSE_PROJECT);
+        let target = Target {
+            container: c.name.clone(),
+            project: project.cloned(),
+            ready: state == BackendState::Ready,
+            addrs: c
+                .addresses
+                .iter()
+                .filter(|a| spec.network.as_ref().is_none_or(|n| n == &a.network))
+                .cloned()
+                .collect(),
+        };
+        let zone = format!(".{}", self.config.dns.zone);
+        let mut names = vec![c.name.clone()];
+        if let (Some(p), Some(s)) = (project, c.labels.get(COMPOSE_SERVICE)) {
+            names.push(s.clone());
+            names.push(format!("{s}.{p}"));
+        }
+        for alias in &spec.dns {
+            names.push(alias.strip_suffix(&zone).unwrap_or(alias).to_string());
+        }
+        for n in names {
+            dns.insert(&n, target.clone());
         }
     }
 
@@ -668,5 +711,57 @@ mod tests {
         let s2 = build(&mut p, &w);
         assert_eq!(s2.table.find("a.test", "/").unwrap().start(), 1);
         assert_eq!(s2.generation, 2);
+    }
+
+    #[test]
+    fn dns_names_follow_state_labels_and_networks() {
+        use crate::world::NetAddress;
+        let at = |network: &str, ip: &str| NetAddress {
+            network: network.into(),
+            ip: ip.parse().unwrap(),
+            prefix: 24,
+        };
+        let host: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut web = container(
+            "blog-web-1",
+            2,
+            &[
+                (COMPOSE_PROJECT, "blog"),
+                (COMPOSE_SERVICE, "web"),
+                ("berth.host", "a.test"),
+                ("berth.dns", "www.internal,api"),
+                ("berth.network", "front"),
+            ],
+        );
+        web.addresses = vec![at("front", "10.0.1.2"), at("back", "10.0.2.2")];
+        let mut db = container(
+            "blog-db-1",
+            3,
+            &[(COMPOSE_PROJECT, "blog"), (COMPOSE_SERVICE, "db")],
+        );
+        db.addresses = vec![at("back", "10.0.2.3")];
+        db.health = Some("starting".into());
+        let mut hidden = container("hidden", 4, &[("berth.enable", "false")]);
+        hidden.addresses = vec![at("back", "10.0.2.4")];
+        let mut p = Planner::new(Arc::default());
+        let s = build(&mut p, &world(vec![web, db.clone(), hidden]));
+        let web_ip = Some(vec!["10.0.1.2".parse().unwrap()]);
+        for name in ["web", "web.blog", "blog-web-1", "www", "api"] {
+            assert_eq!(
+                s.dns.lookup(name, host),
+                web_ip,
+                "{name}: only berth.network's address"
+            );
+        }
+        assert_eq!(s.dns.lookup("db", host), Some(vec![]), "starting: NODATA");
+        assert_eq!(s.dns.lookup("hidden", host), None, "berth.enable=false");
+        assert_eq!(s.dns.subnets.len(), 2, "{:?}", s.dns.subnets);
+        db.health = Some("healthy".into());
+        let s = build(&mut p, &world(vec![db]));
+        assert_eq!(
+            s.dns.lookup("db.blog", host),
+            Some(vec!["10.0.2.3".parse().unwrap()])
+        );
+        assert_eq!(s.dns.lookup("web", host), None, "gone with its container");
     }
 }

@@ -19,6 +19,8 @@ pub const IMAGE: &str = "berth-test-web:1";
 pub const IMAGE_V2: &str = "berth-test-web:2";
 /// An image whose /health never appears.
 pub const IMAGE_BROKEN: &str = "berth-test-web:broken";
+/// Test configs turn DNS off: the default port would be shared by every berth.
+const DNS_OFF: &str = "dns:\n  listen: \"off\"\n";
 pub const TOKEN: &str = "berth-test-token-0123456789";
 /// Labels for berth's active HTTP check on the test image.
 pub const HTTP_CHECK: [&str; 3] = [
@@ -168,9 +170,14 @@ impl Env {
     /// The berth config for this test: only this test's containers.
     pub fn config(&self, http: u16, extra: &str) -> String {
         format!(
-            "http:\n  listen: 127.0.0.1:{http}\ndocker:\n  constraint: berth-test.run={}\n  resync_interval: 30s\nadmin:\n  listen: \"off\"\ntls:\n  listen: \"off\"\nlog:\n  level: debug\n{extra}",
+            "http:\n  listen: 127.0.0.1:{http}\ndocker:\n  constraint: berth-test.run={}\n  resync_interval: 30s\nadmin:\n  listen: \"off\"\ntls:\n  listen: \"off\"\n{DNS_OFF}log:\n  level: debug\n{extra}",
             self.id
         )
+    }
+
+    /// As [`Env::config`], with the DNS section `dns` (YAML, `dns:` included).
+    pub fn config_dns(&self, http: u16, dns: &str) -> String {
+        self.config(http, "").replace(DNS_OFF, dns)
     }
 
     /// As [`Env::config`], with the admin API on `admin` and [`TOKEN`].

@@ -4,6 +4,7 @@
 mod acme;
 mod check;
 mod deploy;
+mod dns;
 mod events;
 mod harness;
 mod health;

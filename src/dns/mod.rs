@@ -1,0 +1,416 @@
+//! Internal DNS: `<service>.internal` and friends answered from the same
+//! snapshot the proxy reads ([`table`]), other names forwarded to upstream
+//! resolvers through a caching hickory resolver, or refused. Only loopback,
+//! the Docker networks berth sees and `dns.allow` may ask: berth is never an
+//! open resolver.
+
+pub mod table;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::TokioResolver;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::SOA;
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use serde::Serialize;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, DnsAllow, DnsConfig};
+use crate::SharedSnapshot;
+
+/// How queries ended, for the admin API and metrics.
+#[derive(Debug, Default)]
+pub struct DnsCounters {
+    pub answered: AtomicU64,
+    pub nodata: AtomicU64,
+    pub nxdomain: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub refused: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CountersView {
+    pub answered: u64,
+    pub nodata: u64,
+    pub nxdomain: u64,
+    pub forwarded: u64,
+    pub refused: u64,
+    pub failed: u64,
+}
+
+impl DnsCounters {
+    pub fn view(&self) -> CountersView {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CountersView {
+            answered: get(&self.answered),
+            nodata: get(&self.nodata),
+            nxdomain: get(&self.nxdomain),
+            forwarded: get(&self.forwarded),
+            refused: get(&self.refused),
+            failed: get(&self.failed),
+        }
+    }
+}
+
+/// Answers one query at a time; hickory's `Server` owns the sockets.
+pub struct Handler {
+    snapshot: SharedSnapshot,
+    /// The zone as a fully qualified name (`internal.`).
+    zone: Name,
+    soa: Record,
+    ttl: u32,
+    allow: DnsAllow,
+    /// `None`: forwarding is off, other names are REFUSED.
+    resolver: Option<TokioResolver>,
+    /// Rotates the answers, one step per query.
+    next: AtomicUsize,
+    counters: Arc<DnsCounters>,
+}
+
+/// The parts of a response, before they are written.
+struct Reply {
+    code: ResponseCode,
+    authoritative: bool,
+    answers: Vec<Record>,
+    /// SOA for negative answers (authority section).
+    soa: Option<Record>,
+}
+
+impl Reply {
+    fn code(code: ResponseCode) -> Reply {
+        Reply {
+            code,
+            authoritative: false,
+            answers: Vec::new(),
+            soa: None,
+        }
+    }
+}
+
+impl Handler {
+    pub fn new(
+        config: &DnsConfig,
+        snapshot: SharedSnapshot,
+        resolver: Option<TokioResolver>,
+        counters: Arc<DnsCounters>,
+    ) -> Result<Handler, String> {
+        let zone = Name::from_ascii(format!("{}.", config.zone))
+            .map_err(|e| format!("dns.zone {:?}: {e}", config.zone))?;
+        let mname = Name::from_ascii(format!("berth.{}.", config.zone))
+            .map_err(|e| format!("dns.zone {:?}: {e}", config.zone))?;
+        let rname = Name::from_ascii(format!("hostmaster.{}.", config.zone))
+            .map_err(|e| format!("dns.zone {:?}: {e}", config.zone))?;
+        let ttl = config.ttl.as_secs().min(u32::MAX as u64) as u32;
+        let soa = SOA::new(mname, rname, 1, 60, 30, 3600, ttl);
+        Ok(Handler {
+            snapshot,
+            soa: Record::from_rdata(zone.clone(), ttl, RData::SOA(soa)),
+            zone,
+            ttl,
+            allow: config.allow.clone(),
+            resolver,
+            next: AtomicUsize::new(0),
+            counters,
+        })
+    }
+
+    fn count(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn reply(&self, request: &Request) -> Reply {
+        let src = request.src().ip();
+        let snapshot = self.snapshot.load();
+        if !self.allow.allows(src, &snapshot.dns.subnets) {
+            debug!(%src, "DNS query from a source outside dns.allow: refused");
+            self.count(&self.counters.refused);
+            return Reply::code(ResponseCode::Refused);
+        }
+        if request.metadata.op_code != OpCode::Query {
+            self.count(&self.counters.failed);
+            return Reply::code(ResponseCode::NotImp);
+        }
+        let Ok(info) = request.request_info() else {
+            // Zero or several questions.
+            self.count(&self.counters.failed);
+            return Reply::code(ResponseCode::FormErr);
+        };
+        let name = Name::from(info.query.name());
+        let qtype = info.query.query_type();
+        if !self.zone.zone_of(&name) {
+            return self.forward(name, qtype, info.query.query_class()).await;
+        }
+        if info.query.query_class() != DNSClass::IN {
+            self.count(&self.counters.refused);
+            return Reply::code(ResponseCode::Refused);
+        }
+        let mut reply = Reply {
+            code: ResponseCode::NoError,
+            authoritative: true,
+            answers: Vec::new(),
+            soa: None,
+        };
+        let depth = name.num_labels() - self.zone.num_labels();
+        if depth == 0 {
+            // The zone itself: its SOA, nothing else.
+            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                reply.answers.push(self.soa.clone());
+                self.count(&self.counters.answered);
+            } else {
+                reply.soa = Some(self.soa.clone());
+                self.count(&self.counters.nodata);
+            }
+            return reply;
+        }
+        let relative = name
+            .iter()
+            .take(depth as usize)
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(".");
+        let Some(mut addrs) = snapshot.dns.lookup(&relative, src) else {
+            reply.code = ResponseCode::NXDomain;
+            reply.soa = Some(self.soa.clone());
+            self.count(&self.counters.nxdomain);
+            return reply;
+        };
+        addrs.retain(|ip| match qtype {
+            RecordType::A => ip.is_ipv4(),
+            RecordType::AAAA => ip.is_ipv6(),
+            RecordType::ANY => true,
+            _ => false,
+        });
+        if addrs.is_empty() {
+            reply.soa = Some(self.soa.clone());
+            self.count(&self.counters.nodata);
+            return reply;
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+        addrs.rotate_left(turn);
+        reply.answers = addrs
+            .into_iter()
+            .map(|ip| Record::from_rdata(name.clone(), self.ttl, RData::from(ip)))
+            .collect();
+        self.count(&self.counters.answered);
+        reply
+    }
+
+    async fn forward(&self, name: Name, qtype: RecordType, class: DNSClass) -> Reply {
+        let Some(resolver) = &self.resolver else {
+            self.count(&self.counters.refused);
+            return Reply::code(ResponseCode::Refused);
+        };
+        if class != DNSClass::IN {
+            self.count(&self.counters.refused);
+            return Reply::code(ResponseCode::Refused);
+        }
+        self.count(&self.counters.forwarded);
+        match resolver.lookup(name.clone(), qtype).await {
+            Ok(lookup) => Reply {
+                code: ResponseCode::NoError,
+                authoritative: false,
+                answers: lookup.answers().to_vec(),
+                soa: None,
+            },
+            Err(NetError::Dns(DnsError::NoRecordsFound(none))) => Reply {
+                code: none.response_code,
+                authoritative: false,
+                answers: Vec::new(),
+                soa: none.soa.map(|s| (*s).into_record_of_rdata()),
+            },
+            Err(NetError::Dns(DnsError::ResponseCode(code))) => Reply::code(code),
+            Err(e) => {
+                warn!(%name, %qtype, error = %e, "DNS forwarding failed");
+                self.count(&self.counters.failed);
+                Reply::code(ResponseCode::ServFail)
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let reply = self.reply(request).await;
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = reply.code;
+        metadata.authoritative = reply.authoritative;
+        metadata.recursion_available = self.resolver.is_some();
+        let edns = request.edns.as_ref().map(|asked| {
+            let mut e = Edns::new();
+            e.set_max_payload(asked.max_payload().max(512));
+            e
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let message = builder.build(
+            metadata,
+            reply.answers.iter(),
+            None.iter(),
+            reply.soa.iter(),
+            None.iter(),
+        );
+        match response.send_response(message).await {
+            Ok(info) => info,
+            Err(e) => {
+                debug!(src = %request.src(), error = %e, "DNS answer not sent");
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}
+
+/// Builds the forwarding resolver: `dns.upstreams`, or the host's resolv.conf.
+pub fn resolver(config: &DnsConfig) -> Result<Option<TokioResolver>, String> {
+    if !config.forward {
+        return Ok(None);
+    }
+    let mut builder = if config.upstreams.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| {
+            format!("dns.upstreams is not set and the host's resolv.conf cannot be read ({e}): set dns.upstreams or dns.forward: false")
+        })?
+    } else {
+        let servers = config
+            .upstreams
+            .iter()
+            .map(|a| {
+                let mut ns = NameServerConfig::udp_and_tcp(a.ip());
+                for c in &mut ns.connections {
+                    c.port = a.port();
+                }
+                ns
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    // Queries arrive fully qualified: no search list, no hosts file.
+    opts.ndots = 0;
+    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    opts.timeout = Duration::from_secs(2);
+    opts.attempts = 2;
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| format!("DNS forwarding: {e}"))
+}
+
+/// The DNS server as a service: sockets bound at start-up (so a busy port is
+/// reported before anything runs), served until shutdown.
+pub struct DnsService {
+    config: Arc<Config>,
+    snapshot: SharedSnapshot,
+    counters: Arc<DnsCounters>,
+    sockets: Mutex<Vec<Sockets>>,
+}
+
+pub struct Sockets {
+    pub addr: SocketAddr,
+    pub udp: std::net::UdpSocket,
+    pub tcp: std::net::TcpListener,
+}
+
+/// Binds UDP and TCP on every `dns.listen` address.
+pub fn bind(config: &DnsConfig) -> Result<Vec<Sockets>, String> {
+    config
+        .listen
+        .iter()
+        .map(|&addr| {
+            let udp = std::net::UdpSocket::bind(addr)
+                .map_err(|e| format!("dns.listen {addr}: cannot listen (UDP): {e}"))?;
+            let tcp = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("dns.listen {addr}: cannot listen (TCP): {e}"))?;
+            udp.set_nonblocking(true)
+                .and_then(|_| tcp.set_nonblocking(true))
+                .map_err(|e| format!("dns.listen {addr}: {e}"))?;
+            Ok(Sockets { addr, udp, tcp })
+        })
+        .collect()
+}
+
+impl DnsService {
+    pub fn new(
+        config: Arc<Config>,
+        snapshot: SharedSnapshot,
+        counters: Arc<DnsCounters>,
+        sockets: Vec<Sockets>,
+    ) -> DnsService {
+        DnsService {
+            config,
+            snapshot,
+            counters,
+            sockets: Mutex::new(sockets),
+        }
+    }
+
+    pub async fn run(&self) {
+        let sockets = self
+            .sockets
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        if sockets.is_empty() {
+            return;
+        }
+        // The resolver lives on this service's runtime.
+        let handler = resolver(&self.config.dns).and_then(|r| {
+            Handler::new(
+                &self.config.dns,
+                self.snapshot.clone(),
+                r,
+                self.counters.clone(),
+            )
+        });
+        let handler = match handler {
+            Ok(h) => h,
+            Err(e) => {
+                error!("DNS server not started: {e}");
+                return;
+            }
+        };
+        let mut server = hickory_server::Server::new(handler);
+        for s in sockets {
+            let (udp, tcp) = match (
+                tokio::net::UdpSocket::from_std(s.udp),
+                tokio::net::TcpListener::from_std(s.tcp),
+            ) {
+                (Ok(u), Ok(t)) => (u, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    error!(addr = %s.addr, error = %e, "DNS socket unusable");
+                    continue;
+                }
+            };
+            server.register_socket(udp);
+            server.register_listener(tcp, Duration::from_secs(5), 32);
+            info!(addr = %s.addr, zone = %self.config.dns.zone, "DNS serving (UDP and TCP)");
+        }
+        if let Err(e) = server.block_until_done().await {
+            error!(error = %e, "DNS server stopped");
+        }
+    }
+}
+
+crate::background_until_shutdown!(DnsService);
