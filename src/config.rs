@@ -882,6 +882,14 @@ mod tests {
     }
 
     #[test]
+    fn production_example_parses() {
+        let c =
+            Config::parse(include_str!("../config/production.yaml"), "production.yaml").unwrap();
+        assert_eq!(c.http_listen.port(), 80);
+        assert_eq!(c.dns.listen, vec!["172.17.0.1:53".parse().unwrap()]);
+    }
+
+    #[test]
     fn dns_section() {
         let c = Config::parse(
             "dns:\n  listen: 172.17.0.1:53, 127.0.0.1:53\n  zone: Docker.Lan.\n  ttl: 10s\n  upstreams: [1.1.1.1, \"[::1]:5300\"]\n  allow: [docker, 10.0.0.0/8, 192.168.1.7]\n",
