@@ -181,6 +181,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             DnsService::new(
                 config.clone(),
                 snapshot.clone(),
+                notified.clone(),
                 dns_counters.clone(),
                 dns_sockets,
             ),

@@ -6,7 +6,7 @@
 
 pub mod table;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,9 +22,11 @@ use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use serde::Serialize;
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, DnsAllow, DnsConfig};
+use crate::plan::Snapshot;
 use crate::SharedSnapshot;
 
 /// How queries ended, for the admin API and metrics.
@@ -62,9 +64,14 @@ impl DnsCounters {
     }
 }
 
+/// How long a query from an unknown container may wait for the snapshot
+/// that knows it.
+const LEARN_WAIT: Duration = Duration::from_secs(1);
+
 /// Answers one query at a time; hickory's `Server` owns the sockets.
 pub struct Handler {
     snapshot: SharedSnapshot,
+    notified: watch::Receiver<u64>,
     /// The zone as a fully qualified name (`internal.`).
     zone: Name,
     soa: Record,
@@ -101,6 +108,7 @@ impl Handler {
     pub fn new(
         config: &DnsConfig,
         snapshot: SharedSnapshot,
+        notified: watch::Receiver<u64>,
         resolver: Option<TokioResolver>,
         counters: Arc<DnsCounters>,
     ) -> Result<Handler, String> {
@@ -114,6 +122,7 @@ impl Handler {
         let soa = SOA::new(mname, rname, 1, 60, 30, 3600, ttl);
         Ok(Handler {
             snapshot,
+            notified,
             soa: Record::from_rdata(zone.clone(), ttl, RData::SOA(soa)),
             zone,
             ttl,
@@ -130,7 +139,7 @@ impl Handler {
 
     async fn reply(&self, request: &Request) -> Reply {
         let src = request.src().ip();
-        let snapshot = self.snapshot.load();
+        let snapshot = self.snapshot.load_full();
         if !self.allow.allows(src, &snapshot.dns.subnets) {
             debug!(%src, "DNS query from a source outside dns.allow: refused");
             self.count(&self.counters.refused);
@@ -178,6 +187,11 @@ impl Handler {
             .map(String::from_utf8_lossy)
             .collect::<Vec<_>>()
             .join(".");
+        let snapshot = if snapshot.dns.depends_on_asker(&relative) && !snapshot.dns.knows(src) {
+            self.learn(src).await
+        } else {
+            snapshot
+        };
         let Some(mut addrs) = snapshot.dns.lookup(&relative, src) else {
             reply.code = ResponseCode::NXDomain;
             reply.soa = Some(self.soa.clone());
@@ -203,6 +217,31 @@ impl Handler {
             .collect();
         self.count(&self.counters.answered);
         reply
+    }
+
+    /// A container that asks right after it started may not be in the
+    /// snapshot yet; when the answer depends on its project, wait a little
+    /// for the watcher to publish it rather than answer another project's.
+    async fn learn(&self, src: IpAddr) -> Arc<Snapshot> {
+        let mut rx = self.notified.clone();
+        let wait = async {
+            loop {
+                let s = self.snapshot.load_full();
+                if s.dns.knows(src) || !s.dns.subnets.iter().any(|n| n.contains(&src)) {
+                    return s;
+                }
+                if rx.changed().await.is_err() {
+                    return s;
+                }
+            }
+        };
+        match tokio::time::timeout(LEARN_WAIT, wait).await {
+            Ok(s) => s,
+            Err(_) => {
+                debug!(%src, "DNS query from an address berth does not know: answering for every project");
+                self.snapshot.load_full()
+            }
+        }
     }
 
     async fn forward(&self, name: Name, qtype: RecordType, class: DNSClass) -> Reply {
@@ -323,6 +362,7 @@ pub fn resolver(config: &DnsConfig) -> Result<Option<TokioResolver>, String> {
 pub struct DnsService {
     config: Arc<Config>,
     snapshot: SharedSnapshot,
+    notified: watch::Receiver<u64>,
     counters: Arc<DnsCounters>,
     sockets: Mutex<Vec<Sockets>>,
 }
@@ -355,12 +395,14 @@ impl DnsService {
     pub fn new(
         config: Arc<Config>,
         snapshot: SharedSnapshot,
+        notified: watch::Receiver<u64>,
         counters: Arc<DnsCounters>,
         sockets: Vec<Sockets>,
     ) -> DnsService {
         DnsService {
             config,
             snapshot,
+            notified,
             counters,
             sockets: Mutex::new(sockets),
         }
@@ -380,6 +422,7 @@ impl DnsService {
             Handler::new(
                 &self.config.dns,
                 self.snapshot.clone(),
+                self.notified.clone(),
                 r,
                 self.counters.clone(),
             )

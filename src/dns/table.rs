@@ -84,6 +84,21 @@ impl DnsTable {
         }
     }
 
+    /// Whether `ip` is a container berth knows.
+    pub fn knows(&self, ip: IpAddr) -> bool {
+        self.askers.contains_key(&ip)
+    }
+
+    /// Whether the answer for `name` depends on who asks: containers of
+    /// several projects share it.
+    pub fn depends_on_asker(&self, name: &str) -> bool {
+        self.names.get(name).is_some_and(|targets| {
+            targets
+                .iter()
+                .any(|t| t.project.is_some() && t.project != targets[0].project)
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.names.len()
     }
@@ -199,6 +214,7 @@ mod tests {
         t.insert("web", target("blog-web-2", Some("blog"), false, &[b]));
         t.insert("db", target("blog-db-1", Some("blog"), false, &[]));
         assert_eq!(t.lookup("web", HOST), Some(ips(&["172.20.0.2"])));
+        assert!(!t.depends_on_asker("web"), "one project");
         assert_eq!(t.lookup("db", HOST), Some(vec![]), "known, nothing ready");
         assert_eq!(t.lookup("nope", HOST), None);
         t.add_asker(Some("blog"), &[a]);

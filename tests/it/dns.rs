@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{docker, eventually, free_port, Berth, Env, HTTP_CHECK};
+use crate::harness::{docker, eventually, free_port, Berth, Env, HTTP_CHECK, IMAGE};
 
 /// What `dig` printed: the status word and the answer values.
 #[derive(Debug, PartialEq)]
@@ -284,6 +284,32 @@ async fn each_project_gets_its_own_db_also_from_inside_containers() {
         sorted(dig(dns, "db.internal", "A", &[]).await.answers),
         sorted(ips.clone()),
         "asked from the host: every project's"
+    );
+
+    // A container that asks the moment it starts, before berth has seen it
+    // start: berth waits for the snapshot that knows it.
+    let run_label = format!("berth-test.run={}", env.id);
+    let project_label = format!("com.docker.compose.project={pa}");
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &env.network,
+        "--dns",
+        &gw,
+        "--label",
+        &run_label,
+        "--label",
+        &project_label,
+        IMAGE,
+        "nslookup",
+        "-type=a",
+        "db.internal",
+    ])
+    .await;
+    assert!(
+        out.contains(&ips[0]) && !out.contains(&ips[1]),
+        "asked at start: {out}"
     );
 
     let c = client(&env, "client-a", &pa, &gw).await;
