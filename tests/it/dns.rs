@@ -6,7 +6,9 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{docker, eventually, free_port, Berth, Env, HTTP_CHECK, IMAGE};
+use crate::harness::{
+    berth_cli, docker, eventually, free_port, Berth, Env, DNS_OFF, HTTP_CHECK, IMAGE, TOKEN,
+};
 
 /// What `dig` printed: the status word and the answer values.
 #[derive(Debug, PartialEq)]
@@ -60,12 +62,11 @@ fn dns_section(listen: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_are_answered_and_a_stopped_one_leaves_within_a_second() {
     let env = Env::new("dns-stop").await;
-    let (http, dns) = (free_port(), free_port());
-    let berth = Berth::start(
-        &env.config_dns(http, &dns_section(&format!("127.0.0.1:{dns}"), "")),
-        http,
-    )
-    .await;
+    let (http, dns, admin) = (free_port(), free_port(), free_port());
+    let cfg = env
+        .config_admin(http, admin, "")
+        .replace(DNS_OFF, &dns_section(&format!("127.0.0.1:{dns}"), ""));
+    let berth = Berth::start(&cfg, http).await;
     berth.wait_log("DNS serving", Duration::from_secs(10)).await;
     let labels = env.service_labels("web");
     let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
@@ -112,6 +113,17 @@ async fn replicas_are_answered_and_a_stopped_one_leaves_within_a_second() {
     let ttl = String::from_utf8_lossy(&ttl.stdout).to_string();
     assert!(ttl.contains("\t5\tIN\tA\t"), "default TTL 5 s: {ttl}");
 
+    // `berth dns` shows the name, its answers and its containers.
+    let admin = format!("127.0.0.1:{admin}");
+    let (code, out, err) = berth_cli(&["dns", "--admin", &admin, "--token", TOKEN]).await;
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("web.internal "))
+        .unwrap_or_else(|| panic!("no web.internal in:\n{out}"));
+    assert!(line.contains(&ip_a) && line.contains(&ip_b), "{line}");
+    assert!(line.contains(&env.container_name("web-2")), "{line}");
+
     let stop = {
         let b = b.clone();
         tokio::spawn(async move { docker(&["stop", &b]).await })
@@ -133,6 +145,11 @@ async fn replicas_are_answered_and_a_stopped_one_leaves_within_a_second() {
     stop.await.unwrap();
     let d = dig(dns, "web.internal", "A", &[]).await;
     assert_eq!(d.answers, vec![ip_a], "still only the running one");
+    let (_, out, _) = berth_cli(&["dns", "--admin", &admin, "--token", TOKEN]).await;
+    assert!(
+        out.contains(&format!("{} (not ready)", env.container_name("web-2"))),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

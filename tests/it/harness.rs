@@ -20,7 +20,7 @@ pub const IMAGE_V2: &str = "berth-test-web:2";
 /// An image whose /health never appears.
 pub const IMAGE_BROKEN: &str = "berth-test-web:broken";
 /// Test configs turn DNS off: the default port would be shared by every berth.
-const DNS_OFF: &str = "dns:\n  listen: \"off\"\n";
+pub const DNS_OFF: &str = "dns:\n  listen: \"off\"\n";
 pub const TOKEN: &str = "berth-test-token-0123456789";
 /// Labels for berth's active HTTP check on the test image.
 pub const HTTP_CHECK: [&str; 3] = [
