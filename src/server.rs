@@ -187,12 +187,20 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             ),
         ));
     }
+    let api_inputs = inputs_tx.clone();
     let (controller, deploys) =
         Controller::new(config.clone(), snapshot.clone(), notified, inputs_tx);
     server.add_service(background_service("deploys", controller));
     if let Some((addr, token)) = admin {
-        let dns = (!config.dns.listen.is_empty()).then(|| (config.dns.zone.clone(), dns_counters));
-        let router = api::router(snapshot, deploys, token, cert_status, dns);
+        let router = api::router(api::App {
+            config: config.clone(),
+            snapshot,
+            inputs: api_inputs,
+            deploys,
+            token: Arc::from(token),
+            certs: cert_status,
+            dns: (!config.dns.listen.is_empty()).then_some(dns_counters),
+        });
         server.add_service(background_service(
             "admin api",
             AdminService::new(addr, router),

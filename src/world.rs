@@ -28,6 +28,8 @@ pub struct Container {
     pub networks: BTreeMap<String, Option<IpAddr>>,
     /// Exposed TCP ports, sorted.
     pub exposed_ports: Vec<u16>,
+    /// Ports as `docker ps` shows them: `0.0.0.0:8080->80/tcp`, `80/tcp`.
+    pub ports: Vec<String>,
     /// Every address the container has (IPv4 and IPv6), with its network's
     /// prefix length: what internal DNS answers and whom it answers.
     pub addresses: Vec<NetAddress>,
@@ -43,7 +45,8 @@ pub struct NetAddress {
 }
 
 /// Where a container stands for routing (DESIGN.md, "Backend states").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// Not running (or paused, restarting): no traffic, but its routes stay known.
     Stopped,
@@ -63,8 +66,9 @@ pub struct Signals {
     pub checks: HashMap<String, CheckState>,
     /// Down after repeated connect failures, until a probe succeeds.
     pub passive_down: HashSet<String>,
-    /// Asked to drain (rollout, scale, admin): no new requests.
-    pub drain: HashSet<String>,
+    /// Asked to drain (rollout, scale, admin): no new requests. Container id →
+    /// the run (`started_at`) the drain is for: a restart ends it.
+    pub drain: HashMap<String, String>,
 }
 
 /// Results of the active HTTP check for one run of a container.
@@ -116,7 +120,7 @@ impl Container {
         if self.status != "running" {
             return BackendState::Stopped;
         }
-        if self.stopping || signals.drain.contains(&self.id) {
+        if self.stopping || signals.drain.get(&self.id) == Some(&self.started_at) {
             return BackendState::Draining;
         }
         let check = signals
@@ -272,7 +276,7 @@ mod tests {
         let mut sig = Signals::default();
         sig.passive_down.insert(c.id.clone());
         assert_eq!(c.state_with(&sig, false), BackendState::Down);
-        sig.drain.insert(c.id.clone());
+        sig.drain.insert(c.id.clone(), c.started_at.clone());
         assert_eq!(
             c.state_with(&sig, false),
             BackendState::Draining,

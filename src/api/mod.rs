@@ -2,6 +2,7 @@
 //! everything but `/api/health`. Rollouts and scaling stream their progress as
 //! newline-delimited JSON, one object per line, the last with a final status.
 
+pub mod host;
 pub mod token;
 
 use std::collections::BTreeSet;
@@ -16,7 +17,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -24,25 +25,31 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{error, info};
 
+use crate::config::Config;
 use crate::deploy::{Deploys, Kind, Request as DeployRequest};
 use crate::dns::DnsCounters;
+use crate::docker::Inputs;
 use crate::names::parse_duration;
 use crate::plan::BackendInfo;
 use crate::tls::acme::{CertStatus, HostStatus};
 use crate::SharedSnapshot;
 
+/// What the admin API works with.
 #[derive(Clone)]
-struct App {
-    snapshot: SharedSnapshot,
-    deploys: Deploys,
-    token: Arc<str>,
-    certs: Option<CertStatus>,
-    /// The zone and query counters, when the DNS server runs.
-    dns: Option<(String, Arc<DnsCounters>)>,
+pub struct App {
+    pub config: Arc<Config>,
+    pub snapshot: SharedSnapshot,
+    pub inputs: Inputs,
+    pub deploys: Deploys,
+    pub token: Arc<str>,
+    pub certs: Option<CertStatus>,
+    /// Query counters, when the DNS server runs.
+    pub dns: Option<Arc<DnsCounters>>,
 }
 
 /// An error answer: `{"error": "..."}` with a status.
-struct ApiError(StatusCode, String);
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -50,25 +57,30 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
+pub fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-pub fn router(
-    snapshot: SharedSnapshot,
-    deploys: Deploys,
-    token: String,
-    certs: Option<CertStatus>,
-    dns: Option<(String, Arc<DnsCounters>)>,
-) -> Router {
-    let app = App {
-        snapshot,
-        deploys,
-        token: Arc::from(token),
-        certs,
-        dns,
-    };
+pub fn router(app: App) -> Router {
     let protected = Router::new()
+        .route("/api/deployments", get(host::list_deployments))
+        .route(
+            "/api/deployments/{name}/restart",
+            post(host::restart_deployment),
+        )
+        .route("/api/deployments/{name}/logs", get(host::logs))
+        .route("/api/deployments/{name}/stats", get(host::stats))
+        .route("/api/containers", get(host::list_containers))
+        .route("/api/containers/{id}", delete(host::remove_container))
+        .route("/api/containers/{id}/start", post(host::start_container))
+        .route("/api/containers/{id}/stop", post(host::stop_container))
+        .route(
+            "/api/containers/{id}/restart",
+            post(host::restart_container),
+        )
+        .route("/api/routes", get(host::routes))
+        .route("/api/problems", get(host::problems))
+        .route("/api/openapi.json", get(openapi))
         .route("/api/backends", get(backends))
         .route("/api/rollouts", get(rollouts))
         .route("/api/certificates", get(certificates))
@@ -78,9 +90,53 @@ pub fn router(
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .route("/api/health", get(health))
+        .route("/api/ready", get(host::ready))
         .merge(protected)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(middleware::from_fn(json_errors))
         .with_state(app)
+}
+
+/// The OpenAPI 3 description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Errors that axum itself produces (a path or query that does not parse, a
+/// method not allowed) come as plain text: wrap them as `{"error": ...}` so
+/// that every error is JSON.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => format!("{method} is not allowed on {path}"),
+        (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+        (_, false) => text,
+    };
+    let mut out = ApiError(status, message).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
@@ -164,7 +220,7 @@ async fn certificates(State(app): State<App>) -> Json<serde_json::Value> {
 /// The internal zone: every name, the addresses it answers (Ready only) and
 /// the containers behind it; and how queries ended.
 async fn dns_records(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
-    let Some((zone, counters)) = &app.dns else {
+    let (Some(counters), zone) = (&app.dns, &app.config.dns.zone) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             "the DNS server is off (dns.listen: off)".into(),
@@ -216,7 +272,7 @@ struct ScaleBody {
     drain_timeout: Option<String>,
 }
 
-fn duration(key: &str, v: &Option<String>) -> Result<Option<Duration>, ApiError> {
+pub fn duration(key: &str, v: &Option<String>) -> Result<Option<Duration>, ApiError> {
     v.as_deref()
         .map(|s| parse_duration(s).map_err(|m| bad(format!("{key}: {s:?}: {m}"))))
         .transpose()
@@ -280,7 +336,7 @@ async fn scale(
 }
 
 /// Queues the request and streams its progress as NDJSON.
-fn stream(app: &App, request: DeployRequest) -> Response {
+pub fn stream(app: &App, request: DeployRequest) -> Response {
     let (_, rx) = app.deploys.submit(request);
     let lines = futures_util::stream::unfold(rx, |mut rx| async move {
         let p = rx.recv().await?;

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::docker::ops;
 use crate::docker::{connect, Input, Inputs};
-use crate::plan::BackendInfo;
+use crate::plan::{BackendInfo, ContainerInfo};
 use crate::world::BackendState;
 use crate::SharedSnapshot;
 use plan::{Action, Event, Plan, Status, Unit};
@@ -29,8 +30,16 @@ const HISTORY: usize = 100;
 
 #[derive(Debug, Clone)]
 pub enum Kind {
-    Rollout { image: Option<String>, batch: usize },
-    Scale { replicas: usize },
+    Rollout {
+        image: Option<String>,
+        batch: usize,
+    },
+    Scale {
+        replicas: usize,
+    },
+    /// Restart the running containers of a deployment (compose project, or
+    /// a container outside compose) one at a time, each drained first.
+    Restart,
 }
 
 #[derive(Debug, Clone)]
@@ -101,11 +110,12 @@ impl Deploys {
             kind: match &request.kind {
                 Kind::Rollout { .. } => "rollout".into(),
                 Kind::Scale { .. } => "scale".into(),
+                Kind::Restart => "restart".into(),
             },
             service: request.service.clone(),
             image: match &request.kind {
                 Kind::Rollout { image, .. } => image.clone(),
-                Kind::Scale { .. } => None,
+                Kind::Scale { .. } | Kind::Restart => None,
             },
             status: Status::Queued.to_string(),
             reason: None,
@@ -136,6 +146,17 @@ impl Deploys {
             });
         }
         (id, rx)
+    }
+
+    fn update_replicas(&self, request: &Request, n: usize) {
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = h
+            .iter_mut()
+            .rev()
+            .find(|r| r.service == request.service && r.finished_unix.is_none())
+        {
+            r.replicas = n;
+        }
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut Record)) {
@@ -229,12 +250,26 @@ impl Controller {
                 return;
             }
         };
+        if let Kind::Restart = request.kind {
+            let result = self.restart(&docker, &request, &say).await;
+            let (status, message) = match result {
+                Ok(n) => (Status::Completed, format!("{n} containers restarted")),
+                Err(e) => (Status::Failed, e),
+            };
+            say(status, message.clone());
+            self.deploys.update(id, |r| {
+                r.status = status.to_string();
+                r.reason = (status == Status::Failed).then_some(message);
+                r.finished_unix = Some(unix_now());
+            });
+            return;
+        }
         let backends = self.snapshot.load().backends.clone();
         let mut plan = match units_for(&request, &backends) {
             Ok((units, batch)) => {
                 let image = match &request.kind {
                     Kind::Rollout { image, .. } => image.clone(),
-                    Kind::Scale { .. } => None,
+                    Kind::Scale { .. } | Kind::Restart => None,
                 };
                 let n = units.len();
                 self.deploys.update(id, |r| r.replicas = n);
@@ -303,6 +338,89 @@ impl Controller {
         });
     }
 
+    /// A rolling restart: for each running container of the deployment (by
+    /// service, then name), drain it if berth routes it, restart it, and
+    /// wait until its new run is Ready before the next. Returns how many.
+    async fn restart(
+        &self,
+        docker: &Docker,
+        request: &Request,
+        say: &impl Fn(Status, String),
+    ) -> Result<usize, String> {
+        let snap = self.snapshot.load_full();
+        let mut targets: Vec<_> = snap
+            .containers
+            .values()
+            .filter(|c| deployment_of(c) == request.service && c.status == "running")
+            .cloned()
+            .collect();
+        targets.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        if targets.is_empty() {
+            return Err(format!(
+                "deployment {} has no running container",
+                request.service
+            ));
+        }
+        self.deploys.update_replicas(request, targets.len());
+        let timeout = request
+            .health_timeout
+            .unwrap_or(self.config.deploy.health_timeout);
+        for c in &targets {
+            if c.routed {
+                say(Status::Draining, format!("draining {}", c.name));
+                let open = ops::drain(&self.snapshot, &self.inputs, &c.id).await;
+                if open > 0 {
+                    say(
+                        Status::Draining,
+                        format!("{}: drain timeout with {open} requests open", c.name),
+                    );
+                }
+            }
+            say(Status::Starting, format!("restarting {}", c.name));
+            ops::restart(docker, &c.id, &c.name, 10)
+                .await
+                .map_err(|e| e.to_string())?;
+            say(
+                Status::WaitingHealthy,
+                format!("waiting for {} to be ready", c.name),
+            );
+            let mut notify = self.notify.clone();
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let now = self.snapshot.load();
+                let state = now.containers.get(&c.id);
+                match state {
+                    Some(n) if n.started_at != c.started_at && n.state == BackendState::Ready => {
+                        break
+                    }
+                    Some(n) if n.started_at != c.started_at && n.status == "exited" => {
+                        return Err(format!("{} exited after its restart", c.name));
+                    }
+                    None => return Err(format!("{} was removed during its restart", c.name)),
+                    _ => {}
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let last = now
+                        .backends
+                        .get(&c.id)
+                        .and_then(|b| b.check.clone().or_else(|| b.health.clone()))
+                        .map(|h| format!(" (last health: {h})"))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "{} was not ready {timeout:?} after its restart{last}",
+                        c.name
+                    ));
+                }
+                tokio::select! {
+                    _ = notify.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            say(Status::Switching, format!("{} is ready", c.name));
+        }
+        Ok(targets.len())
+    }
+
     fn perform(
         &self,
         docker: &Docker,
@@ -367,6 +485,11 @@ impl Controller {
     }
 }
 
+/// The deployment a container belongs to: its compose project, or itself.
+pub fn deployment_of(c: &ContainerInfo) -> String {
+    c.project.clone().unwrap_or_else(|| c.name.clone())
+}
+
 /// The units and batch size for a request, from the running replicas of its
 /// service (oldest names first).
 pub fn units_for(
@@ -402,6 +525,7 @@ pub fn units_for(
             let batch = retire.len();
             (retire, batch)
         }
+        Kind::Restart => return Err("a restart is not a plan of units".into()),
     })
 }
 

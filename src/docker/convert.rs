@@ -51,6 +51,39 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
             }
         }
     }
+    let mut ports: Vec<String> = Vec::new();
+    for (port, bindings) in i
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let bound: Vec<String> = bindings
+            .iter()
+            .flatten()
+            .filter_map(|b| {
+                let host_port = b.host_port.as_deref().filter(|p| !p.is_empty())?;
+                let ip = b
+                    .host_ip
+                    .as_deref()
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or("0.0.0.0");
+                Some(if ip.contains(':') {
+                    format!("[{ip}]:{host_port}->{port}")
+                } else {
+                    format!("{ip}:{host_port}->{port}")
+                })
+            })
+            .collect();
+        if bound.is_empty() {
+            ports.push(port.clone());
+        } else {
+            ports.extend(bound);
+        }
+    }
+    ports.sort();
+    ports.dedup();
     let mut exposed_ports: Vec<u16> = config
         .and_then(|c| c.exposed_ports.as_ref())
         .map(|ports| {
@@ -88,6 +121,7 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
             .unwrap_or(15),
         networks,
         exposed_ports,
+        ports,
         addresses,
         id,
     })

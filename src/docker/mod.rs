@@ -4,6 +4,7 @@
 //! and publishes it. When the engine goes away it retries with capped backoff.
 
 pub mod convert;
+pub mod ops;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::plan::{Planner, Problem};
+use crate::plan::{DockerStatus, Planner, Problem};
 use crate::world::{is_stop_signal, CheckState, Container, Signals, World};
 use crate::SharedSnapshot;
 
@@ -154,6 +155,7 @@ struct State {
     /// was already applied to its container is dropped.
     seq: u64,
     applied: HashMap<String, u64>,
+    docker: DockerStatus,
 }
 
 /// What an inspection (or a full re-list) found, sent back to the event loop.
@@ -209,6 +211,7 @@ impl Watcher {
             problems: Vec::new(),
             seq: 0,
             applied: HashMap::new(),
+            docker: DockerStatus::default(),
         };
         self.publish(&mut st, None);
         let mut backoff = BACKOFF_MIN;
@@ -220,6 +223,8 @@ impl Watcher {
                 backoff = BACKOFF_MIN;
             }
             warn!(error = %err, retry_in = ?backoff, "Docker watch interrupted; routes stay as they are until the engine answers");
+            st.docker.connected = false;
+            self.publish(&mut st, None);
             // Health results and drains still apply while the engine is away.
             let wait = tokio::time::sleep(backoff);
             tokio::pin!(wait);
@@ -286,7 +291,13 @@ impl Watcher {
                     false
                 }
             }
-            Input::Drain { id } => st.world.contains_key(&id) && st.signals.drain.insert(id),
+            Input::Drain { id } => match st.world.get(&id) {
+                Some(c) => {
+                    st.signals.drain.insert(id, c.started_at.clone()).as_ref()
+                        != Some(&c.started_at)
+                }
+                None => false,
+            },
         };
         if changed {
             self.publish(st, None);
@@ -498,6 +509,12 @@ impl Watcher {
                 };
             }
         }
+        st.docker.synced = true;
+        st.docker.connected = true;
+        st.docker.last_sync_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
         let (world, added, removed, changed) = convert::resync(&st.world, fresh);
         st.world = world;
         let world = &st.world;
@@ -520,8 +537,21 @@ impl Watcher {
         let world = &st.world;
         st.signals.checks.retain(|id, _| world.contains_key(id));
         st.signals.passive_down.retain(|id| world.contains_key(id));
-        st.signals.drain.retain(|id| world.contains_key(id));
-        let snap = st.planner.build(&st.world, &st.signals);
+        st.signals
+            .drain
+            .retain(|id, run| world.get(id).is_some_and(|c| &c.started_at == run));
+        let mut snap = st.planner.build(&st.world, &st.signals);
+        let lag_us = cause.map(|(_, _, event_ns)| {
+            let now_ns = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            ((now_ns - event_ns).max(0) / 1000) as u64
+        });
+        if lag_us.is_some() {
+            st.docker.last_event_lag_us = lag_us;
+        }
+        snap.docker = st.docker.clone();
         for p in snap.problems.iter().filter(|p| !st.problems.contains(p)) {
             warn!(container = %p.container, key = %p.key, value = %p.value, hint = p.hint.as_deref().unwrap_or(""), "label problem: {}", p.message);
         }
@@ -530,12 +560,7 @@ impl Watcher {
         let routes = snap.table.len();
         self.snapshot.store(Arc::new(snap));
         self.notify.send_replace(generation);
-        if let Some((action, id, event_ns)) = cause {
-            let now_ns = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0);
-            let latency_us = (now_ns - event_ns).max(0) / 1000;
+        if let (Some((action, id, _)), Some(latency_us)) = (cause, lag_us) {
             debug!(action, container = %&id[..id.len().min(12)], generation, routes, latency_us, "snapshot published");
         }
     }

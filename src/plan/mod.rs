@@ -31,8 +31,45 @@ pub struct Snapshot {
     pub tls_hosts: BTreeSet<String>,
     /// The internal DNS zone: names of every container, ready or not.
     pub dns: DnsTable,
+    /// Every container berth sees (routed or not), by id: what `berth ps`,
+    /// logs, stats and the container actions work from.
+    pub containers: BTreeMap<String, ContainerInfo>,
+    /// The Docker engine as the watcher last saw it (set by the watcher).
+    pub docker: DockerStatus,
     /// Counts rebuilds, for logs and tests.
     pub generation: u64,
+}
+
+/// A container as `berth ps` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    /// Docker's word: created, running, exited, ...
+    pub status: String,
+    pub health: Option<String>,
+    /// The backend state, whether berth routes it or not (DNS uses it).
+    pub state: BackendState,
+    pub routed: bool,
+    pub ports: Vec<String>,
+    pub networks: BTreeMap<String, Option<std::net::IpAddr>>,
+    pub started_at: String,
+}
+
+/// The watcher's connection to the engine.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DockerStatus {
+    /// Listed the engine at least once since start: the snapshot is real.
+    pub synced: bool,
+    /// The event stream is up now.
+    pub connected: bool,
+    /// Last full list (unix seconds).
+    pub last_sync_unix: Option<u64>,
+    /// Docker event → snapshot published, for the last event (microseconds).
+    pub last_event_lag_us: Option<u64>,
 }
 
 /// A routed container as the proxy, the checker and the deploy controller see it.
@@ -283,6 +320,27 @@ impl Planner {
             );
         }
 
+        let containers = world
+            .values()
+            .map(|c| {
+                let backend = backends.get(&c.id);
+                let info = ContainerInfo {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    project: c.labels.get(COMPOSE_PROJECT).cloned(),
+                    service: c.labels.get(COMPOSE_SERVICE).cloned(),
+                    status: c.status.clone(),
+                    health: c.health.clone(),
+                    state: backend.map_or_else(|| c.state_with(signals, false), |b| b.state),
+                    routed: backend.is_some(),
+                    ports: c.ports.clone(),
+                    networks: c.networks.clone(),
+                    started_at: c.started_at.clone(),
+                };
+                (c.id.clone(), info)
+            })
+            .collect();
         self.counters.retain(|k, _| routes.contains_key(k));
         self.stats
             .retain(|k, _| world.contains_key(k) || k.starts_with("static:"));
@@ -315,6 +373,8 @@ impl Planner {
             checks,
             tls_hosts,
             dns,
+            containers,
+            docker: DockerStatus::default(),
             generation: self.generation,
         }
     }

@@ -1,0 +1,545 @@
+//! The host as the admin API shows it: deployments (compose projects, or a
+//! container outside compose) → services → containers; container actions
+//! (stop and restart drain first); logs, stats, routes and problems.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::{bad, stream, ApiError, App};
+use crate::deploy::{deployment_of, Kind, Request as DeployRequest};
+use crate::docker::ops::{self, OpError};
+use crate::plan::{ContainerInfo, Snapshot};
+use crate::world::BackendState;
+
+/// A container as the API lists it.
+#[derive(Debug, Serialize)]
+pub struct ContainerView {
+    pub name: String,
+    pub container_id: String,
+    pub image: String,
+    pub project: Option<String>,
+    pub service: Option<String>,
+    pub status: String,
+    pub health: Option<String>,
+    /// The backend state: ready, starting, draining, down, stopped.
+    pub state: BackendState,
+    /// berth routes HTTP to it (it has a host label).
+    pub routed: bool,
+    pub ports: Vec<String>,
+    pub networks: BTreeMap<String, Option<String>>,
+}
+
+impl From<&ContainerInfo> for ContainerView {
+    fn from(c: &ContainerInfo) -> ContainerView {
+        ContainerView {
+            name: c.name.clone(),
+            container_id: c.id.clone(),
+            image: c.image.clone(),
+            project: c.project.clone(),
+            service: c.service.clone(),
+            status: c.status.clone(),
+            health: c.health.clone(),
+            state: c.state,
+            routed: c.routed,
+            ports: c.ports.clone(),
+            networks: c
+                .networks
+                .iter()
+                .map(|(n, ip)| (n.clone(), ip.map(|ip| ip.to_string())))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub containers: Vec<ContainerView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeploymentView {
+    pub name: String,
+    /// A compose project, or a single container outside compose.
+    pub compose: bool,
+    pub services: Vec<ServiceView>,
+}
+
+/// Containers grouped into deployments and services, sorted by name.
+pub fn deployments(containers: &BTreeMap<String, ContainerInfo>) -> Vec<DeploymentView> {
+    let mut tree: BTreeMap<String, (bool, BTreeMap<String, Vec<&ContainerInfo>>)> = BTreeMap::new();
+    for c in containers.values() {
+        let service = c.service.clone().unwrap_or_else(|| c.name.clone());
+        let entry = tree
+            .entry(deployment_of(c))
+            .or_insert((c.project.is_some(), BTreeMap::new()));
+        entry.1.entry(service).or_default().push(c);
+    }
+    tree.into_iter()
+        .map(|(name, (compose, services))| DeploymentView {
+            name,
+            compose,
+            services: services
+                .into_iter()
+                .map(|(name, mut cs)| {
+                    cs.sort_by(|a, b| a.name.cmp(&b.name));
+                    ServiceView {
+                        name,
+                        containers: cs.into_iter().map(ContainerView::from).collect(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// A container by exact name, full id, or a unique id prefix of at least 4
+/// characters, among the containers berth sees (never others on the engine).
+pub fn find<'a>(snap: &'a Snapshot, target: &str) -> Result<&'a ContainerInfo, ApiError> {
+    if let Some(c) = snap.containers.get(target) {
+        return Ok(c);
+    }
+    if let Some(c) = snap.containers.values().find(|c| c.name == target) {
+        return Ok(c);
+    }
+    let by_prefix: Vec<&ContainerInfo> = if target.len() >= 4 {
+        snap.containers
+            .values()
+            .filter(|c| c.id.starts_with(target))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    match by_prefix.as_slice() {
+        [one] => Ok(one),
+        [] => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("container {target:?}: no such container (by name, id, or id prefix of 4+ characters) among those berth sees"),
+        )),
+        many => Err(bad(format!(
+            "container {target:?}: the prefix matches {} containers",
+            many.len()
+        ))),
+    }
+}
+
+fn deployment<'a>(snap: &'a Snapshot, name: &str) -> Result<Vec<&'a ContainerInfo>, ApiError> {
+    let mut cs: Vec<&ContainerInfo> = snap
+        .containers
+        .values()
+        .filter(|c| deployment_of(c) == name)
+        .collect();
+    if cs.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("deployment {name:?}: no compose project or container of that name"),
+        ));
+    }
+    cs.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    Ok(cs)
+}
+
+/// Query parameters, checked by hand so that an unknown key or a bad value
+/// gets a JSON error naming it.
+fn params(
+    q: &HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, ApiError> {
+    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "query parameter {k:?} is unknown here; known: {}",
+            if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            }
+        )));
+    }
+    Ok(q.clone())
+}
+
+fn flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
+    match q.get(key).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("") | Some("true") | Some("1") => Ok(true),
+        Some(v) => Err(bad(format!("{key}: {v:?}: use true or false"))),
+    }
+}
+
+fn docker(app: &App) -> Result<bollard::Docker, ApiError> {
+    crate::docker::connect(&app.config)
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))
+}
+
+fn engine_error(e: OpError) -> ApiError {
+    let status = match e.status {
+        Some(404) => StatusCode::NOT_FOUND,
+        Some(304) | Some(409) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    ApiError(status, e.message)
+}
+
+pub async fn ready(State(app): State<App>) -> Response {
+    let s = app.snapshot.load();
+    let body = json!({ "ready": s.docker.synced, "docker": s.docker });
+    if s.docker.synced {
+        Json(body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+pub async fn list_deployments(State(app): State<App>) -> Json<Vec<DeploymentView>> {
+    Json(deployments(&app.snapshot.load().containers))
+}
+
+pub async fn list_containers(State(app): State<App>) -> Json<Vec<ContainerView>> {
+    let s = app.snapshot.load();
+    let mut list: Vec<ContainerView> = s.containers.values().map(ContainerView::from).collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(list)
+}
+
+fn done(c: &ContainerInfo, action: &str) -> Json<Value> {
+    Json(json!({ "container": c.name, "container_id": c.id, "action": action, "ok": true }))
+}
+
+pub async fn start_container(
+    State(app): State<App>,
+    Path(target): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let snap = app.snapshot.load_full();
+    let c = find(&snap, &target)?;
+    ops::start(&docker(&app)?, &c.id, &c.name)
+        .await
+        .map_err(engine_error)?;
+    Ok(done(c, "start"))
+}
+
+/// Drains a routed container (no new requests, in-flight ones finish), then
+/// stops it.
+pub async fn stop_container(
+    State(app): State<App>,
+    Path(target): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = params(&q, &["timeout"])?;
+    let timeout = timeout_param(&q)?;
+    let snap = app.snapshot.load_full();
+    let c = find(&snap, &target)?;
+    if c.status != "running" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("container {}: not running ({})", c.name, c.status),
+        ));
+    }
+    ops::drain(&app.snapshot, &app.inputs, &c.id).await;
+    ops::stop(&docker(&app)?, &c.id, &c.name, timeout)
+        .await
+        .map_err(engine_error)?;
+    Ok(done(c, "stop"))
+}
+
+pub async fn restart_container(
+    State(app): State<App>,
+    Path(target): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = params(&q, &["timeout"])?;
+    let timeout = timeout_param(&q)?;
+    let snap = app.snapshot.load_full();
+    let c = find(&snap, &target)?;
+    if c.status == "running" {
+        ops::drain(&app.snapshot, &app.inputs, &c.id).await;
+    }
+    ops::restart(&docker(&app)?, &c.id, &c.name, timeout)
+        .await
+        .map_err(engine_error)?;
+    Ok(done(c, "restart"))
+}
+
+fn timeout_param(q: &HashMap<String, String>) -> Result<i32, ApiError> {
+    match q.get("timeout") {
+        None => Ok(10),
+        Some(v) => match v.parse::<i32>() {
+            Ok(t) if (0..=3600).contains(&t) => Ok(t),
+            _ => Err(bad(format!("timeout: {v:?}: seconds between 0 and 3600"))),
+        },
+    }
+}
+
+pub async fn remove_container(
+    State(app): State<App>,
+    Path(target): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let q = params(&q, &["force"])?;
+    let force = flag(&q, "force")?;
+    let snap = app.snapshot.load_full();
+    let c = find(&snap, &target)?;
+    if c.status == "running" && !force {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "container {}: running; stop it first or pass force=true",
+                c.name
+            ),
+        ));
+    }
+    if c.status == "running" {
+        ops::drain(&app.snapshot, &app.inputs, &c.id).await;
+    }
+    ops::remove(&docker(&app)?, &c.id, &c.name, force)
+        .await
+        .map_err(engine_error)?;
+    Ok(done(c, "remove"))
+}
+
+/// A rolling restart; NDJSON progress like a rollout.
+pub async fn restart_deployment(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let q = params(&q, &["health_timeout"])?;
+    let health_timeout = super::duration("health_timeout", &q.get("health_timeout").cloned())?;
+    let snap = app.snapshot.load_full();
+    let cs = deployment(&snap, &name)?;
+    if !cs.iter().any(|c| c.status == "running") {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("deployment {name:?}: no running container to restart"),
+        ));
+    }
+    Ok(stream(
+        &app,
+        DeployRequest {
+            kind: Kind::Restart,
+            service: name,
+            health_timeout,
+            drain_timeout: None,
+        },
+    ))
+}
+
+/// Log lines of a deployment's containers (optionally one service), each
+/// prefixed `container | `; `follow` streams new lines until the client
+/// goes away.
+pub async fn logs(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let q = params(&q, &["service", "tail", "follow"])?;
+    let follow = flag(&q, "follow")?;
+    let tail = match q.get("tail").map(String::as_str) {
+        None | Some("all") => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| bad(format!("tail: {v:?}: a number of lines, or all")))?,
+        ),
+    };
+    let snap = app.snapshot.load_full();
+    let mut cs = deployment(&snap, &name)?;
+    if let Some(s) = q.get("service") {
+        cs.retain(|c| c.service.as_deref().unwrap_or(&c.name) == s);
+        if cs.is_empty() {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("service {s:?}: not in deployment {name:?}"),
+            ));
+        }
+    }
+    let docker = docker(&app)?;
+    let width = cs.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let streams = cs.iter().map(|c| {
+        ops::logs(
+            &docker,
+            &c.id,
+            format!("{:<width$} | ", c.name),
+            tail,
+            follow,
+        )
+        .boxed()
+    });
+    let merged = futures_util::stream::select_all(streams).map(Ok::<_, std::convert::Infallible>);
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from_stream(merged))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+#[derive(Serialize)]
+pub struct StatsView {
+    pub container: String,
+    pub container_id: String,
+    pub service: String,
+    #[serde(flatten)]
+    pub stats: ops::Stats,
+}
+
+/// One sample of every running container of the deployment.
+pub async fn stats(
+    State(app): State<App>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<StatsView>>, ApiError> {
+    let snap = app.snapshot.load_full();
+    let cs = deployment(&snap, &name)?;
+    let docker = Arc::new(docker(&app)?);
+    let running: Vec<&ContainerInfo> = cs.into_iter().filter(|c| c.status == "running").collect();
+    let samples =
+        futures_util::future::join_all(running.iter().map(|c| ops::stats(&docker, &c.id, &c.name)))
+            .await;
+    let mut out = Vec::new();
+    for (c, s) in running.iter().zip(samples) {
+        match s {
+            Ok(stats) => out.push(StatsView {
+                container: c.name.clone(),
+                container_id: c.id.clone(),
+                service: c.service.clone().unwrap_or_else(|| c.name.clone()),
+                stats,
+            }),
+            // Stopped between the snapshot and the call: left out.
+            Err(e) if e.status == Some(404) || e.status == Some(409) => {}
+            Err(e) => return Err(engine_error(e)),
+        }
+    }
+    Ok(Json(out))
+}
+
+#[derive(Serialize)]
+pub struct RouteView {
+    pub host: String,
+    pub path: String,
+    pub tls: bool,
+    pub backends: Vec<RouteBackend>,
+}
+
+#[derive(Serialize)]
+pub struct RouteBackend {
+    pub name: String,
+    pub addr: String,
+}
+
+pub async fn routes(State(app): State<App>) -> Json<Vec<RouteView>> {
+    let s = app.snapshot.load();
+    let mut list: Vec<RouteView> = s
+        .table
+        .routes()
+        .map(|r| RouteView {
+            host: r.host.to_string(),
+            path: r.prefix.as_str().to_string(),
+            tls: r.tls,
+            backends: r
+                .backends
+                .iter()
+                .map(|b| RouteBackend {
+                    name: b.name.to_string(),
+                    addr: b.addr.to_string(),
+                })
+                .collect(),
+        })
+        .collect();
+    list.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
+    Json(list)
+}
+
+#[derive(Serialize)]
+pub struct ProblemView {
+    pub container: String,
+    pub container_id: String,
+    pub key: String,
+    pub value: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+pub async fn problems(State(app): State<App>) -> Json<Vec<ProblemView>> {
+    let s = app.snapshot.load();
+    Json(
+        s.problems
+            .iter()
+            .map(|p| ProblemView {
+                container: p.container.clone(),
+                container_id: p.container_id.clone(),
+                key: p.key.clone(),
+                value: p.value.clone(),
+                message: p.message.clone(),
+                hint: p.hint.clone(),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, name: &str, project: Option<&str>, service: Option<&str>) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: name.into(),
+            image: "img".into(),
+            project: project.map(str::to_string),
+            service: service.map(str::to_string),
+            status: "running".into(),
+            health: None,
+            state: BackendState::Ready,
+            routed: false,
+            ports: vec![],
+            networks: BTreeMap::new(),
+            started_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn deployments_group_projects_and_lone_containers() {
+        let cs: BTreeMap<String, ContainerInfo> = [
+            info("a1", "blog-web-2", Some("blog"), Some("web")),
+            info("a2", "blog-web-1", Some("blog"), Some("web")),
+            info("a3", "blog-db-1", Some("blog"), Some("db")),
+            info("b1", "cron", None, None),
+        ]
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+        let d = deployments(&cs);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].name.as_str(), d[0].compose), ("blog", true));
+        assert_eq!(d[0].services[0].name, "db");
+        let web: Vec<&str> = d[0].services[1]
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(web, vec!["blog-web-1", "blog-web-2"]);
+        assert_eq!((d[1].name.as_str(), d[1].compose), ("cron", false));
+    }
+
+    #[test]
+    fn containers_found_by_name_id_or_long_enough_prefix() {
+        let mut snap = Snapshot::default();
+        for c in [
+            info("abcdef0123", "web-1", None, None),
+            info("abcd99", "web-2", None, None),
+        ] {
+            snap.containers.insert(c.id.clone(), c);
+        }
+        assert_eq!(find(&snap, "web-2").unwrap().id, "abcd99");
+        assert_eq!(find(&snap, "abcdef0123").unwrap().name, "web-1");
+        assert_eq!(find(&snap, "abcde").unwrap().name, "web-1");
+        assert_eq!(find(&snap, "abcd").unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert_eq!(find(&snap, "abc").unwrap_err().0, StatusCode::NOT_FOUND);
+        assert_eq!(find(&snap, "nope").unwrap_err().0, StatusCode::NOT_FOUND);
+    }
+}
