@@ -184,6 +184,7 @@ routes:
     backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
 log:
   level: error
+  access: false
 """)
     berth = start("berth", [BERTH, "serve", "--config", berth_cfg], PROXY_CPU)
     pids = {"direct": None, "berth": berth.pid, "nginx": nginx.pid, "haproxy": haproxy.pid}

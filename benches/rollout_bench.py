@@ -90,6 +90,7 @@ tls:
   listen: "off"
 log:
   level: warn
+  access: false
 """)
     net = f"berth-{RUN}"
     berth = None

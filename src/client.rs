@@ -11,6 +11,42 @@ use serde_json::Value;
 use crate::api::token::client_token;
 use crate::config::Config;
 
+/// Why a call to the admin API did not succeed.
+#[derive(Debug)]
+pub struct ClientError {
+    /// The API's HTTP status; `None`: it was not reached.
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for ClientError {
+    fn from(message: String) -> ClientError {
+        ClientError {
+            status: None,
+            message,
+        }
+    }
+}
+
+impl ClientError {
+    /// The CLI's exit code: 3 the target does not exist, 2 berth could not
+    /// be asked (unreachable, bad token, bad request), 1 it was asked and the
+    /// operation failed.
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            Some(404) => 3,
+            None | Some(400) | Some(401) => 2,
+            Some(_) => 1,
+        }
+    }
+}
+
 pub struct Client {
     base: String,
     token: Option<String>,
@@ -66,7 +102,7 @@ impl Client {
     async fn send(
         &self,
         req: http::Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let resp = self
             .http
             .request(req)
@@ -86,18 +122,43 @@ impl Client {
             .ok()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        Err(format!("berth API answered {status}: {msg}"))
+        Err(ClientError {
+            status: Some(status.as_u16()),
+            message: format!("berth API answered {status}: {msg}"),
+        })
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, String> {
-        let resp = self.send(self.request("GET", path, None)?).await?;
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call("GET", path).await
+    }
+
+    /// A call without a body that answers JSON.
+    pub async fn call(&self, method: &str, path: &str) -> Result<Value, ClientError> {
+        let resp = self.send(self.request(method, path, None)?).await?;
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("berth API sent invalid JSON: {e}"))
+        Ok(serde_json::from_slice(&body)
+            .map_err(|e| format!("berth API sent invalid JSON: {e}"))?)
+    }
+
+    /// GETs `path` and hands each chunk of the answer to `chunk` as it arrives.
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        mut chunk: impl FnMut(&[u8]),
+    ) -> Result<(), ClientError> {
+        let mut resp = self.send(self.request("GET", path, None)?).await?;
+        while let Some(frame) = resp.body_mut().frame().await {
+            let frame = frame.map_err(|e| format!("the stream broke: {e}"))?;
+            if let Some(data) = frame.data_ref() {
+                chunk(data);
+            }
+        }
+        Ok(())
     }
 
     /// POSTs `body` and calls `line` for each JSON line of the answer as it
@@ -107,7 +168,7 @@ impl Client {
         path: &str,
         body: &Value,
         mut line: impl FnMut(&Value),
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ClientError> {
         let mut resp = self.send(self.request("POST", path, Some(body))?).await?;
         let mut buf = Vec::new();
         let mut last = Value::Null;

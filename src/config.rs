@@ -27,6 +27,10 @@ pub struct Config {
     pub acme: AcmeConfig,
     pub dns: DnsConfig,
     pub log_level: String,
+    /// One line per proxied request.
+    pub access_log: bool,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +218,8 @@ impl Default for Config {
                 },
             },
             log_level: "info".into(),
+            access_log: true,
+            log_json: false,
         }
     }
 }
@@ -323,6 +329,8 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<Spanned<String>>,
+    access: Option<bool>,
+    format: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -663,7 +671,21 @@ impl Validator<'_> {
             Some(r) => self.dns(r, d.dns)?,
         };
 
-        let log_level = match raw.log.and_then(|l| l.level) {
+        let log = raw.log.unwrap_or(RawLog {
+            level: None,
+            access: None,
+            format: None,
+        });
+        let access_log = log.access.unwrap_or(d.access_log);
+        let log_json = match log.format {
+            None => d.log_json,
+            Some(f) => match f.value.trim() {
+                "text" => false,
+                "json" => true,
+                _ => return Err(self.invalid("log.format", &f, "text or json")),
+            },
+        };
+        let log_level = match log.level {
             None => d.log_level,
             Some(l) => {
                 let v = l.value.to_ascii_lowercase();
@@ -690,6 +712,8 @@ impl Validator<'_> {
             acme,
             dns,
             log_level,
+            access_log,
+            log_json,
         })
     }
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod check;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod deploy;
@@ -14,6 +15,7 @@ pub mod dns;
 pub mod docker;
 pub mod health;
 pub mod labels;
+pub mod metrics;
 pub mod names;
 pub mod plan;
 pub mod proxy;

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use berth::cli;
 use berth::client::Client;
 use berth::config::Config;
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +34,18 @@ struct ApiArgs {
     /// Bearer token; default: $BERTH_TOKEN, admin.token, or the token file.
     #[arg(long)]
     token: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ActionArgs {
+    /// A container (name or id), SERVICE, PROJECT/SERVICE or a deployment.
+    target: String,
+    #[arg(long)]
+    project: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 #[derive(Args, Clone)]
@@ -101,6 +114,57 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Containers by deployment and service: status, health, backend state, ports.
+    Ps {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The routing table: host, path, TLS, ready backends.
+    Routes {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Label problems; exits 1 when there is any.
+    Problems {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Logs of a service, deployment or container, each line prefixed with its container.
+    Logs {
+        /// SERVICE, PROJECT/SERVICE, a deployment (project) or a container.
+        target: String,
+        #[arg(long)]
+        project: Option<String>,
+        /// Keep following new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// Lines from the end of each container's log (default: all).
+        #[arg(long)]
+        tail: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// CPU, memory, network and block I/O of running containers.
+    Stats {
+        /// A deployment (compose project or lone container); default: all.
+        deployment: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Restart a container, a service's containers, or a deployment (rolling, one at a time, drained first).
+    Restart(ActionArgs),
+    /// Stop a container or a service's containers (drained first).
+    Stop(ActionArgs),
+    /// Start a container or a service's stopped containers.
+    Start(ActionArgs),
     /// Print the admin API token the CLI would use.
     Token {
         #[arg(long, short)]
@@ -205,7 +269,50 @@ fn main() -> ExitCode {
         Command::Rollouts { api } => block_on(rollouts(api)),
         Command::Certs { api } => block_on(certs(api)),
         Command::Dns { api } => block_on(dns(api)),
+        Command::Ps { json, api } => with_client(&api, |c| async move { cli::ps(&c, json).await }),
+        Command::Routes { json, api } => {
+            with_client(&api, |c| async move { cli::routes(&c, json).await })
+        }
+        Command::Problems { json, api } => {
+            with_client(&api, |c| async move { cli::problems(&c, json).await })
+        }
+        Command::Logs {
+            target,
+            project,
+            follow,
+            tail,
+            api,
+        } => with_client(&api, |c| async move {
+            cli::logs(&c, &target, project.as_deref(), follow, tail).await
+        }),
+        Command::Stats {
+            deployment,
+            json,
+            api,
+        } => with_client(&api, |c| async move {
+            cli::stats(&c, deployment.as_deref(), json).await
+        }),
+        Command::Restart(a) => action("restart", a),
+        Command::Stop(a) => action("stop", a),
+        Command::Start(a) => action("start", a),
     }
+}
+
+fn with_client<F, Fut>(api: &ApiArgs, f: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    match client(api) {
+        Ok(c) => block_on(f(c)),
+        Err(code) => code,
+    }
+}
+
+fn action(name: &'static str, a: ActionArgs) -> ExitCode {
+    with_client(&a.api, |c| async move {
+        cli::act(&c, name, &a.target, a.project.as_deref(), a.json).await
+    })
 }
 
 fn init_logs(config: &Config) {
@@ -216,11 +323,15 @@ fn init_logs(config: &Config) {
             config.log_level
         ))
     });
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if config.log_json {
+        fmt.json().flatten_event(true).init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {

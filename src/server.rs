@@ -20,6 +20,7 @@ use crate::deploy::Controller;
 use crate::dns::{DnsCounters, DnsService};
 use crate::docker::Watcher;
 use crate::health::Checker;
+use crate::metrics::Metrics;
 use crate::plan::Planner;
 use crate::proxy::BerthProxy;
 use crate::tls::acme::AcmeManager;
@@ -95,6 +96,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let metrics = Arc::new(Metrics::new());
     let mut cert_status = None;
     let https = match config.tls.listen {
         None => None,
@@ -122,6 +124,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                     &config.proxy,
                     Some(https.clone()),
                     true,
+                    metrics.clone(),
+                    config.access_log,
                 ),
                 "berth https",
             );
@@ -155,6 +159,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             &config.proxy,
             https.clone(),
             false,
+            metrics.clone(),
+            config.access_log,
         ),
         "berth http",
     );
@@ -200,6 +206,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             token: Arc::from(token),
             certs: cert_status,
             dns: (!config.dns.listen.is_empty()).then_some(dns_counters),
+            metrics,
         });
         server.add_service(background_service(
             "admin api",

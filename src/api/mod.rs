@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::deploy::{Deploys, Kind, Request as DeployRequest};
 use crate::dns::DnsCounters;
 use crate::docker::Inputs;
+use crate::metrics::Metrics;
 use crate::names::parse_duration;
 use crate::plan::BackendInfo;
 use crate::tls::acme::{CertStatus, HostStatus};
@@ -45,6 +46,7 @@ pub struct App {
     pub certs: Option<CertStatus>,
     /// Query counters, when the DNS server runs.
     pub dns: Option<Arc<DnsCounters>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// An error answer: `{"error": "..."}` with a status.
@@ -81,6 +83,7 @@ pub fn router(app: App) -> Router {
         .route("/api/routes", get(host::routes))
         .route("/api/problems", get(host::problems))
         .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/api/backends", get(backends))
         .route("/api/rollouts", get(rollouts))
         .route("/api/certificates", get(certificates))
@@ -95,6 +98,36 @@ pub fn router(app: App) -> Router {
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn(json_errors))
         .with_state(app)
+}
+
+/// Prometheus text format.
+async fn metrics(State(app): State<App>) -> Response {
+    let snapshot = app.snapshot.load_full();
+    let deploys = app
+        .deploys
+        .history
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
+    let certs: Vec<HostStatus> = app
+        .certs
+        .as_ref()
+        .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
+        .unwrap_or_default();
+    let text = app.metrics.render(&crate::metrics::Scrape {
+        snapshot: &snapshot,
+        deploys: &deploys,
+        certs: &certs,
+        dns: app.dns.as_deref(),
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The OpenAPI 3 description of this API.

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -15,9 +15,11 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, Session};
 use pingora::proxy::ProxyHttp;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use tracing::info;
 
 use crate::config::ProxyConfig;
 use crate::docker::{Input, Inputs};
+use crate::metrics::Metrics;
 use crate::plan::table::normalize_host;
 use crate::plan::{BackendStats, Route};
 use crate::tls::Https;
@@ -33,13 +35,16 @@ pub struct BerthProxy {
     read_timeout: Duration,
     idle_timeout: Duration,
     retry_after: String,
+    metrics: Arc<Metrics>,
+    access_log: bool,
 }
 
 /// Connect failures in a row after which a backend is taken out (passive check).
 const PASSIVE_FAILURES: u32 = 3;
 
-#[derive(Default)]
 pub struct Ctx {
+    started: Instant,
+    upstream: Option<std::net::SocketAddr>,
     route: Option<Arc<Route>>,
     /// The backend this request is on now; its in-flight count includes us.
     current: Option<Arc<BackendStats>>,
@@ -53,7 +58,31 @@ pub struct Ctx {
     backend_id: Option<Arc<str>>,
 }
 
+impl Default for Ctx {
+    fn default() -> Ctx {
+        Ctx {
+            started: Instant::now(),
+            upstream: None,
+            route: None,
+            current: None,
+            start: 0,
+            attempt: 0,
+            response_started: false,
+            late_retry_used: false,
+            backend_id: None,
+        }
+    }
+}
+
 impl Ctx {
+    /// The route as metrics name it: host + path prefix; empty without one.
+    fn route_label(&self) -> String {
+        self.route
+            .as_ref()
+            .map(|r| format!("{}{}", r.host, r.prefix.as_str()))
+            .unwrap_or_default()
+    }
+
     fn untried_left(&self) -> bool {
         self.route
             .as_ref()
@@ -79,6 +108,8 @@ impl BerthProxy {
         conf: &ProxyConfig,
         https: Option<Arc<Https>>,
         tls_listener: bool,
+        metrics: Arc<Metrics>,
+        access_log: bool,
     ) -> BerthProxy {
         BerthProxy {
             snapshot,
@@ -89,6 +120,8 @@ impl BerthProxy {
             read_timeout: conf.read_timeout,
             idle_timeout: conf.idle_timeout,
             retry_after: conf.retry_after.as_secs().max(1).to_string(),
+            metrics,
+            access_log,
         }
     }
 
@@ -218,6 +251,7 @@ impl ProxyHttp for BerthProxy {
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         let id = backend.id.clone();
         ctx.backend_id = Some(id);
+        ctx.upstream = Some(backend.addr);
         ctx.switch_to(Some(stats));
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
@@ -240,9 +274,11 @@ impl ProxyHttp for BerthProxy {
                     .send(Input::ConnectFailures { id: id.to_string() });
             }
         }
+        self.metrics.connect_error(&ctx.route_label());
         // Nothing reached the backend: any request may go to the next one.
         if ctx.untried_left() {
             e.set_retry(true);
+            self.metrics.retry(&ctx.route_label());
         }
         e
     }
@@ -265,6 +301,7 @@ impl ProxyHttp for BerthProxy {
             // once, try it on another replica.
             ctx.late_retry_used = true;
             e.set_retry(true);
+            self.metrics.retry(&ctx.route_label());
         } else {
             // A stale pooled connection: Pingora's own rule.
             e.retry.decide_reuse(client_reused);
@@ -324,8 +361,34 @@ impl ProxyHttp for BerthProxy {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         ctx.switch_to(None);
+        let elapsed = ctx.started.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = ctx.route_label();
+        self.metrics.request(&route, status, elapsed.as_secs_f64());
+        if self.access_log && tracing::enabled!(target: "berth::access", tracing::Level::INFO) {
+            let req = session.req_header();
+            let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            info!(
+                target: "berth::access",
+                method = %req.method,
+                host = request_host(req).unwrap_or(""),
+                path = req.uri.path(),
+                status,
+                upstream,
+                duration_ms = (elapsed.as_secs_f64() * 1e5).round() / 100.0,
+                bytes = session.body_bytes_sent(),
+                client,
+                tls = self.tls_listener,
+                "request"
+            );
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
