@@ -5,6 +5,8 @@ CARGO ?= cargo
 # busybox-static is the test backend image, pebble the ACME server, curl the
 # HTTPS client of the TLS tests, bind9-dnsutils the `dig` of the DNS tests.
 TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils
+# From PyPI: schemathesis fuzzes the admin API against its OpenAPI document.
+PIP_PACKAGES := schemathesis
 # The side-by-side benchmark also runs nginx and haproxy, driven by wrk.
 BENCH_PACKAGES := cmake wrk nginx haproxy dnsperf dnsmasq-base
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
@@ -26,9 +28,10 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@for p in $(PIP_PACKAGES); do command -v $$p >/dev/null 2>&1 || { echo "installing $$p (PyPI)"; python3 -m pip install -q $$p; }; done
 
 bench-deps:
-	@$(MAKE) --no-print-directory deps TEST_PACKAGES="$(BENCH_PACKAGES)"
+	@$(MAKE) --no-print-directory deps TEST_PACKAGES="$(BENCH_PACKAGES)" PIP_PACKAGES=""
 
 test-images:
 	tests/image/build.sh

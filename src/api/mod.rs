@@ -488,4 +488,61 @@ mod tests {
             StatusCode::NOT_FOUND
         );
     }
+
+    #[tokio::test]
+    async fn every_documented_path_is_routed() {
+        use tower::ServiceExt;
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let (inputs, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let snapshot: SharedSnapshot = Arc::default();
+        let (_controller, deploys) = crate::deploy::Controller::new(
+            Arc::default(),
+            snapshot.clone(),
+            tokio::sync::watch::channel(0).1,
+            inputs.clone(),
+        );
+        let app = router(App {
+            config: Arc::default(),
+            snapshot,
+            inputs,
+            deploys,
+            token: Arc::from("t0123456789abcdef"),
+            certs: None,
+            dns: None,
+            metrics: Arc::default(),
+        });
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 20, "{}", paths.len());
+        for (path, ops) in paths {
+            let concrete = path
+                .replace("{name}", "none")
+                .replace("{id}", "none")
+                .replace("{service}", "none");
+            for method in ops.as_object().unwrap().keys() {
+                let req = axum::http::Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&concrete)
+                    .body(Body::empty())
+                    .unwrap();
+                let resp = app.clone().oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let body = String::from_utf8_lossy(&body);
+                assert!(
+                    !body.contains("no such endpoint") && status != StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}: {status} {body}"
+                );
+                let public = ops[method]["security"]
+                    .as_array()
+                    .is_some_and(|s| s.is_empty());
+                assert_eq!(
+                    status == StatusCode::UNAUTHORIZED,
+                    !public,
+                    "{method} {path} without a token: {status}"
+                );
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! See ../../../shared/TESTING.md for what this machine offers.
 
 mod acme;
+mod admin;
 mod check;
 mod deploy;
 mod dns;
