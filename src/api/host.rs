@@ -18,52 +18,11 @@ use super::{bad, stream, ApiError, App};
 use crate::deploy::{deployment_of, Kind, Request as DeployRequest};
 use crate::docker::ops::{self, OpError};
 use crate::plan::{ContainerInfo, Snapshot};
-use crate::world::BackendState;
-
-/// A container as the API lists it.
-#[derive(Debug, Serialize)]
-pub struct ContainerView {
-    pub name: String,
-    pub container_id: String,
-    pub image: String,
-    pub project: Option<String>,
-    pub service: Option<String>,
-    pub status: String,
-    pub health: Option<String>,
-    /// The backend state: ready, starting, draining, down, stopped.
-    pub state: BackendState,
-    /// berth routes HTTP to it (it has a host label).
-    pub routed: bool,
-    pub ports: Vec<String>,
-    pub networks: BTreeMap<String, Option<String>>,
-}
-
-impl From<&ContainerInfo> for ContainerView {
-    fn from(c: &ContainerInfo) -> ContainerView {
-        ContainerView {
-            name: c.name.clone(),
-            container_id: c.id.clone(),
-            image: c.image.clone(),
-            project: c.project.clone(),
-            service: c.service.clone(),
-            status: c.status.clone(),
-            health: c.health.clone(),
-            state: c.state,
-            routed: c.routed,
-            ports: c.ports.clone(),
-            networks: c
-                .networks
-                .iter()
-                .map(|(n, ip)| (n.clone(), ip.map(|ip| ip.to_string())))
-                .collect(),
-        }
-    }
-}
 
 #[derive(Debug, Serialize)]
 pub struct ServiceView {
     pub name: String,
-    pub containers: Vec<ContainerView>,
+    pub containers: Vec<ContainerInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,7 +53,7 @@ pub fn deployments(containers: &BTreeMap<String, ContainerInfo>) -> Vec<Deployme
                     cs.sort_by(|a, b| a.name.cmp(&b.name));
                     ServiceView {
                         name,
-                        containers: cs.into_iter().map(ContainerView::from).collect(),
+                        containers: cs.into_iter().cloned().collect(),
                     }
                 })
                 .collect(),
@@ -203,9 +162,9 @@ pub async fn list_deployments(State(app): State<App>) -> Json<Vec<DeploymentView
     Json(deployments(&app.snapshot.load().containers))
 }
 
-pub async fn list_containers(State(app): State<App>) -> Json<Vec<ContainerView>> {
+pub async fn list_containers(State(app): State<App>) -> Json<Vec<ContainerInfo>> {
     let s = app.snapshot.load();
-    let mut list: Vec<ContainerView> = s.containers.values().map(ContainerView::from).collect();
+    let mut list: Vec<ContainerInfo> = s.containers.values().cloned().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     Json(list)
 }
@@ -233,39 +192,46 @@ pub async fn stop_container(
     Path(target): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = params(&q, &["timeout"])?;
-    let timeout = timeout_param(&q)?;
-    let snap = app.snapshot.load_full();
-    let c = find(&snap, &target)?;
-    if c.status != "running" {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("container {}: not running ({})", c.name, c.status),
-        ));
-    }
-    ops::drain(&app.snapshot, &app.inputs, &c.id).await;
-    ops::stop(&docker(&app)?, &c.id, &c.name, timeout)
-        .await
-        .map_err(engine_error)?;
-    Ok(done(c, "stop"))
+    drained(app, target, q, "stop").await
 }
 
+/// As stop, then starts it again; a stopped container is just started.
 pub async fn restart_container(
     State(app): State<App>,
     Path(target): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    drained(app, target, q, "restart").await
+}
+
+async fn drained(
+    app: App,
+    target: String,
+    q: HashMap<String, String>,
+    action: &'static str,
+) -> Result<Json<Value>, ApiError> {
     let q = params(&q, &["timeout"])?;
     let timeout = timeout_param(&q)?;
     let snap = app.snapshot.load_full();
     let c = find(&snap, &target)?;
-    if c.status == "running" {
+    let running = c.status == "running";
+    if action == "stop" && !running {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("container {}: not running ({})", c.name, c.status),
+        ));
+    }
+    if running {
         ops::drain(&app.snapshot, &app.inputs, &c.id).await;
     }
-    ops::restart(&docker(&app)?, &c.id, &c.name, timeout)
-        .await
-        .map_err(engine_error)?;
-    Ok(done(c, "restart"))
+    let docker = docker(&app)?;
+    let result = if action == "stop" {
+        ops::stop(&docker, &c.id, &c.name, timeout).await
+    } else {
+        ops::restart(&docker, &c.id, &c.name, timeout).await
+    };
+    result.map_err(engine_error)?;
+    Ok(done(c, action))
 }
 
 fn timeout_param(q: &HashMap<String, String>) -> Result<i32, ApiError> {
@@ -484,6 +450,7 @@ pub async fn problems(State(app): State<App>) -> Json<Vec<ProblemView>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::world::BackendState;
 
     fn info(id: &str, name: &str, project: Option<&str>, service: Option<&str>) -> ContainerInfo {
         ContainerInfo {

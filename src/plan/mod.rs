@@ -40,9 +40,10 @@ pub struct Snapshot {
     pub generation: u64,
 }
 
-/// A container as `berth ps` shows it.
+/// A container as `berth ps` and the admin API show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ContainerInfo {
+    #[serde(rename = "container_id")]
     pub id: String,
     pub name: String,
     pub image: String,
@@ -56,6 +57,8 @@ pub struct ContainerInfo {
     pub routed: bool,
     pub ports: Vec<String>,
     pub networks: BTreeMap<String, Option<std::net::IpAddr>>,
+    /// Tells a restarted run from the one before (not shown).
+    #[serde(skip)]
     pub started_at: String,
 }
 
