@@ -360,12 +360,14 @@ impl Planner {
                     tls_hosts.insert(h.clone());
                 }
             }
+            let label = Arc::from(format!("{host}{}", prefix.as_str()));
             Route {
                 host,
                 prefix,
                 backends,
                 next,
                 tls,
+                label,
             }
         }));
         self.generation += 1;

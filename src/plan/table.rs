@@ -47,6 +47,9 @@ pub struct Route {
     pub next: Arc<AtomicUsize>,
     /// HTTPS wanted (not `tls=off`): redirected there once a certificate exists.
     pub tls: bool,
+    /// `host` + `prefix`, as metrics name the route (made once per snapshot,
+    /// not per request).
+    pub label: Arc<str>,
 }
 
 impl Route {
@@ -159,6 +162,7 @@ mod tests {
             }],
             next: Arc::default(),
             tls: true,
+            label: Arc::from(format!("{host}{prefix}")),
         }
     }
 

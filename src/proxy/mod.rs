@@ -76,11 +76,8 @@ impl Default for Ctx {
 
 impl Ctx {
     /// The route as metrics name it: host + path prefix; empty without one.
-    fn route_label(&self) -> String {
-        self.route
-            .as_ref()
-            .map(|r| format!("{}{}", r.host, r.prefix.as_str()))
-            .unwrap_or_default()
+    fn route_label(&self) -> &str {
+        self.route.as_ref().map_or("", |r| &r.label)
     }
 
     fn untried_left(&self) -> bool {
@@ -274,11 +271,11 @@ impl ProxyHttp for BerthProxy {
                     .send(Input::ConnectFailures { id: id.to_string() });
             }
         }
-        self.metrics.connect_error(&ctx.route_label());
+        self.metrics.connect_error(ctx.route_label());
         // Nothing reached the backend: any request may go to the next one.
         if ctx.untried_left() {
             e.set_retry(true);
-            self.metrics.retry(&ctx.route_label());
+            self.metrics.retry(ctx.route_label());
         }
         e
     }
@@ -301,7 +298,7 @@ impl ProxyHttp for BerthProxy {
             // once, try it on another replica.
             ctx.late_retry_used = true;
             e.set_retry(true);
-            self.metrics.retry(&ctx.route_label());
+            self.metrics.retry(ctx.route_label());
         } else {
             // A stale pooled connection: Pingora's own rule.
             e.retry.decide_reuse(client_reused);
@@ -365,8 +362,8 @@ impl ProxyHttp for BerthProxy {
         ctx.switch_to(None);
         let elapsed = ctx.started.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route_label();
-        self.metrics.request(&route, status, elapsed.as_secs_f64());
+        self.metrics
+            .request(ctx.route_label(), status, elapsed.as_secs_f64());
         if self.access_log && tracing::enabled!(target: "berth::access", tracing::Level::INFO) {
             let req = session.req_header();
             let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
