@@ -300,6 +300,18 @@ pub fn resolve(deployments: &Value, target: &str, project: Option<&str>) -> Resu
     ))
 }
 
+/// The deployment a container (by name) belongs to.
+fn deployment_of(deployments: &Value, container: &str) -> Option<String> {
+    deployments.as_array()?.iter().find_map(|d| {
+        let has = d["services"].as_array()?.iter().any(|s| {
+            s["containers"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["name"].as_str() == Some(container)))
+        });
+        has.then(|| d["name"].as_str().unwrap_or_default().to_string())
+    })
+}
+
 async fn target(client: &Client, target: &str, project: Option<&str>) -> Result<Target, ExitCode> {
     let deployments = client.get("/api/deployments").await.map_err(|e| fail(&e))?;
     resolve(&deployments, target, project).map_err(|e| {
@@ -338,16 +350,27 @@ pub async fn logs(
     follow: bool,
     tail: Option<String>,
 ) -> ExitCode {
-    let (deployment, service) = match target(client, what, project).await {
-        Ok(Target::Deployment { name, service }) => (name, service),
-        Ok(Target::Container(c)) => (c.clone(), None),
-        Err(code) => return code,
+    let deployments = match client.get("/api/deployments").await {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    let (deployment, service, container) = match resolve(&deployments, what, project) {
+        Ok(Target::Deployment { name, service }) => (name, service, None),
+        Ok(Target::Container(c)) => match deployment_of(&deployments, &c) {
+            Some(d) => (d, None, Some(c)),
+            None => (c.clone(), None, None),
+        },
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return ExitCode::from(3);
+        }
     };
     let path = format!(
         "/api/deployments/{}/logs{}",
         urlencode(&deployment),
         query(&[
             ("service", service),
+            ("container", container),
             ("tail", tail),
             ("follow", follow.then(|| "true".to_string())),
         ])
@@ -582,6 +605,8 @@ mod tests {
             Ok(Target::Container("blog-db-1".into()))
         );
         assert!(resolve(&d, "nope", None).is_err());
+        assert_eq!(deployment_of(&d, "shop-web-1"), Some("shop".into()));
+        assert_eq!(deployment_of(&d, "nope"), None);
         assert!(resolve(&d, "blog/nope", None).is_err());
     }
 }

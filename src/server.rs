@@ -60,10 +60,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 
     // DNS: bound now, so that a busy port stops berth with the key to change.
     let dns_sockets = crate::dns::bind(&config.dns).map_err(anyhow::Error::msg)?;
-    if !dns_sockets.is_empty() && config.dns.forward && config.dns.upstreams.is_empty() {
-        hickory_resolver::system_conf::read_system_conf().map_err(|e| {
-            anyhow::anyhow!("dns.upstreams is not set and the host's resolv.conf cannot be read ({e}): set dns.upstreams, or dns.forward: false")
-        })?;
+    if !dns_sockets.is_empty() && config.dns.forward {
+        crate::dns::check_upstreams(&config.dns).map_err(anyhow::Error::msg)?;
     }
 
     let config = Arc::new(config);

@@ -221,24 +221,29 @@ async fn drained(
             format!("container {}: not running ({})", c.name, c.status),
         ));
     }
-    if running {
-        ops::drain(&app.snapshot, &app.inputs, &c.id).await;
-    }
     let docker = docker(&app)?;
+    let drained = match running {
+        true => ops::drain(&app.snapshot, &app.inputs, &c.id).await,
+        false => None,
+    };
     let result = if action == "stop" {
         ops::stop(&docker, &c.id, &c.name, timeout).await
     } else {
         ops::restart(&docker, &c.id, &c.name, timeout).await
     };
     result.map_err(engine_error)?;
+    if let Some(d) = drained {
+        d.keep();
+    }
     Ok(done(c, action))
 }
 
-fn timeout_param(q: &HashMap<String, String>) -> Result<i32, ApiError> {
+/// `None`: the container's own stop timeout.
+fn timeout_param(q: &HashMap<String, String>) -> Result<Option<i32>, ApiError> {
     match q.get("timeout") {
-        None => Ok(10),
+        None => Ok(None),
         Some(v) => match v.parse::<i32>() {
-            Ok(t) if (0..=3600).contains(&t) => Ok(t),
+            Ok(t) if (0..=3600).contains(&t) => Ok(Some(t)),
             _ => Err(bad(format!("timeout: {v:?}: seconds between 0 and 3600"))),
         },
     }
@@ -262,12 +267,17 @@ pub async fn remove_container(
             ),
         ));
     }
-    if c.status == "running" {
-        ops::drain(&app.snapshot, &app.inputs, &c.id).await;
-    }
-    ops::remove(&docker(&app)?, &c.id, &c.name, force)
+    let docker = docker(&app)?;
+    let drained = match c.status == "running" {
+        true => ops::drain(&app.snapshot, &app.inputs, &c.id).await,
+        false => None,
+    };
+    ops::remove(&docker, &c.id, &c.name, force)
         .await
         .map_err(engine_error)?;
+    if let Some(d) = drained {
+        d.keep();
+    }
     Ok(done(c, "remove"))
 }
 
@@ -306,7 +316,7 @@ pub async fn logs(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let q = params(&q, &["service", "tail", "follow"])?;
+    let q = params(&q, &["service", "container", "tail", "follow"])?;
     let follow = flag(&q, "follow")?;
     let tail = match q.get("tail").map(String::as_str) {
         None | Some("all") => None,
@@ -323,6 +333,15 @@ pub async fn logs(
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
                 format!("service {s:?}: not in deployment {name:?}"),
+            ));
+        }
+    }
+    if let Some(only) = q.get("container") {
+        cs.retain(|c| &c.name == only);
+        if cs.is_empty() {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("container {only:?}: not in deployment {name:?}"),
             ));
         }
     }

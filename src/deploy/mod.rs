@@ -148,17 +148,6 @@ impl Deploys {
         (id, rx)
     }
 
-    fn update_replicas(&self, request: &Request, n: usize) {
-        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = h
-            .iter_mut()
-            .rev()
-            .find(|r| r.service == request.service && r.finished_unix.is_none())
-        {
-            r.replicas = n;
-        }
-    }
-
     fn update(&self, id: u64, f: impl FnOnce(&mut Record)) {
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = h.iter_mut().find(|r| r.id == id) {
@@ -251,7 +240,7 @@ impl Controller {
             }
         };
         if let Kind::Restart = request.kind {
-            let result = self.restart(&docker, &request, &say).await;
+            let result = self.restart(&docker, id, &request, &say).await;
             let (status, message) = match result {
                 Ok(n) => (Status::Completed, format!("{n} containers restarted")),
                 Err(e) => (Status::Failed, e),
@@ -344,71 +333,96 @@ impl Controller {
     async fn restart(
         &self,
         docker: &Docker,
+        id: u64,
         request: &Request,
         say: &impl Fn(Status, String),
     ) -> Result<usize, String> {
+        let say = |status: Status, message: String| {
+            self.deploys.update(id, |r| r.status = status.to_string());
+            say(status, message);
+        };
         let snap = self.snapshot.load_full();
         let mut targets: Vec<_> = snap
             .containers
             .values()
             .filter(|c| deployment_of(c) == request.service && c.status == "running")
-            .cloned()
+            .map(|c| (c.id.clone(), c.name.clone(), c.service.clone()))
             .collect();
-        targets.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        targets.sort_by(|a, b| (&a.2, &a.1).cmp(&(&b.2, &b.1)));
         if targets.is_empty() {
             return Err(format!(
                 "deployment {} has no running container",
                 request.service
             ));
         }
-        self.deploys.update_replicas(request, targets.len());
+        self.deploys.update(id, |r| r.replicas = targets.len());
         let timeout = request
             .health_timeout
             .unwrap_or(self.config.deploy.health_timeout);
-        for c in &targets {
-            if c.routed {
-                say(Status::Draining, format!("draining {}", c.name));
-                let open = ops::drain(&self.snapshot, &self.inputs, &c.id).await;
-                if open > 0 {
+        let mut restarted = 0;
+        for (cid, name, _) in &targets {
+            // As it is now, not as it was when the restart began.
+            let Some(before) = self.snapshot.load().containers.get(cid).cloned() else {
+                say(Status::Starting, format!("{name} is gone: skipped"));
+                continue;
+            };
+            if before.status != "running" {
+                say(
+                    Status::Starting,
+                    format!("{name} is {}: skipped", before.status),
+                );
+                continue;
+            }
+            let drained = if before.routed {
+                say(Status::Draining, format!("draining {name}"));
+                let d = ops::drain(&self.snapshot, &self.inputs, cid).await;
+                if let Some(open) = d.as_ref().map(|d| d.open).filter(|&n| n > 0) {
                     say(
                         Status::Draining,
-                        format!("{}: drain timeout with {open} requests open", c.name),
+                        format!("{name}: drain timeout with {open} requests open"),
                     );
                 }
-            }
-            say(Status::Starting, format!("restarting {}", c.name));
-            ops::restart(docker, &c.id, &c.name, 10)
+                d
+            } else {
+                None
+            };
+            say(Status::Starting, format!("restarting {name}"));
+            // The container's own stop timeout (compose stop_grace_period).
+            ops::restart(docker, cid, name, None)
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(d) = drained {
+                d.keep();
+            }
             say(
                 Status::WaitingHealthy,
-                format!("waiting for {} to be ready", c.name),
+                format!("waiting for {name} to be ready"),
             );
             let mut notify = self.notify.clone();
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 let now = self.snapshot.load();
-                let state = now.containers.get(&c.id);
-                match state {
-                    Some(n) if n.started_at != c.started_at && n.state == BackendState::Ready => {
+                match now.containers.get(cid) {
+                    Some(n)
+                        if n.started_at != before.started_at && n.state == BackendState::Ready =>
+                    {
                         break
                     }
-                    Some(n) if n.started_at != c.started_at && n.status == "exited" => {
-                        return Err(format!("{} exited after its restart", c.name));
+                    Some(n) if n.started_at != before.started_at && n.status == "exited" => {
+                        return Err(format!("{name} exited after its restart"));
                     }
-                    None => return Err(format!("{} was removed during its restart", c.name)),
+                    None => return Err(format!("{name} was removed during its restart")),
                     _ => {}
                 }
                 if tokio::time::Instant::now() >= deadline {
                     let last = now
                         .backends
-                        .get(&c.id)
+                        .get(cid)
                         .and_then(|b| b.check.clone().or_else(|| b.health.clone()))
                         .map(|h| format!(" (last health: {h})"))
                         .unwrap_or_default();
                     return Err(format!(
-                        "{} was not ready {timeout:?} after its restart{last}",
-                        c.name
+                        "{name} was not ready {timeout:?} after its restart{last}"
                     ));
                 }
                 tokio::select! {
@@ -416,9 +430,10 @@ impl Controller {
                     _ = tokio::time::sleep_until(deadline) => {}
                 }
             }
-            say(Status::Switching, format!("{} is ready", c.name));
+            restarted += 1;
+            say(Status::Switching, format!("{name} is ready"));
         }
-        Ok(targets.len())
+        Ok(restarted)
     }
 
     fn perform(

@@ -67,6 +67,8 @@ impl DnsCounters {
 /// How long a query from an unknown container may wait for the snapshot
 /// that knows it.
 const LEARN_WAIT: Duration = Duration::from_secs(1);
+/// How long a source that stayed unknown is answered without that wait.
+const UNKNOWN_FOR: Duration = Duration::from_secs(60);
 
 /// Answers one query at a time; hickory's `Server` owns the sockets.
 pub struct Handler {
@@ -81,6 +83,8 @@ pub struct Handler {
     resolver: Option<TokioResolver>,
     /// Rotates the answers, one step per query.
     next: AtomicUsize,
+    /// Sources that stayed unknown after [`LEARN_WAIT`], and when.
+    unknown: Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
     counters: Arc<DnsCounters>,
 }
 
@@ -129,6 +133,7 @@ impl Handler {
             allow: config.allow.clone(),
             resolver,
             next: AtomicUsize::new(0),
+            unknown: Mutex::default(),
             counters,
         })
     }
@@ -138,7 +143,8 @@ impl Handler {
     }
 
     async fn reply(&self, request: &Request) -> Reply {
-        let src = request.src().ip();
+        // An IPv4 client of a dual-stack `[::]` socket arrives as ::ffff:a.b.c.d.
+        let src = request.src().ip().to_canonical();
         let snapshot = self.snapshot.load_full();
         if !self.allow.allows(src, &snapshot.dns.subnets) {
             debug!(%src, "DNS query from a source outside dns.allow: refused");
@@ -223,6 +229,17 @@ impl Handler {
     /// snapshot yet; when the answer depends on its project, wait a little
     /// for the watcher to publish it rather than answer another project's.
     async fn learn(&self, src: IpAddr) -> Arc<Snapshot> {
+        // The host itself (a bridge gateway), or a source that stayed unknown
+        // a moment ago (a container berth does not see): no wait.
+        let recently = self
+            .unknown
+            .lock()
+            .ok()
+            .and_then(|u| u.get(&src).copied())
+            .is_some_and(|t| t.elapsed() < UNKNOWN_FOR);
+        if recently || std::net::UdpSocket::bind((src, 0)).is_ok() {
+            return self.snapshot.load_full();
+        }
         let mut rx = self.notified.clone();
         let wait = async {
             loop {
@@ -239,6 +256,10 @@ impl Handler {
             Ok(s) => s,
             Err(_) => {
                 debug!(%src, "DNS query from an address berth does not know: answering for every project");
+                if let Ok(mut u) = self.unknown.lock() {
+                    u.retain(|_, t| t.elapsed() < UNKNOWN_FOR);
+                    u.insert(src, std::time::Instant::now());
+                }
                 self.snapshot.load_full()
             }
         }
@@ -284,7 +305,12 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
-        let reply = self.reply(request).await;
+        let bad_version = request.edns.as_ref().is_some_and(|e| e.version() > 0);
+        let reply = if bad_version {
+            Reply::code(ResponseCode::BADVERS)
+        } else {
+            self.reply(request).await
+        };
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = reply.code;
         metadata.authoritative = reply.authoritative;
@@ -317,6 +343,48 @@ impl RequestHandler for Handler {
             }
         }
     }
+}
+
+/// The upstreams forwarding would use (`dns.upstreams`, else resolv.conf),
+/// refused when one of them is berth itself: every forwarded query would come
+/// back, from an allowed source, until timeouts end it.
+pub fn check_upstreams(config: &DnsConfig) -> Result<(), String> {
+    let (upstreams, origin): (Vec<SocketAddr>, &str) = if config.upstreams.is_empty() {
+        let (conf, _) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+            format!("dns.upstreams is not set and the host's resolv.conf cannot be read ({e}): set dns.upstreams, or dns.forward: false")
+        })?;
+        let list = conf
+            .name_servers()
+            .iter()
+            .flat_map(|ns| {
+                ns.connections
+                    .iter()
+                    .map(move |c| SocketAddr::new(ns.ip, c.port))
+            })
+            .collect();
+        (list, "the host's resolv.conf")
+    } else {
+        (config.upstreams.clone(), "dns.upstreams")
+    };
+    for up in upstreams {
+        let up_ip = up.ip().to_canonical();
+        let is_local = up_ip.is_loopback() || std::net::UdpSocket::bind((up_ip, 0)).is_ok();
+        let ours = config.listen.iter().any(|l| {
+            l.port() == up.port() && (l.ip() == up_ip || (l.ip().is_unspecified() && is_local))
+        });
+        if ours {
+            return Err(format!(
+                "dns.listen {}: {origin} sends queries to {up}, which is berth itself: forwarded queries would loop; set dns.upstreams to the real resolvers, or dns.forward: false",
+                config
+                    .listen
+                    .iter()
+                    .map(SocketAddr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Builds the forwarding resolver: `dns.upstreams`, or the host's resolv.conf.
@@ -379,8 +447,9 @@ pub fn bind(config: &DnsConfig) -> Result<Vec<Sockets>, String> {
         .listen
         .iter()
         .map(|&addr| {
-            let udp = std::net::UdpSocket::bind(addr)
-                .map_err(|e| format!("dns.listen {addr}: cannot listen (UDP): {e}"))?;
+            let udp = std::net::UdpSocket::bind(addr).map_err(|e| {
+                format!("dns.listen {addr}: cannot listen (UDP): {e} (another DNS or mDNS server on that port?): set dns.listen to a free address, or off")
+            })?;
             let tcp = std::net::TcpListener::bind(addr)
                 .map_err(|e| format!("dns.listen {addr}: cannot listen (TCP): {e}"))?;
             udp.set_nonblocking(true)
@@ -457,3 +526,22 @@ impl DnsService {
 }
 
 crate::background_until_shutdown!(DnsService);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_that_is_berth_itself_is_refused() {
+        let mut c = Config::default().dns;
+        c.listen = vec!["0.0.0.0:5399".parse().unwrap()];
+        c.upstreams = vec!["127.0.0.1:5399".parse().unwrap()];
+        let e = check_upstreams(&c).unwrap_err();
+        assert!(e.contains("127.0.0.1:5399") && e.contains("loop"), "{e}");
+        c.upstreams = vec![
+            "127.0.0.1:53".parse().unwrap(),
+            "10.1.2.3:5399".parse().unwrap(),
+        ];
+        assert_eq!(check_upstreams(&c), Ok(()));
+    }
+}

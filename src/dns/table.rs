@@ -32,6 +32,9 @@ struct Asker {
 pub struct DnsTable {
     /// Name relative to the zone, lowercase → the containers it names.
     names: HashMap<String, Vec<Target>>,
+    /// Names that exist only because names below them do (`blog` of
+    /// `web.blog`): NODATA, not NXDOMAIN (RFC 8020).
+    parents: std::collections::HashSet<String>,
     askers: HashMap<IpAddr, Asker>,
     /// The subnets of the Docker networks berth's containers are on.
     pub subnets: Vec<IpNet>,
@@ -59,6 +62,11 @@ impl DnsTable {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() {
             return;
+        }
+        let mut rest = name.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            self.parents.insert(parent.to_string());
+            rest = parent;
         }
         let list = self.names.entry(name).or_default();
         if !list.contains(&target) {
@@ -115,7 +123,9 @@ impl DnsTable {
     /// of them gets its own project's; and a container gets the addresses on
     /// networks it shares with the target, when there are any.
     pub fn lookup(&self, name: &str, from: IpAddr) -> Option<Vec<IpAddr>> {
-        let targets = self.names.get(name)?;
+        let Some(targets) = self.names.get(name) else {
+            return self.parents.contains(name).then(Vec::new);
+        };
         let asker = self.askers.get(&from);
         let own = asker.and_then(|a| a.project.as_deref());
         let same_project = |t: &&Target| own.is_some() && t.project.as_deref() == own;
@@ -217,9 +227,16 @@ mod tests {
         assert!(!t.depends_on_asker("web"), "one project");
         assert_eq!(t.lookup("db", HOST), Some(vec![]), "known, nothing ready");
         assert_eq!(t.lookup("nope", HOST), None);
+        t.insert("web.blog", target("blog-web-1", Some("blog"), true, &[]));
+        assert_eq!(
+            t.lookup("blog", HOST),
+            Some(vec![]),
+            "an empty non-terminal"
+        );
+        assert_eq!(t.lookup("log", HOST), None);
         t.add_asker(Some("blog"), &[a]);
         assert_eq!(t.subnets, vec!["172.20.0.0/16".parse::<IpNet>().unwrap()]);
-        assert_eq!(t.len(), 2);
+        assert_eq!(t.len(), 3);
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub enum Input {
     Probe { id: String, ok: bool },
     /// Take no new requests (rollout, scale, admin drain).
     Drain { id: String },
+    /// Back in rotation: what the drain was for did not happen.
+    Undrain { id: String },
 }
 
 pub type Inputs = mpsc::UnboundedSender<Input>;
@@ -298,6 +300,7 @@ impl Watcher {
                 }
                 None => false,
             },
+            Input::Undrain { id } => st.signals.drain.remove(&id).is_some(),
         };
         if changed {
             self.publish(st, None);

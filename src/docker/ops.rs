@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use bollard::container::LogOutput;
 use bollard::models::ContainerStatsResponse;
 use bollard::query_parameters::{
     LogsOptions, RemoveContainerOptions, RestartContainerOptions, StartContainerOptions,
@@ -47,17 +48,49 @@ fn op_error(what: &str, name: &str, e: bollard::errors::Error) -> OpError {
     }
 }
 
+/// A drain in force. Dropped without [`Drained::keep`] (the stop or restart
+/// it was for failed, or the caller went away), it puts the container back in
+/// rotation.
+pub struct Drained {
+    id: String,
+    inputs: Inputs,
+    /// Requests still open when the wait ended (drain timeout).
+    pub open: usize,
+    kept: bool,
+}
+
+impl Drained {
+    /// The action went through: the drain lasts until the container's run ends.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = self.inputs.send(Input::Undrain {
+                id: std::mem::take(&mut self.id),
+            });
+        }
+    }
+}
+
 /// Takes a routed, running container out of rotation and waits until the
 /// proxy has stopped sending it requests and its in-flight ones are done, or
-/// its drain timeout passed. Returns how many requests were still open.
-pub async fn drain(snapshot: &SharedSnapshot, inputs: &Inputs, id: &str) -> usize {
-    let Some(b) = snapshot.load().backends.get(id).cloned() else {
-        return 0;
-    };
+/// its drain timeout passed. `None`: berth does not route it.
+pub async fn drain(snapshot: &SharedSnapshot, inputs: &Inputs, id: &str) -> Option<Drained> {
+    let b = snapshot.load().backends.get(id).cloned()?;
     if b.state == BackendState::Stopped {
-        return 0;
+        return None;
     }
     let _ = inputs.send(Input::Drain { id: id.to_string() });
+    let mut guard = Drained {
+        id: id.to_string(),
+        inputs: inputs.clone(),
+        open: 0,
+        kept: false,
+    };
     let deadline = Instant::now() + b.drain_timeout;
     loop {
         let snap = snapshot.load();
@@ -65,9 +98,9 @@ pub async fn drain(snapshot: &SharedSnapshot, inputs: &Inputs, id: &str) -> usiz
             .backends
             .get(id)
             .is_none_or(|b| b.state != BackendState::Ready);
-        let open = b.stats.inflight.load(std::sync::atomic::Ordering::Relaxed);
-        if (draining && open == 0) || Instant::now() >= deadline {
-            return open;
+        guard.open = b.stats.inflight.load(std::sync::atomic::Ordering::Relaxed);
+        if (draining && guard.open == 0) || Instant::now() >= deadline {
+            return Some(guard);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -80,12 +113,19 @@ pub async fn start(docker: &Docker, id: &str, name: &str) -> Result<(), OpError>
         .map_err(|e| op_error("start", name, e))
 }
 
-pub async fn stop(docker: &Docker, id: &str, name: &str, timeout: i32) -> Result<(), OpError> {
+/// `timeout`: seconds the process gets after its stop signal; `None`: the
+/// container's own stop timeout (compose `stop_grace_period`).
+pub async fn stop(
+    docker: &Docker,
+    id: &str,
+    name: &str,
+    timeout: Option<i32>,
+) -> Result<(), OpError> {
     docker
         .stop_container(
             id,
             Some(StopContainerOptions {
-                t: Some(timeout),
+                t: timeout,
                 signal: None,
             }),
         )
@@ -93,12 +133,17 @@ pub async fn stop(docker: &Docker, id: &str, name: &str, timeout: i32) -> Result
         .map_err(|e| op_error("stop", name, e))
 }
 
-pub async fn restart(docker: &Docker, id: &str, name: &str, timeout: i32) -> Result<(), OpError> {
+pub async fn restart(
+    docker: &Docker,
+    id: &str,
+    name: &str,
+    timeout: Option<i32>,
+) -> Result<(), OpError> {
     docker
         .restart_container(
             id,
             Some(RestartContainerOptions {
-                t: Some(timeout),
+                t: timeout,
                 signal: None,
             }),
         )
@@ -121,7 +166,9 @@ pub async fn remove(docker: &Docker, id: &str, name: &str, force: bool) -> Resul
 }
 
 /// The container's log lines (stdout and stderr), each prefixed with
-/// `prefix`; with `follow`, new lines as they are written.
+/// `prefix`; with `follow`, new lines as they are written. Chunks are cut into
+/// whole lines per stream (stdout and stderr apart); a last line without a
+/// newline is still shown when the log ends.
 pub fn logs(
     docker: &Docker,
     id: &str,
@@ -129,33 +176,78 @@ pub fn logs(
     tail: Option<u64>,
     follow: bool,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
-    let stream = docker.logs(
-        id,
-        Some(LogsOptions {
-            follow,
-            stdout: true,
-            stderr: true,
-            tail: tail.map_or("all".to_string(), |t| t.to_string()),
-            ..Default::default()
-        }),
-    );
-    let mut partial = Vec::new();
-    stream
-        .take_while(|r| std::future::ready(r.is_ok()))
-        .filter_map(move |r| {
-            let out = r.ok().map(|chunk| {
-                // Chunks are not always whole lines: keep the remainder.
-                partial.extend_from_slice(chunk.as_ref());
-                let mut lines = Vec::new();
-                while let Some(n) = partial.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = partial.drain(..=n).collect();
-                    lines.extend_from_slice(prefix.as_bytes());
-                    lines.extend_from_slice(&line);
+    let stream = docker
+        .logs(
+            id,
+            Some(LogsOptions {
+                follow,
+                stdout: true,
+                stderr: true,
+                tail: tail.map_or("all".to_string(), |t| t.to_string()),
+                ..Default::default()
+            }),
+        )
+        .boxed();
+    let lines = Lines {
+        prefix,
+        partial: [Vec::new(), Vec::new()],
+    };
+    futures_util::stream::unfold(Some((stream, lines)), |state| async move {
+        let (mut stream, mut lines) = state?;
+        loop {
+            match stream.next().await {
+                Some(Ok(chunk)) => {
+                    let out = lines.push(&chunk);
+                    if !out.is_empty() {
+                        return Some((out, Some((stream, lines))));
+                    }
                 }
-                Bytes::from(lines)
-            });
-            std::future::ready(out.filter(|b| !b.is_empty()))
-        })
+                // The end, or the engine went away: what is left, then stop.
+                _ => {
+                    let rest = lines.finish();
+                    return (!rest.is_empty()).then_some((rest, None));
+                }
+            }
+        }
+    })
+}
+
+/// Cuts log chunks into prefixed lines, one buffer per stream.
+struct Lines {
+    prefix: String,
+    /// stdout (and console), stderr.
+    partial: [Vec<u8>; 2],
+}
+
+impl Lines {
+    fn push(&mut self, chunk: &LogOutput) -> Bytes {
+        let (i, data) = match chunk {
+            LogOutput::StdErr { message } => (1, message),
+            LogOutput::StdOut { message }
+            | LogOutput::Console { message }
+            | LogOutput::StdIn { message } => (0, message),
+        };
+        let buf = &mut self.partial[i];
+        buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(n) = buf.iter().position(|&b| b == b'\n') {
+            out.extend_from_slice(self.prefix.as_bytes());
+            out.extend(buf.drain(..=n));
+        }
+        Bytes::from(out)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        for buf in &mut self.partial {
+            if !buf.is_empty() {
+                out.extend_from_slice(self.prefix.as_bytes());
+                out.append(buf);
+                out.push(b'\n');
+            }
+        }
+        Bytes::from(out)
+    }
 }
 
 /// One container's resource use, as `docker stats` shows it.
@@ -292,6 +384,47 @@ mod tests {
             online_cpus: Some(2),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn a_drain_not_kept_is_undone() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let guard = |id: &str| Drained {
+            id: id.into(),
+            inputs: tx.clone(),
+            open: 0,
+            kept: false,
+        };
+        drop(guard("failed-stop"));
+        guard("stopped").keep();
+        match rx.try_recv() {
+            Ok(Input::Undrain { id }) => assert_eq!(id, "failed-stop"),
+            other => panic!("{other:?}"),
+        }
+        assert!(rx.try_recv().is_err(), "a kept drain stays");
+    }
+
+    #[test]
+    fn log_chunks_become_whole_prefixed_lines_per_stream() {
+        let mut l = Lines {
+            prefix: "web-1 | ".into(),
+            partial: [Vec::new(), Vec::new()],
+        };
+        let out = |m: &str| LogOutput::StdOut {
+            message: Bytes::from(m.to_string()),
+        };
+        let err = |m: &str| LogOutput::StdErr {
+            message: Bytes::from(m.to_string()),
+        };
+        assert_eq!(l.push(&out("one\ntw")), "web-1 | one\n");
+        assert_eq!(l.push(&err("oops\n")), "web-1 | oops\n", "stderr apart");
+        assert_eq!(l.push(&out("o\nthree")), "web-1 | two\n");
+        assert_eq!(
+            l.finish(),
+            "web-1 | three\n",
+            "the last line without newline"
+        );
+        assert_eq!(l.finish(), "");
     }
 
     #[test]

@@ -220,6 +220,10 @@ async fn ps_logs_and_stats_follow_the_engine() {
     let text = String::from_utf8_lossy(&got).to_string();
     assert!(text.contains(&format!("{web_name} | {marker}")), "{text}");
     let _ = follow.kill().await;
+    // By container name too (a compose container: its project's logs, that one only).
+    let (code, out, err) = cli(&admin, &["logs", &web_name, "--tail", "5"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{web_name} | {marker}")), "{out}");
 
     // stats: non-zero memory of the running container.
     let (code, out, err) = cli(&admin, &["stats", "--json"]).await;
