@@ -312,12 +312,20 @@ fn deployment_of(deployments: &Value, container: &str) -> Option<String> {
     })
 }
 
-async fn target(client: &Client, target: &str, project: Option<&str>) -> Result<Target, ExitCode> {
+/// The deployments, and what TARGET names among them; exit code 3 when nothing.
+async fn target(
+    client: &Client,
+    target: &str,
+    project: Option<&str>,
+) -> Result<(Target, Value), ExitCode> {
     let deployments = client.get("/api/deployments").await.map_err(|e| fail(&e))?;
-    resolve(&deployments, target, project).map_err(|e| {
-        eprintln!("berth: {e}");
-        ExitCode::from(3)
-    })
+    match resolve(&deployments, target, project) {
+        Ok(t) => Ok((t, deployments)),
+        Err(e) => {
+            eprintln!("berth: {e}");
+            Err(ExitCode::from(3))
+        }
+    }
 }
 
 fn query(pairs: &[(&str, Option<String>)]) -> String {
@@ -350,20 +358,13 @@ pub async fn logs(
     follow: bool,
     tail: Option<String>,
 ) -> ExitCode {
-    let deployments = match client.get("/api/deployments").await {
-        Ok(v) => v,
-        Err(e) => return fail(&e),
-    };
-    let (deployment, service, container) = match resolve(&deployments, what, project) {
-        Ok(Target::Deployment { name, service }) => (name, service, None),
-        Ok(Target::Container(c)) => match deployment_of(&deployments, &c) {
+    let (deployment, service, container) = match target(client, what, project).await {
+        Ok((Target::Deployment { name, service }, _)) => (name, service, None),
+        Ok((Target::Container(c), deployments)) => match deployment_of(&deployments, &c) {
             Some(d) => (d, None, Some(c)),
             None => (c.clone(), None, None),
         },
-        Err(e) => {
-            eprintln!("berth: {e}");
-            return ExitCode::from(3);
-        }
+        Err(code) => return code,
     };
     let path = format!(
         "/api/deployments/{}/logs{}",
@@ -473,8 +474,8 @@ pub async fn act(
     project: Option<&str>,
     json: bool,
 ) -> ExitCode {
-    let t = match target(client, what, project).await {
-        Ok(t) => t,
+    let (t, deployments) = match target(client, what, project).await {
+        Ok(found) => found,
         Err(code) => return code,
     };
     let containers: Vec<String> = match &t {
@@ -486,10 +487,6 @@ pub async fn act(
             return rolling_restart(client, name, json).await;
         }
         Target::Deployment { name, service } => {
-            let deployments = match client.get("/api/deployments").await {
-                Ok(v) => v,
-                Err(e) => return fail(&e),
-            };
             let mut out = Vec::new();
             for d in deployments.as_array().into_iter().flatten() {
                 if d["name"].as_str() != Some(name.as_str()) {

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::{bad, stream, ApiError, App};
 use crate::deploy::{deployment_of, Kind, Request as DeployRequest};
 use crate::docker::ops::{self, OpError};
-use crate::plan::{ContainerInfo, Snapshot};
+use crate::plan::{ContainerInfo, Problem, Snapshot};
 
 #[derive(Debug, Serialize)]
 pub struct ServiceView {
@@ -439,31 +439,8 @@ pub async fn routes(State(app): State<App>) -> Json<Vec<RouteView>> {
     Json(list)
 }
 
-#[derive(Serialize)]
-pub struct ProblemView {
-    pub container: String,
-    pub container_id: String,
-    pub key: String,
-    pub value: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-pub async fn problems(State(app): State<App>) -> Json<Vec<ProblemView>> {
-    let s = app.snapshot.load();
-    Json(
-        s.problems
-            .iter()
-            .map(|p| ProblemView {
-                container: p.container.clone(),
-                container_id: p.container_id.clone(),
-                key: p.key.clone(),
-                value: p.value.clone(),
-                message: p.message.clone(),
-                hint: p.hint.clone(),
-            })
-            .collect(),
-    )
+pub async fn problems(State(app): State<App>) -> Json<Vec<Problem>> {
+    Json(app.snapshot.load().problems.clone())
 }
 
 #[cfg(test)]

@@ -49,6 +49,25 @@ pub struct App {
     pub metrics: Arc<Metrics>,
 }
 
+impl App {
+    /// ACME state per host (empty without ACME).
+    fn cert_list(&self) -> Vec<HostStatus> {
+        self.certs
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// The recent rollouts, scale runs and restarts.
+    fn history(&self) -> Vec<crate::deploy::Record> {
+        self.deploys
+            .history
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// An error answer: `{"error": "..."}` with a status.
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
@@ -103,17 +122,8 @@ pub fn router(app: App) -> Router {
 /// Prometheus text format.
 async fn metrics(State(app): State<App>) -> Response {
     let snapshot = app.snapshot.load_full();
-    let deploys = app
-        .deploys
-        .history
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_default();
-    let certs: Vec<HostStatus> = app
-        .certs
-        .as_ref()
-        .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
-        .unwrap_or_default();
+    let deploys = app.history();
+    let certs = app.cert_list();
     let text = app.metrics.render(&crate::metrics::Scrape {
         snapshot: &snapshot,
         deploys: &deploys,
@@ -242,12 +252,7 @@ async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
 
 /// ACME state per host: valid until, last error, next attempt.
 async fn certificates(State(app): State<App>) -> Json<serde_json::Value> {
-    let list: Vec<HostStatus> = app
-        .certs
-        .as_ref()
-        .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
-        .unwrap_or_default();
-    Json(json!(list))
+    Json(json!(app.cert_list()))
 }
 
 /// The internal zone: every name, the addresses it answers (Ready only) and
@@ -277,13 +282,7 @@ async fn dns_records(State(app): State<App>) -> Result<Json<serde_json::Value>, 
 }
 
 async fn rollouts(State(app): State<App>) -> Json<serde_json::Value> {
-    let h = app
-        .deploys
-        .history
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_default();
-    Json(json!(h))
+    Json(json!(app.history()))
 }
 
 #[derive(Deserialize, Default)]

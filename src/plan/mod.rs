@@ -136,7 +136,7 @@ pub struct CheckTarget {
 }
 
 /// A bad label or an unroutable container, attached to that container only.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     pub container: String,
     pub container_id: String,
