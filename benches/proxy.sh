@@ -9,6 +9,7 @@
 # two cores, where the rig itself saturates. Last line: berth/nginx ratios.
 #
 #   benches/proxy.sh            # RUNS=5 DURATION=10 CONNS=50 by default
+#   BASELINE=/tmp/berth-old benches/proxy.sh   # also another berth build, side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -27,6 +27,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BERTH = os.path.join(os.getcwd(), "target/dist/berth")
+# Another berth binary (say, the commit before a change), measured in the
+# same run as "base": the last line then gives this build against it.
+BASELINE = os.environ.get("BASELINE")
+if BASELINE:
+    PORTS["base"] = 18083
 
 work = tempfile.mkdtemp(prefix="berth-bench-")
 procs = []
@@ -130,6 +135,34 @@ def make_cert():
     return certs, crt, key
 
 
+def berth_conf(name, certs, tls):
+    """A berth config routing HOST to the backends, on PORTS[name]."""
+    path = os.path.join(work, f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(f"""http:
+  listen: 127.0.0.1:{PORTS[name]}
+docker:
+  host: unix://{work}/no-docker.sock
+proxy:
+  threads: 1
+tls:
+  listen: {f"127.0.0.1:{TLS_PORTS[name]}" if tls else '"off"'}
+  certs_dir: {certs}
+  redirect: false
+admin:
+  listen: "off"
+dns:
+  listen: "off"
+routes:
+  - host: {HOST}
+    backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
+log:
+  level: error
+  access: false
+""")
+    return path
+
+
 def main():
     backend = start("backends", [NGINX, "-c", nginx_conf("backends", "\n".join(
         f"server {{ listen 127.0.0.1:{p} reuseport; location / {{ return 200 'ok\\n'; }} }}" for p in BACKENDS))], LOAD_CPU)
@@ -165,29 +198,11 @@ backend be
   balance roundrobin
 """ + "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(BACKENDS)))
     haproxy = start("haproxy", [HAPROXY, "-f", hap_cfg], PROXY_CPU)
-    berth_cfg = os.path.join(work, "berth.yaml")
-    with open(berth_cfg, "w") as f:
-        f.write(f"""http:
-  listen: 127.0.0.1:{PORTS['berth']}
-docker:
-  host: unix://{work}/no-docker.sock
-proxy:
-  threads: 1
-tls:
-  listen: {f"127.0.0.1:{TLS_PORTS['berth']}" if TLS else '"off"'}
-  certs_dir: {certs}
-  redirect: false
-admin:
-  listen: "off"
-routes:
-  - host: {HOST}
-    backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
-log:
-  level: error
-  access: false
-""")
-    berth = start("berth", [BERTH, "serve", "--config", berth_cfg], PROXY_CPU)
+    berth = start("berth", [BERTH, "serve", "--config", berth_conf("berth", certs, TLS)], PROXY_CPU)
     pids = {"direct": None, "berth": berth.pid, "nginx": nginx.pid, "haproxy": haproxy.pid}
+    if BASELINE:
+        base = start("base", [BASELINE, "serve", "--config", berth_conf("base", certs, False)], PROXY_CPU)
+        pids["base"] = base.pid
     for name, port in PORTS.items():
         wait_port(port)
     # (name, port, scheme, close, pid)
@@ -239,6 +254,9 @@ log:
             b, o = med[f"berth-{kind}"], med[f"nginx-{kind}"]
             print(f"berth/nginx {kind}: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")
     b = med["berth"]
+    if BASELINE:
+        o = med["base"]
+        print(f"berth/base: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")
     for peer in ("haproxy", "nginx"):
         o = med[peer]
         print(f"berth/{peer}: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")

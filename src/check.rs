@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::docker::{connect, list_and_inspect, DockerError};
+use crate::engine::Engine;
+use crate::error::CallError;
 use crate::plan::{Planner, Snapshot};
 use crate::world::Signals;
 
-pub async fn check(config: &Config) -> Result<(usize, Snapshot), DockerError> {
-    let docker = connect(config)?;
-    let world = list_and_inspect(&docker, config).await?;
+pub async fn check(config: &Config) -> Result<(usize, Snapshot), CallError> {
+    let world = Engine::new(&config.docker).list().await?;
     let snapshot = Planner::new(Arc::new(config.clone())).build(&world, &Signals::default());
     Ok((world.len(), snapshot))
 }

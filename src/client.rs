@@ -1,51 +1,21 @@
-//! The CLI's client of the admin API: JSON requests with the bearer token, and
-//! NDJSON progress streams read line by line as they arrive.
+//! The CLI's client of the admin API: requests with the bearer token, answers
+//! deserialised into the types the server serialises, and NDJSON progress
+//! streams read line by line as they arrive. Every failure is a
+//! [`CallError`], whose status decides the CLI's exit code.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::api::token::client_token;
+use crate::api::ErrorBody;
 use crate::config::Config;
-
-/// Why a call to the admin API did not succeed.
-#[derive(Debug)]
-pub struct ClientError {
-    /// The API's HTTP status; `None`: it was not reached.
-    pub status: Option<u16>,
-    pub message: String,
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<String> for ClientError {
-    fn from(message: String) -> ClientError {
-        ClientError {
-            status: None,
-            message,
-        }
-    }
-}
-
-impl ClientError {
-    /// The CLI's exit code: 3 the target does not exist, 2 berth could not
-    /// be asked (unreachable, bad token, bad request), 1 it was asked and the
-    /// operation failed.
-    pub fn exit_code(&self) -> u8 {
-        match self.status {
-            Some(404) => 3,
-            None | Some(400) | Some(401) => 2,
-            Some(_) => 1,
-        }
-    }
-}
+use crate::deploy::Progress;
+use crate::error::CallError;
 
 pub struct Client {
     base: String,
@@ -54,19 +24,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// `admin`: `host:port` or a URL; default from the config's `admin.listen`.
+    /// `admin`: `host:port` or a URL; default from the config's
+    /// `admin.listen`. `token`: default `$BERTH_TOKEN`, `admin.token`, or the
+    /// token file.
     pub fn new(
         config: &Config,
         admin: Option<String>,
         token: Option<String>,
-    ) -> Result<Client, String> {
+    ) -> Result<Client, CallError> {
         let base = match admin {
             Some(a) if a.starts_with("http://") => a.trim_end_matches('/').to_string(),
             Some(a) => format!("http://{a}"),
             None => match config.admin.listen {
                 Some(l) => format!("http://{l}"),
                 None => {
-                    return Err("admin.listen is off in the config: pass --admin HOST:PORT".into())
+                    return Err(CallError::unreached(
+                        "admin.listen is off in the config: pass --admin HOST:PORT",
+                    ))
                 }
             },
         };
@@ -77,72 +51,29 @@ impl Client {
         })
     }
 
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<http::Request<Full<Bytes>>, String> {
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            b = b.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                b = b.header("content-type", "application/json");
-                Full::new(Bytes::from(v.to_string()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        b.body(body).map_err(|e| e.to_string())
-    }
-
-    async fn send(
-        &self,
-        req: http::Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| format!("cannot reach the berth admin API at {}: {e}", self.base))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let msg = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        Err(ClientError {
-            status: Some(status.as_u16()),
-            message: format!("berth API answered {status}: {msg}"),
-        })
-    }
-
-    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+    /// GETs `path` and reads the answer as a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
         self.call("GET", path).await
     }
 
-    /// A call without a body that answers JSON.
-    pub async fn call(&self, method: &str, path: &str) -> Result<Value, ClientError> {
+    /// POSTs to `path` without a body and reads the answer as a `T`.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.call("POST", path).await
+    }
+
+    async fn call<T: DeserializeOwned>(&self, method: &str, path: &str) -> Result<T, CallError> {
         let resp = self.send(self.request(method, path, None)?).await?;
         let body = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| self.broke(path, e))?
             .to_bytes();
-        Ok(serde_json::from_slice(&body)
-            .map_err(|e| format!("berth API sent invalid JSON: {e}"))?)
+        serde_json::from_slice(&body).map_err(|e| {
+            CallError::unreached(format!(
+                "{method} {path}: unexpected answer from the berth API: {e}"
+            ))
+        })
     }
 
     /// GETs `path` and hands each chunk of the answer to `chunk` as it arrives.
@@ -150,10 +81,10 @@ impl Client {
         &self,
         path: &str,
         mut chunk: impl FnMut(&[u8]),
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), CallError> {
         let mut resp = self.send(self.request("GET", path, None)?).await?;
         while let Some(frame) = resp.body_mut().frame().await {
-            let frame = frame.map_err(|e| format!("the stream broke: {e}"))?;
+            let frame = frame.map_err(|e| self.broke(path, e))?;
             if let Some(data) = frame.data_ref() {
                 chunk(data);
             }
@@ -161,30 +92,142 @@ impl Client {
         Ok(())
     }
 
-    /// POSTs `body` and calls `line` for each JSON line of the answer as it
-    /// arrives; returns the last one.
-    pub async fn post_stream(
+    /// POSTs `body` (none: an empty one) and calls `line` for each progress
+    /// line of the NDJSON answer as it arrives; returns the last one.
+    pub async fn post_progress(
         &self,
         path: &str,
-        body: &Value,
-        mut line: impl FnMut(&Value),
-    ) -> Result<Value, ClientError> {
-        let mut resp = self.send(self.request("POST", path, Some(body))?).await?;
+        body: Option<&impl Serialize>,
+        mut line: impl FnMut(&Progress),
+    ) -> Result<Option<Progress>, CallError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| CallError::unreached(format!("POST {path}: request body: {e}")))?;
+        let mut resp = self
+            .send(self.request("POST", path, body.map(Bytes::from))?)
+            .await?;
         let mut buf = Vec::new();
-        let mut last = Value::Null;
+        let mut last = None;
         while let Some(frame) = resp.body_mut().frame().await {
-            let frame = frame.map_err(|e| format!("the progress stream broke: {e}"))?;
+            let frame = frame.map_err(|e| self.broke(path, e))?;
             if let Some(data) = frame.data_ref() {
                 buf.extend_from_slice(data);
             }
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let raw: Vec<u8> = buf.drain(..=pos).collect();
-                if let Ok(v) = serde_json::from_slice::<Value>(&raw) {
-                    line(&v);
-                    last = v;
+                if raw.iter().all(u8::is_ascii_whitespace) {
+                    continue;
                 }
+                let p: Progress = serde_json::from_slice(&raw).map_err(|e| {
+                    CallError::unreached(format!(
+                        "POST {path}: a progress line does not read as progress: {e}: {}",
+                        String::from_utf8_lossy(&raw).trim_end()
+                    ))
+                })?;
+                line(&p);
+                last = Some(p);
             }
         }
         Ok(last)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<Bytes>,
+    ) -> Result<http::Request<Full<Bytes>>, CallError> {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        if json.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        b.body(Full::new(json.unwrap_or_default()))
+            .map_err(|e| CallError::unreached(format!("{method} {}{path}: {e}", self.base)))
+    }
+
+    /// Sends the request; an answer other than 2xx is an error carrying its
+    /// status and the API's message.
+    async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CallError> {
+        let resp = self.http.request(req).await.map_err(|e| {
+            CallError::unreached(format!(
+                "cannot reach the berth admin API at {}: {e}",
+                self.base
+            ))
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        Err(CallError {
+            status: Some(status.as_u16()),
+            message: format!("berth API answered {status}: {message}"),
+        })
+    }
+
+    fn broke(&self, path: &str, e: impl std::fmt::Display) -> CallError {
+        CallError::unreached(format!("{}{path}: the answer broke off: {e}", self.base))
+    }
+}
+
+/// `s` as one segment of a URL path or a query value.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `?k=v&...` of the pairs that have a value; empty when none has.
+pub fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_queries_are_encoded() {
+        assert_eq!(encode("blog-web_1.x~"), "blog-web_1.x~");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(query(&[("a", None)]), "");
+        assert_eq!(
+            query(&[
+                ("service", Some("web".into())),
+                ("tail", None),
+                ("c", Some("x&y".into()))
+            ]),
+            "?service=web&c=x%26y"
+        );
     }
 }

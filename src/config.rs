@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::names::{parse_duration, HostPattern, PathPrefix};
+use crate::names::{check_label, parse_duration, HostPattern, PathPrefix};
 
 /// The embedded default configuration (`config/berth.yaml`).
 pub const DEFAULT_YAML: &str = include_str!("../config/berth.yaml");
@@ -57,6 +57,22 @@ pub struct DnsAllow {
     pub nets: Vec<ipnet::IpNet>,
 }
 
+impl DnsConfig {
+    /// Whether `up` is berth's own DNS listener: forwarding to it would
+    /// loop. `up_is_local`: the address belongs to this host (an unspecified
+    /// listen address takes every local address).
+    pub fn is_own_address(&self, up: SocketAddr, up_is_local: bool) -> bool {
+        is_own_address(&self.listen, up, up_is_local)
+    }
+}
+
+fn is_own_address(listen: &[SocketAddr], up: SocketAddr, up_is_local: bool) -> bool {
+    let up_ip = up.ip().to_canonical();
+    listen.iter().any(|l| {
+        l.port() == up.port() && (l.ip() == up_ip || (l.ip().is_unspecified() && up_is_local))
+    })
+}
+
 impl DnsAllow {
     /// Whether `ip` may ask, given the Docker subnets berth knows now.
     pub fn allows(&self, ip: std::net::IpAddr, docker_subnets: &[ipnet::IpNet]) -> bool {
@@ -99,8 +115,10 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// A token set in the config (or $BERTH_TOKEN at run time).
     pub token: Option<String>,
-    /// Where a generated token is kept (mode 0600) and the CLI looks for it.
-    pub token_file: PathBuf,
+    /// Where a generated token is kept (mode 0600) and the CLI looks for it;
+    /// `None`: the default place in the user's state directory
+    /// (`api::token::token_file`).
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,16 +127,6 @@ pub struct DeployConfig {
     pub health_timeout: Duration,
     /// How long a container may stay unhealthy before autoheal restarts it.
     pub autoheal_grace: Duration,
-}
-
-/// `$XDG_STATE_HOME/berth/admin.token`, else `~/.local/state/berth/admin.token`,
-/// else `/var/lib/berth/admin.token`.
-pub fn default_token_file() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/var/lib"));
-    base.join("berth").join("admin.token")
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +160,8 @@ pub enum ConfigError {
         origin: String,
         source: std::io::Error,
     },
+    /// The YAML itself (syntax, unknown key, wrong type): serde-saphyr's
+    /// message names line, column and key and shows the line.
     #[error("{origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("{origin}: line {line} column {column}: {key}: {value:?}: {message}")]
@@ -186,7 +196,7 @@ impl Default for Config {
             admin: AdminConfig {
                 listen: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
                 token: None,
-                token_file: default_token_file(),
+                token_file: None,
             },
             deploy: DeployConfig {
                 health_timeout: Duration::from_secs(60),
@@ -426,101 +436,114 @@ impl Validator<'_> {
             Some(v) => self.addr("http.listen", &v)?,
             None => d.http_listen,
         };
-
-        let docker = match raw.docker {
-            None => d.docker,
-            Some(r) => DockerConfig {
-                host: match r.host {
-                    None => None,
-                    Some(h) if h.value.starts_with("unix://") => Some(h.value),
-                    Some(h) => {
-                        return Err(self.invalid(
-                            "docker.host",
-                            &h,
-                            "only unix:// sockets are supported",
-                        ))
-                    }
-                },
-                constraint: match r.constraint {
-                    None => None,
-                    Some(c) => match c.value.split_once('=') {
-                        Some((k, v)) if !k.trim().is_empty() => {
-                            Some((k.trim().to_string(), v.trim().to_string()))
-                        }
-                        _ => return Err(self.invalid("docker.constraint", &c, "use label=value")),
-                    },
-                },
-                resync_interval: {
-                    let i = self.duration(
-                        "docker.resync_interval",
-                        r.resync_interval,
-                        d.docker.resync_interval,
-                    )?;
-                    if i < Duration::from_secs(1) {
-                        return Err(ConfigError::Parse {
-                            origin: self.origin.into(),
-                            message: format!(
-                                "docker.resync_interval: {i:?} is below the 1s minimum"
-                            ),
-                        });
-                    }
-                    i
-                },
-            },
+        let (log_level, access_log, log_json) = match raw.log {
+            None => (d.log_level, d.access_log, d.log_json),
+            Some(r) => self.log(r, &d)?,
         };
+        Ok(Config {
+            http_listen,
+            docker: raw
+                .docker
+                .map_or(Ok(d.docker.clone()), |r| self.docker(r, &d.docker))?,
+            label_prefix: match raw.labels.and_then(|l| l.prefix) {
+                None => d.label_prefix,
+                Some(p) => self.label_prefix(p)?,
+            },
+            proxy: raw
+                .proxy
+                .map_or(Ok(d.proxy.clone()), |r| self.proxy(r, &d.proxy))?,
+            routes: self.routes(raw.routes)?,
+            admin: raw
+                .admin
+                .map_or(Ok(d.admin.clone()), |r| self.admin(r, &d.admin))?,
+            deploy: raw
+                .deploy
+                .map_or(Ok(d.deploy.clone()), |r| self.deploy(r, &d.deploy))?,
+            tls: raw.tls.map_or(Ok(d.tls.clone()), |r| self.tls(r, &d.tls))?,
+            acme: raw
+                .acme
+                .map_or(Ok(d.acme.clone()), |r| self.acme(r, &d.acme))?,
+            dns: raw
+                .dns
+                .map_or(Ok(d.dns.clone()), |r| self.dns(r, d.dns.clone()))?,
+            log_level,
+            access_log,
+            log_json,
+        })
+    }
 
-        let label_prefix = match raw.labels.and_then(|l| l.prefix) {
-            None => d.label_prefix,
-            Some(p) => {
-                let ok = !p.value.is_empty()
-                    && p.value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                    && !p.value.ends_with('.');
-                if !ok {
-                    return Err(self.invalid(
-                        "labels.prefix",
-                        &p,
-                        "letters, digits, '-', '_' and inner '.' only",
-                    ));
-                }
-                p.value
+    fn docker(&self, r: RawDocker, d: &DockerConfig) -> Result<DockerConfig, ConfigError> {
+        let host = match r.host {
+            None => None,
+            Some(h) if h.value.starts_with("unix://") => Some(h.value),
+            Some(h) => {
+                return Err(self.invalid("docker.host", &h, "only unix:// sockets are supported"))
             }
         };
-
-        let proxy = match raw.proxy {
-            None => d.proxy,
-            Some(r) => ProxyConfig {
-                threads: match r.threads {
-                    None => d.proxy.threads,
-                    Some(t) if (1..=256).contains(&t.value) => t.value as usize,
-                    Some(t) => return Err(self.invalid("proxy.threads", &t, "between 1 and 256")),
-                },
-                connect_timeout: self.duration(
-                    "proxy.connect_timeout",
-                    r.connect_timeout,
-                    d.proxy.connect_timeout,
-                )?,
-                read_timeout: self.duration(
-                    "proxy.read_timeout",
-                    r.read_timeout,
-                    d.proxy.read_timeout,
-                )?,
-                idle_timeout: self.duration(
-                    "proxy.idle_timeout",
-                    r.idle_timeout,
-                    d.proxy.idle_timeout,
-                )?,
-                retry_after: self.duration(
-                    "proxy.retry_after",
-                    r.retry_after,
-                    d.proxy.retry_after,
-                )?,
+        let constraint = match r.constraint {
+            None => None,
+            Some(c) => match c.value.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Some((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => return Err(self.invalid("docker.constraint", &c, "use label=value")),
             },
         };
+        let resync_interval = match r.resync_interval {
+            None => d.resync_interval,
+            Some(v) => {
+                let key = "docker.resync_interval";
+                let i = parse_duration(&v.value).map_err(|m| self.invalid(key, &v, m))?;
+                if i < Duration::from_secs(1) {
+                    return Err(self.invalid(key, &v, format!("{i:?} is below the 1s minimum")));
+                }
+                i
+            }
+        };
+        Ok(DockerConfig {
+            host,
+            constraint,
+            resync_interval,
+        })
+    }
 
+    fn label_prefix(&self, p: Spanned<String>) -> Result<String, ConfigError> {
+        let ok = !p.value.is_empty()
+            && p.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !p.value.ends_with('.');
+        if !ok {
+            return Err(self.invalid(
+                "labels.prefix",
+                &p,
+                "letters, digits, '-', '_' and inner '.' only",
+            ));
+        }
+        Ok(p.value)
+    }
+
+    fn proxy(&self, r: RawProxy, d: &ProxyConfig) -> Result<ProxyConfig, ConfigError> {
+        Ok(ProxyConfig {
+            threads: match r.threads {
+                None => d.threads,
+                Some(t) if (1..=256).contains(&t.value) => t.value as usize,
+                Some(t) => return Err(self.invalid("proxy.threads", &t, "between 1 and 256")),
+            },
+            connect_timeout: self.duration(
+                "proxy.connect_timeout",
+                r.connect_timeout,
+                d.connect_timeout,
+            )?,
+            read_timeout: self.duration("proxy.read_timeout", r.read_timeout, d.read_timeout)?,
+            idle_timeout: self.duration("proxy.idle_timeout", r.idle_timeout, d.idle_timeout)?,
+            retry_after: self.duration("proxy.retry_after", r.retry_after, d.retry_after)?,
+        })
+    }
+
+    fn routes(&self, raw: Vec<RawRoute>) -> Result<Vec<StaticRoute>, ConfigError> {
         let mut routes = Vec::new();
-        for (i, r) in raw.routes.into_iter().enumerate() {
+        for (i, r) in raw.into_iter().enumerate() {
             let mut hosts = Vec::new();
             for h in r.host.value.split(',') {
                 let key = format!("routes[{i}].host");
@@ -549,135 +572,121 @@ impl Validator<'_> {
                 backends,
             });
         }
+        Ok(routes)
+    }
 
-        let admin = match raw.admin {
-            None => d.admin,
-            Some(r) => {
-                let listen = match r.listen {
-                    None => d.admin.listen,
-                    Some(v) if v.value.trim() == "off" => None,
-                    Some(v) => Some(self.addr("admin.listen", &v)?),
-                };
-                let token = match r.token {
-                    None => None,
-                    Some(t) if t.value.trim().len() < 16 => {
-                        return Err(self.invalid("admin.token", &t, "at least 16 characters"))
-                    }
-                    Some(t) => Some(t.value.trim().to_string()),
-                };
-                let token_file = r
-                    .token_file
-                    .map_or(d.admin.token_file, |f| PathBuf::from(f.value));
-                AdminConfig {
-                    listen,
-                    token,
-                    token_file,
-                }
+    fn admin(&self, r: RawAdmin, d: &AdminConfig) -> Result<AdminConfig, ConfigError> {
+        let listen = match r.listen {
+            None => d.listen,
+            Some(v) if v.value.trim() == "off" => None,
+            Some(v) => Some(self.addr("admin.listen", &v)?),
+        };
+        let token = match r.token {
+            None => None,
+            Some(t) if t.value.trim().len() < 16 => {
+                return Err(self.invalid("admin.token", &t, "at least 16 characters"))
             }
+            Some(t) => Some(t.value.trim().to_string()),
         };
+        let token_file = r
+            .token_file
+            .map_or(d.token_file.clone(), |f| Some(PathBuf::from(f.value)));
+        Ok(AdminConfig {
+            listen,
+            token,
+            token_file,
+        })
+    }
 
-        let deploy = match raw.deploy {
-            None => d.deploy,
-            Some(r) => DeployConfig {
-                health_timeout: self.duration(
-                    "deploy.health_timeout",
-                    r.health_timeout,
-                    d.deploy.health_timeout,
-                )?,
-                autoheal_grace: self.duration(
-                    "deploy.autoheal_grace",
-                    r.autoheal_grace,
-                    d.deploy.autoheal_grace,
-                )?,
+    fn deploy(&self, r: RawDeploy, d: &DeployConfig) -> Result<DeployConfig, ConfigError> {
+        Ok(DeployConfig {
+            health_timeout: self.duration(
+                "deploy.health_timeout",
+                r.health_timeout,
+                d.health_timeout,
+            )?,
+            autoheal_grace: self.duration(
+                "deploy.autoheal_grace",
+                r.autoheal_grace,
+                d.autoheal_grace,
+            )?,
+        })
+    }
+
+    fn tls(&self, r: RawTls, d: &TlsConfig) -> Result<TlsConfig, ConfigError> {
+        Ok(TlsConfig {
+            listen: match r.listen {
+                None => d.listen,
+                Some(v) if v.value.trim() == "off" => None,
+                Some(v) => Some(self.addr("tls.listen", &v)?),
             },
-        };
-
-        let tls = match raw.tls {
-            None => d.tls,
-            Some(r) => TlsConfig {
-                listen: match r.listen {
-                    None => d.tls.listen,
-                    Some(v) if v.value.trim() == "off" => None,
-                    Some(v) => Some(self.addr("tls.listen", &v)?),
-                },
-                certs_dir: r
-                    .certs_dir
-                    .map_or(d.tls.certs_dir, |v| PathBuf::from(v.value)),
-                redirect: r.redirect.unwrap_or(d.tls.redirect),
-                hsts: match r.hsts {
-                    None => None,
-                    Some(v) if v.value.trim() == "off" => None,
-                    Some(v) => Some(
-                        parse_duration(&v.value).map_err(|m| self.invalid("tls.hsts", &v, m))?,
-                    ),
-                },
-            },
-        };
-
-        let acme = match raw.acme {
-            None => d.acme,
-            Some(r) => {
-                let email = match r.email {
-                    None => None,
-                    Some(e) if e.value.contains('@') && !e.value.contains(char::is_whitespace) => {
-                        Some(e.value)
-                    }
-                    Some(e) => return Err(self.invalid("acme.email", &e, "not an email address")),
-                };
-                let staging = r.staging.unwrap_or(false);
-                let directory = match r.directory {
-                    Some(v) if !v.value.starts_with("https://") => {
-                        return Err(self.invalid("acme.directory", &v, "an https:// URL"))
-                    }
-                    Some(_) if staging => {
-                        return Err(ConfigError::Parse {
-                            origin: self.origin.into(),
-                            message: "acme.staging and acme.directory: set one or the other".into(),
-                        })
-                    }
-                    Some(v) => v.value,
-                    None if staging => LETS_ENCRYPT_STAGING.into(),
-                    None => d.acme.directory,
-                };
-                let ca_root = match r.ca_root {
-                    None => None,
-                    Some(v) if Path::new(&v.value).is_file() => Some(PathBuf::from(v.value)),
-                    Some(v) => return Err(self.invalid("acme.ca_root", &v, "no such file")),
-                };
-                AcmeConfig {
-                    email,
-                    directory,
-                    ca_root,
-                    renew_before: match r.renew_before {
-                        None => None,
-                        Some(v) => Some(
-                            parse_duration(&v.value)
-                                .map_err(|m| self.invalid("acme.renew_before", &v, m))?,
-                        ),
-                    },
-                    orders_per_hour: match r.orders_per_hour {
-                        None => d.acme.orders_per_hour,
-                        Some(n) if n.value >= 1 => n.value,
-                        Some(n) => {
-                            return Err(self.invalid("acme.orders_per_hour", &n, "at least 1"))
-                        }
-                    },
+            certs_dir: r
+                .certs_dir
+                .map_or(d.certs_dir.clone(), |v| PathBuf::from(v.value)),
+            redirect: r.redirect.unwrap_or(d.redirect),
+            hsts: match r.hsts {
+                None => None,
+                Some(v) if v.value.trim() == "off" => None,
+                Some(v) => {
+                    Some(parse_duration(&v.value).map_err(|m| self.invalid("tls.hsts", &v, m))?)
                 }
+            },
+        })
+    }
+
+    fn acme(&self, r: RawAcme, d: &AcmeConfig) -> Result<AcmeConfig, ConfigError> {
+        let email = match r.email {
+            None => None,
+            Some(e) if e.value.contains('@') && !e.value.contains(char::is_whitespace) => {
+                Some(e.value)
             }
+            Some(e) => return Err(self.invalid("acme.email", &e, "not an email address")),
         };
-
-        let dns = match raw.dns {
-            None => d.dns,
-            Some(r) => self.dns(r, d.dns)?,
+        let staging = r.staging.unwrap_or(false);
+        let directory = match r.directory {
+            Some(v) if !v.value.starts_with("https://") => {
+                return Err(self.invalid("acme.directory", &v, "an https:// URL"))
+            }
+            Some(v) if staging => {
+                return Err(self.invalid(
+                    "acme.directory",
+                    &v,
+                    "acme.staging is set too: set one or the other",
+                ))
+            }
+            Some(v) => v.value,
+            None if staging => LETS_ENCRYPT_STAGING.into(),
+            None => d.directory.clone(),
         };
+        let ca_root = match r.ca_root {
+            None => None,
+            Some(v) if Path::new(&v.value).is_file() => Some(PathBuf::from(v.value)),
+            Some(v) => return Err(self.invalid("acme.ca_root", &v, "no such file")),
+        };
+        let renew_before = match r.renew_before {
+            None => None,
+            Some(v) => Some(
+                parse_duration(&v.value).map_err(|m| self.invalid("acme.renew_before", &v, m))?,
+            ),
+        };
+        let orders_per_hour = match r.orders_per_hour {
+            None => d.orders_per_hour,
+            Some(n) if n.value >= 1 => n.value,
+            Some(n) => return Err(self.invalid("acme.orders_per_hour", &n, "at least 1")),
+        };
+        Ok(AcmeConfig {
+            email,
+            directory,
+            ca_root,
+            renew_before,
+            orders_per_hour,
+        })
+    }
 
-        let log = raw.log.unwrap_or(RawLog {
-            level: None,
-            access: None,
-            format: None,
-        });
-        let access_log = log.access.unwrap_or(d.access_log);
-        let log_json = match log.format {
+    /// (level, access log, JSON).
+    fn log(&self, r: RawLog, d: &Config) -> Result<(String, bool, bool), ConfigError> {
+        let access_log = r.access.unwrap_or(d.access_log);
+        let log_json = match r.format {
             None => d.log_json,
             Some(f) => match f.value.trim() {
                 "text" => false,
@@ -685,8 +694,8 @@ impl Validator<'_> {
                 _ => return Err(self.invalid("log.format", &f, "text or json")),
             },
         };
-        let log_level = match log.level {
-            None => d.log_level,
+        let log_level = match r.level {
+            None => d.log_level.clone(),
             Some(l) => {
                 let v = l.value.to_ascii_lowercase();
                 if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
@@ -699,22 +708,7 @@ impl Validator<'_> {
                 v
             }
         };
-
-        Ok(Config {
-            http_listen,
-            docker,
-            label_prefix,
-            proxy,
-            routes,
-            admin,
-            deploy,
-            tls,
-            acme,
-            dns,
-            log_level,
-            access_log,
-            log_json,
-        })
+        Ok((log_level, access_log, log_json))
     }
 
     fn dns(&self, r: RawDns, d: DnsConfig) -> Result<DnsConfig, ConfigError> {
@@ -739,14 +733,7 @@ impl Validator<'_> {
             None => d.zone,
             Some(v) => {
                 let z = v.value.trim().trim_end_matches('.').to_ascii_lowercase();
-                let label_ok = |l: &str| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                };
-                if z.is_empty() || !z.split('.').all(label_ok) {
+                if z.is_empty() || !z.split('.').all(|l| check_label(l, false).is_ok()) {
                     return Err(self.invalid(
                         "dns.zone",
                         &v,
@@ -776,7 +763,7 @@ impl Validator<'_> {
                 .map_err(|_| {
                     self.invalid("dns.upstreams", &v, "not an address: use IP or IP:PORT")
                 })?;
-            if listen.contains(&addr) {
+            if is_own_address(&listen, addr, addr.ip().is_loopback()) {
                 return Err(self.invalid(
                     "dns.upstreams",
                     &v,
@@ -887,6 +874,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("routes[0].host") && e.contains("scheme"), "{e}");
+    }
+
+    #[test]
+    fn checks_across_keys_name_line_and_column_too() {
+        for (yaml, want) in [
+            (
+                "docker:\n  resync_interval: 500ms\n",
+                "t.yaml: line 2 column 20: docker.resync_interval: \"500ms\": 500ms is below the 1s minimum",
+            ),
+            (
+                "acme:\n  staging: true\n  directory: https://ca.test/dir\n",
+                "t.yaml: line 3 column 14: acme.directory: \"https://ca.test/dir\": acme.staging is set too",
+            ),
+        ] {
+            let e = Config::parse(yaml, "t.yaml").unwrap_err();
+            assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
+            assert!(e.to_string().starts_with(want), "{e}");
+        }
     }
 
     #[test]

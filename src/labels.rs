@@ -102,43 +102,64 @@ struct RouteDraft {
 /// ignored. Routes with a bad label are left out; a bad container-wide label
 /// falls back to its default (a bad `enable` disables the container).
 pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> (LabelSpec, Vec<LabelProblem>) {
-    let mut spec = LabelSpec {
-        enabled: true,
-        routes: Vec::new(),
-        network: None,
-        dns: Vec::new(),
-        drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-        health: HealthSpec::default(),
-        autoheal: true,
+    let mut p = Parser {
+        prefix,
+        dotted: format!("{prefix}."),
+        spec: LabelSpec {
+            enabled: true,
+            routes: Vec::new(),
+            network: None,
+            dns: Vec::new(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            health: HealthSpec::default(),
+            autoheal: true,
+        },
+        problems: Vec::new(),
+        drafts: Vec::new(),
     };
-    let mut problems = Vec::new();
-    let mut drafts: Vec<(String, RouteDraft)> = Vec::new();
-
     // Sorted so problems come out in a stable order.
     let mut keys: Vec<(&String, &String)> = labels.iter().collect();
     keys.sort();
-    let dotted = format!("{prefix}.");
     for (key, value) in keys {
-        let Some(rest) = key.strip_prefix(&dotted) else {
-            continue;
-        };
-        let mut problem = |message: String, hint: Option<String>| {
-            problems.push(LabelProblem {
-                key: key.clone(),
-                value: value.clone(),
-                message,
-                hint,
-            })
-        };
+        p.label(key, value);
+    }
+    p.finish()
+}
 
+/// One parse: what was read so far.
+struct Parser<'a> {
+    prefix: &'a str,
+    /// `prefix.`
+    dotted: String,
+    spec: LabelSpec,
+    problems: Vec<LabelProblem>,
+    /// Routes by name (empty: the default route), in the order first seen.
+    drafts: Vec<(String, RouteDraft)>,
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, key: &str, value: &str, message: String, hint: Option<String>) {
+        self.problems.push(LabelProblem {
+            key: key.to_string(),
+            value: value.to_string(),
+            message,
+            hint,
+        });
+    }
+
+    /// One label: a container key, a route key, or a problem.
+    fn label(&mut self, key: &str, value: &str) {
+        let Some(rest) = key.strip_prefix(&self.dotted) else {
+            return;
+        };
         if CONTAINER_KEYS.contains(&rest) {
-            if let Err(m) = container_key(&mut spec, rest, value) {
+            if let Err(m) = container_key(&mut self.spec, rest, value) {
                 if rest == "enable" {
-                    spec.enabled = false;
+                    self.spec.enabled = false;
                 }
-                problem(m, None);
+                self.problem(key, value, m, None);
             }
-            continue;
+            return;
         }
         let (name, rkey) = match rest.split_once('.') {
             None => ("", rest),
@@ -146,68 +167,71 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> (LabelSpec, Vec<
         };
         let named_ok = name.is_empty() || valid_route_name(name);
         if !ROUTE_KEYS.contains(&rkey) || !named_ok {
-            problem("unknown label".into(), unknown_hint(prefix, rest));
-            continue;
+            let hint = unknown_hint(self.prefix, rest);
+            self.problem(key, value, "unknown label".into(), hint);
+            return;
         }
-        let idx = match drafts.iter().position(|(n, _)| n == name) {
+        let idx = match self.drafts.iter().position(|(n, _)| n == name) {
             Some(i) => i,
             None => {
-                drafts.push((name.to_string(), RouteDraft::default()));
-                drafts.len() - 1
+                self.drafts.push((name.to_string(), RouteDraft::default()));
+                self.drafts.len() - 1
             }
         };
-        let d = &mut drafts[idx].1;
+        let d = &mut self.drafts[idx].1;
         d.first_key
-            .get_or_insert_with(|| (key.clone(), value.clone()));
+            .get_or_insert_with(|| (key.to_string(), value.to_string()));
         if let Err(m) = route_key(d, rkey, value) {
             d.bad = true;
-            problem(m, None);
+            self.problem(key, value, m, None);
         }
     }
 
-    for (name, d) in drafts {
-        if d.bad {
-            continue;
-        }
-        let Some(hosts) = d.hosts else {
-            // A port or path alone is not a route (berth.port may serve other
-            // purposes); a named route without a host is a mistake.
-            if !name.is_empty() {
-                let (key, value) = d.first_key.unwrap_or_default();
-                // `berth.helth.path` reads as a route named "helth": say what
-                // was more likely meant.
-                let rest = key.strip_prefix(&dotted).unwrap_or(&key);
-                let (message, hint) = match suggest(rest, CONTAINER_KEYS.iter().copied()) {
-                    Some(k) => (
-                        "unknown label".to_string(),
-                        format!("did you mean {prefix}.{k}?"),
-                    ),
-                    None => (
-                        format!("route '{name}' has no host"),
-                        format!("add {prefix}.{name}.host"),
-                    ),
-                };
-                problems.push(LabelProblem {
-                    key,
-                    value,
-                    message,
-                    hint: Some(hint),
-                });
+    /// The routes that parsed whole; a named route without a host is a problem.
+    fn finish(mut self) -> (LabelSpec, Vec<LabelProblem>) {
+        for (name, d) in std::mem::take(&mut self.drafts) {
+            if d.bad {
+                continue;
             }
-            continue;
+            let Some(hosts) = d.hosts else {
+                // A port or path alone is not a route (berth.port may serve other
+                // purposes); a named route without a host is a mistake.
+                if !name.is_empty() {
+                    self.no_host(&name, d.first_key.unwrap_or_default());
+                }
+                continue;
+            };
+            self.spec.routes.push(RouteSpec {
+                name,
+                hosts,
+                port: d.port,
+                path: d.path.unwrap_or_else(PathPrefix::root),
+                tls: d.tls,
+            });
+        }
+        if !self.spec.enabled {
+            self.spec.routes.clear();
+        }
+        (self.spec, self.problems)
+    }
+
+    fn no_host(&mut self, name: &str, (key, value): (String, String)) {
+        let prefix = self.prefix;
+        // `berth.helth.path` reads as a route named "helth": say what
+        // was more likely meant.
+        let rest = key.strip_prefix(&self.dotted).unwrap_or(&key);
+        let (message, hint) = match suggest(rest, CONTAINER_KEYS.iter().copied()) {
+            Some(k) => (
+                "unknown label".to_string(),
+                format!("did you mean {prefix}.{k}?"),
+            ),
+            None => (
+                format!("route '{name}' has no host"),
+                format!("add {prefix}.{name}.host"),
+            ),
         };
-        spec.routes.push(RouteSpec {
-            name,
-            hosts,
-            port: d.port,
-            path: d.path.unwrap_or_else(PathPrefix::root),
-            tls: d.tls,
-        });
+        self.problem(&key, &value, message, Some(hint));
     }
-    if !spec.enabled {
-        spec.routes.clear();
-    }
-    (spec, problems)
 }
 
 fn valid_route_name(name: &str) -> bool {

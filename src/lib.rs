@@ -1,9 +1,30 @@
 //! berth: one binary in front of the containers on a Docker host.
 //!
-//! Data flows one way: the Docker watcher ([`docker`]) keeps the [`world`] of
-//! containers, the planner ([`plan`]) turns it and the [`config`] into an
-//! immutable [`plan::Snapshot`], and the proxy ([`proxy`]) reads the latest
-//! snapshot on every request. See README.md, "Architecture".
+//! The layout, in the order data flows through it (README, "Architecture"):
+//!
+//! - [`config`]: the YAML file → a validated [`config::Config`]. Pure.
+//! - [`names`]: hostnames (one host map for routes, certificates and DNS),
+//!   path prefixes, durations, container ids. Pure.
+//! - [`labels`]: a container's labels → what berth should do with it. Pure.
+//! - [`engine`]: the one seam to the Docker engine (bollard), made once.
+//! - [`world`]: what berth knows of the containers and their health, and the
+//!   reducer that applies inspections, events and inputs to it. Pure.
+//! - [`docker`]: the watcher task that owns the world: list, events,
+//!   reconnect; publishes a new snapshot after each change.
+//! - [`plan`]: world + config → the immutable [`plan::Snapshot`]: routing
+//!   table, DNS table, backends, checks, problems. Pure.
+//! - [`proxy`]: the Pingora data plane; [`proxy::decide`] says what a
+//!   request gets, the proxy carries it out.
+//! - [`health`]: berth's own active checks, reported back as inputs.
+//! - [`dns`]: the hickory server answering the internal zone from the snapshot.
+//! - [`tls`]: certificates by SNI, PEM files, the ACME manager.
+//! - [`deploy`]: rollouts, scaling, rolling restarts (a pure planner and one
+//!   runner on the engine), and autoheal.
+//! - [`api`]: the admin HTTP API; [`metrics`]: Prometheus.
+//! - [`cli`] and [`client`]: the `berth` commands, clients of the admin API
+//!   sharing its types; [`check`]: `berth check`.
+//! - [`server`]: wires it all into one Pingora server.
+//! - [`error`], [`private`]: a failed API call; files only berth may read.
 
 pub mod api;
 pub mod check;
@@ -13,11 +34,14 @@ pub mod config;
 pub mod deploy;
 pub mod dns;
 pub mod docker;
+pub mod engine;
+pub mod error;
 pub mod health;
 pub mod labels;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod private;
 pub mod proxy;
 pub mod server;
 pub mod tls;
@@ -29,6 +53,9 @@ use arc_swap::ArcSwap;
 
 /// The published snapshot: one writer (the watcher task), many lock-free readers.
 pub type SharedSnapshot = Arc<ArcSwap<plan::Snapshot>>;
+
+/// Where [`world::Input`]s are sent: the queue of the task that owns the world.
+pub type Inputs = tokio::sync::mpsc::UnboundedSender<world::Input>;
 
 /// Implements Pingora's `BackgroundService` for a type with an
 /// `async fn run(&self)`: it runs until it returns or the server shuts down.

@@ -1,15 +1,15 @@
-//! The `berth` command line: `serve` runs the proxy, `check` validates the
-//! config and the labels on the engine, and the deploy commands are clients
-//! of the running berth's admin API.
+//! The `berth` command line: the arguments, logging, and a call to the
+//! command's function in [`berth::cli`], which also holds the exit-code
+//! policy.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use berth::cli;
+use berth::cli::{self, Abort, Action, Outcome};
 use berth::client::Client;
 use berth::config::Config;
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -172,53 +172,15 @@ enum Command {
     },
 }
 
-fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        eprintln!("berth: invalid configuration: {e}");
-        ExitCode::from(2)
-    })
+fn main() -> ExitCode {
+    cli::exit(run(Cli::parse().command))
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { config } => {
-            let config = match load(config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            init_logs(&config);
-            match berth::server::serve(config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("berth: {e:#}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Command::Check { config } => match load(config.as_deref()) {
-            Ok(c) => {
-                init_logs(&c);
-                block_on(check(c))
-            }
-            Err(code) => code,
-        },
-        Command::Token { config } => match load(config.as_deref()) {
-            Ok(c) => match berth::api::token::client_token(&c.admin) {
-                Some(t) => {
-                    println!("{t}");
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!(
-                        "berth: no token: set BERTH_TOKEN or admin.token, or start berth once to generate {}",
-                        c.admin.token_file.display()
-                    );
-                    ExitCode::from(2)
-                }
-            },
-            Err(code) => code,
-        },
+fn run(command: Command) -> Outcome {
+    match command {
+        Command::Serve { config } => cli::serve(logged(config.as_deref())?),
+        Command::Check { config } => cli::block_on(cli::check(logged(config.as_deref())?)),
+        Command::Token { config } => cli::token(&cli::load_config(config.as_deref())?),
         Command::Rollout {
             service,
             project,
@@ -226,93 +188,75 @@ fn main() -> ExitCode {
             batch,
             timeouts,
             api,
-        } => {
-            let body = json!({
-                "project": project,
-                "image": image,
-                "batch": batch,
-                "health_timeout": timeouts.health_timeout,
-                "drain_timeout": timeouts.drain_timeout,
-            });
-            block_on(deploy(
-                api,
-                format!("/api/services/{service}/rollout"),
-                body,
-            ))
-        }
+        } => api.run(|c| cli::rollout(c, &service, project, image, batch, timeouts.into())),
         Command::Scale {
             spec,
             project,
             timeouts,
             api,
-        } => {
-            let Some((service, n)) = spec.split_once('=') else {
-                eprintln!("berth: scale {spec:?}: use SERVICE=N, e.g. web=3");
-                return ExitCode::from(2);
-            };
-            let Ok(n) = n.trim().parse::<usize>() else {
-                eprintln!("berth: scale {spec:?}: {n:?} is not a number of replicas");
-                return ExitCode::from(2);
-            };
-            let body = json!({
-                "project": project,
-                "replicas": n,
-                "health_timeout": timeouts.health_timeout,
-                "drain_timeout": timeouts.drain_timeout,
-            });
-            block_on(deploy(
-                api,
-                format!("/api/services/{}/scale", service.trim()),
-                body,
-            ))
-        }
-        Command::Rollouts { api } => block_on(rollouts(api)),
-        Command::Certs { api } => block_on(certs(api)),
-        Command::Dns { api } => block_on(dns(api)),
-        Command::Ps { json, api } => with_client(&api, |c| async move { cli::ps(&c, json).await }),
-        Command::Routes { json, api } => {
-            with_client(&api, |c| async move { cli::routes(&c, json).await })
-        }
-        Command::Problems { json, api } => {
-            with_client(&api, |c| async move { cli::problems(&c, json).await })
-        }
+        } => api.run(|c| cli::scale(c, &spec, project, timeouts.into())),
+        Command::Rollouts { api } => api.run(cli::rollouts),
+        Command::Certs { api } => api.run(cli::certs),
+        Command::Dns { api } => api.run(cli::dns),
+        Command::Ps { json, api } => api.run(|c| cli::ps(c, json)),
+        Command::Routes { json, api } => api.run(|c| cli::routes(c, json)),
+        Command::Problems { json, api } => api.run(|c| cli::problems(c, json)),
         Command::Logs {
             target,
             project,
             follow,
             tail,
             api,
-        } => with_client(&api, |c| async move {
-            cli::logs(&c, &target, project.as_deref(), follow, tail).await
-        }),
+        } => api.run(|c| cli::logs(c, &target, project.as_deref(), follow, tail)),
         Command::Stats {
             deployment,
             json,
             api,
-        } => with_client(&api, |c| async move {
-            cli::stats(&c, deployment.as_deref(), json).await
-        }),
-        Command::Restart(a) => action("restart", a),
-        Command::Stop(a) => action("stop", a),
-        Command::Start(a) => action("start", a),
+        } => api.run(|c| cli::stats(c, deployment.as_deref(), json)),
+        Command::Restart(a) => a.run(Action::Restart),
+        Command::Stop(a) => a.run(Action::Stop),
+        Command::Start(a) => a.run(Action::Start),
     }
 }
 
-fn with_client<F, Fut>(api: &ApiArgs, f: F) -> ExitCode
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: std::future::Future<Output = ExitCode>,
-{
-    match client(api) {
-        Ok(c) => block_on(f(c)),
-        Err(code) => code,
+impl ApiArgs {
+    /// Runs an admin API command with a client made from these flags.
+    fn run<F, Fut>(self, command: F) -> Outcome
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        let client = cli::connect(self.config.as_deref(), self.admin, self.token)?;
+        cli::block_on(command(client))
     }
 }
 
-fn action(name: &'static str, a: ActionArgs) -> ExitCode {
-    with_client(&a.api, |c| async move {
-        cli::act(&c, name, &a.target, a.project.as_deref(), a.json).await
-    })
+impl ActionArgs {
+    fn run(self, action: Action) -> Outcome {
+        let ActionArgs {
+            target,
+            project,
+            json,
+            api,
+        } = self;
+        api.run(|c| cli::act(c, action, &target, project.as_deref(), json))
+    }
+}
+
+impl From<Timeouts> for cli::DeployTimeouts {
+    fn from(t: Timeouts) -> cli::DeployTimeouts {
+        cli::DeployTimeouts {
+            health_timeout: t.health_timeout,
+            drain_timeout: t.drain_timeout,
+        }
+    }
+}
+
+/// Loads the config, then logs as it says.
+fn logged(path: Option<&Path>) -> Result<Config, Abort> {
+    let config = cli::load_config(path)?;
+    init_logs(&config);
+    Ok(config)
 }
 
 fn init_logs(config: &Config) {
@@ -331,228 +275,5 @@ fn init_logs(config: &Config) {
     } else {
         fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
-    }
-}
-
-fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(f),
-        Err(e) => {
-            eprintln!("berth: cannot start a runtime: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn client(api: &ApiArgs) -> Result<Client, ExitCode> {
-    let config = load(api.config.as_deref())?;
-    Client::new(&config, api.admin.clone(), api.token.clone()).map_err(|e| {
-        eprintln!("berth: {e}");
-        ExitCode::from(2)
-    })
-}
-
-/// Streams a rollout's or scale's progress, one line per step; exits 0 when
-/// it completed, 1 when it failed or was rolled back, 2 when it could not run.
-async fn deploy(api: ApiArgs, path: String, body: Value) -> ExitCode {
-    let client = match client(&api) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let print = |v: &Value| {
-        let s = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        println!(
-            "[{}] {:<15} {}",
-            v.get("id").and_then(Value::as_u64).unwrap_or(0),
-            s("status"),
-            s("message")
-        );
-    };
-    match client.post_stream(&path, &body, print).await {
-        Err(e) => {
-            eprintln!("berth: {e}");
-            ExitCode::from(2)
-        }
-        Ok(last) => match last.get("status").and_then(Value::as_str) {
-            Some("completed") => ExitCode::SUCCESS,
-            Some("failed") | Some("rolled_back") => ExitCode::from(1),
-            _ => {
-                eprintln!("berth: the progress stream ended before a final status");
-                ExitCode::from(2)
-            }
-        },
-    }
-}
-
-async fn rollouts(api: ApiArgs) -> ExitCode {
-    let client = match client(&api) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    match client.get("/api/rollouts").await {
-        Err(e) => {
-            eprintln!("berth: {e}");
-            ExitCode::from(2)
-        }
-        Ok(Value::Array(list)) => {
-            println!(
-                "{:<5} {:<8} {:<24} {:<12} {:<9} REASON",
-                "ID", "KIND", "SERVICE", "STATUS", "REPLICAS"
-            );
-            for r in list {
-                let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-                println!(
-                    "{:<5} {:<8} {:<24} {:<12} {:<9} {}",
-                    r.get("id").and_then(Value::as_u64).unwrap_or(0),
-                    s("kind"),
-                    s("service"),
-                    s("status"),
-                    r.get("replicas").and_then(Value::as_u64).unwrap_or(0),
-                    s("reason")
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(other) => {
-            eprintln!("berth: unexpected answer: {other}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-async fn certs(api: ApiArgs) -> ExitCode {
-    let client = match client(&api) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let list = match client.get("/api/certificates").await {
-        Ok(Value::Array(list)) => list,
-        Ok(other) => {
-            eprintln!("berth: unexpected answer: {other}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("berth: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let until = |v: &Value, k: &str| match v.get(k).and_then(Value::as_u64) {
-        Some(t) if t >= now => format!("in {}h{:02}m", (t - now) / 3600, (t - now) % 3600 / 60),
-        Some(_) => "expired".into(),
-        None => "-".into(),
-    };
-    println!(
-        "{:<32} {:<7} {:<12} {:<12} {:<8} ERROR",
-        "HOST", "SOURCE", "EXPIRES", "NEXT TRY", "FAILURES"
-    );
-    for c in &list {
-        let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-        let error = c
-            .get("not_eligible")
-            .and_then(Value::as_str)
-            .map(|w| format!("not ordered: {w}"))
-            .unwrap_or_else(|| s("last_error"));
-        println!(
-            "{:<32} {:<7} {:<12} {:<12} {:<8} {}",
-            s("host"),
-            s("source"),
-            until(c, "valid_until"),
-            until(c, "next_attempt"),
-            c.get("failures").and_then(Value::as_u64).unwrap_or(0),
-            error
-        );
-    }
-    ExitCode::SUCCESS
-}
-
-async fn dns(api: ApiArgs) -> ExitCode {
-    let client = match client(&api) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let answer = match client.get("/api/dns").await {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("berth: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let Some(names) = answer.get("names").and_then(Value::as_array) else {
-        eprintln!("berth: unexpected answer: {answer}");
-        return ExitCode::from(2);
-    };
-    println!("{:<40} {:<34} CONTAINERS", "NAME", "ANSWERS");
-    for n in names {
-        let list = |v: Option<&Value>| -> Vec<String> {
-            v.and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let ready = list(n.get("ready"));
-        let answers = if ready.is_empty() {
-            "(nothing ready: NODATA)".to_string()
-        } else {
-            ready.join(" ")
-        };
-        let containers: Vec<String> = n
-            .get("containers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                let name = c.get("container").and_then(Value::as_str).unwrap_or("?");
-                match c.get("ready").and_then(Value::as_bool) {
-                    Some(true) => name.to_string(),
-                    _ => format!("{name} (not ready)"),
-                }
-            })
-            .collect();
-        println!(
-            "{:<40} {:<34} {}",
-            n.get("name").and_then(Value::as_str).unwrap_or("?"),
-            answers,
-            containers.join(", ")
-        );
-    }
-    ExitCode::SUCCESS
-}
-
-async fn check(config: Config) -> ExitCode {
-    match berth::check::check(&config).await {
-        Err(e) => {
-            eprintln!("berth: {e}");
-            ExitCode::from(2)
-        }
-        Ok((containers, snap)) => {
-            for p in &snap.problems {
-                println!("{p}");
-            }
-            println!(
-                "{containers} containers, {} routes, {} problems",
-                snap.table.len(),
-                snap.problems.len()
-            );
-            if snap.problems.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
     }
 }

@@ -150,30 +150,30 @@ fn int_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> In
 
 fn scrape_time(now: &Scrape<'_>) -> Registry {
     let r = Registry::new();
-    let s = now.snapshot;
+    routing(&r, now.snapshot);
+    engine(&r, now.snapshot);
+    history(&r, now);
+    r
+}
 
+/// Backends by state, in-flight requests, routes, problems.
+fn routing(r: &Registry, s: &Snapshot) {
     let backends = int_gauge(
-        &r,
+        r,
         "berth_backends",
         "Routed containers by backend state",
         &["state"],
     );
-    let mut by_state: BTreeMap<&str, i64> = [
-        ("ready", 0),
-        ("starting", 0),
-        ("draining", 0),
-        ("down", 0),
-        ("stopped", 0),
-    ]
-    .into();
+    let mut by_state: BTreeMap<&str, i64> =
+        BackendState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for b in s.backends.values() {
-        *by_state.entry(state_word(b.state)).or_default() += 1;
+        *by_state.entry(b.state.as_str()).or_default() += 1;
     }
     for (state, n) in by_state {
         backends.with_label_values(&[state]).set(n);
     }
     let inflight = int_gauge(
-        &r,
+        r,
         "berth_backend_inflight_requests",
         "Requests in flight to each routed container",
         &["container"],
@@ -183,17 +183,20 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
             .with_label_values(&[&b.name])
             .set(b.stats.inflight.load(Ordering::Relaxed) as i64);
     }
-    let routes = int_gauge(&r, "berth_routes", "Routes in the routing table", &[]);
+    let routes = int_gauge(r, "berth_routes", "Routes in the routing table", &[]);
     routes
         .with_label_values(NO_LABELS)
         .set(s.table.len() as i64);
-    let problems = int_gauge(&r, "berth_label_problems", "Label problems now", &[]);
+    let problems = int_gauge(r, "berth_label_problems", "Label problems now", &[]);
     problems
         .with_label_values(NO_LABELS)
         .set(s.problems.len() as i64);
+}
 
+/// The watcher's view of the engine, and snapshots published.
+fn engine(r: &Registry, s: &Snapshot) {
     let docker = int_gauge(
-        &r,
+        r,
         "berth_docker_synced",
         "1 once the engine was listed since start",
         &[],
@@ -202,7 +205,7 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
         .with_label_values(NO_LABELS)
         .set(s.docker.synced as i64);
     let connected = int_gauge(
-        &r,
+        r,
         "berth_docker_connected",
         "1 while the event stream is up",
         &[],
@@ -212,7 +215,7 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
         .set(s.docker.connected as i64);
     if let Some(t) = s.docker.last_sync_unix {
         let g = gauge(
-            &r,
+            r,
             "berth_docker_last_sync_timestamp_seconds",
             "When the engine was last listed in full",
             &[],
@@ -221,7 +224,7 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
     }
     if let Some(us) = s.docker.last_event_lag_us {
         let g = gauge(
-            &r,
+            r,
             "berth_docker_event_lag_seconds",
             "Docker event to snapshot published, for the last event",
             &[],
@@ -229,7 +232,7 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
         g.with_label_values(NO_LABELS).set(us as f64 / 1e6);
     }
     let generation = int_gauge(
-        &r,
+        r,
         "berth_snapshot_generation",
         "Snapshots published since start",
         &[],
@@ -237,26 +240,31 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
     generation
         .with_label_values(NO_LABELS)
         .set(s.generation as i64);
+}
 
+/// Deploys, certificates and DNS queries.
+fn history(r: &Registry, now: &Scrape<'_>) {
     let deploys = int_gauge(
-        &r,
+        r,
         "berth_deploys",
         "Rollouts, scale runs and restarts in the recent history, by kind and status",
         &["kind", "status"],
     );
     for d in now.deploys {
-        deploys.with_label_values(&[&d.kind, &d.status]).inc();
+        deploys
+            .with_label_values(&[d.kind.as_str(), d.status.as_str()])
+            .inc();
     }
 
     if !now.certs.is_empty() {
         let expiry = gauge(
-            &r,
+            r,
             "berth_certificate_expiry_timestamp_seconds",
             "When each host's certificate expires (unix time; 0: none yet)",
             &["host"],
         );
         let failures = int_gauge(
-            &r,
+            r,
             "berth_certificate_order_failures",
             "Failed ACME orders in a row per host",
             &["host"],
@@ -290,17 +298,6 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
         ] {
             q.with_label_values(&[k]).inc_by(n);
         }
-    }
-    r
-}
-
-fn state_word(s: BackendState) -> &'static str {
-    match s {
-        BackendState::Ready => "ready",
-        BackendState::Starting => "starting",
-        BackendState::Draining => "draining",
-        BackendState::Down => "down",
-        BackendState::Stopped => "stopped",
     }
 }
 

@@ -1,7 +1,10 @@
-//! Parsing of the small values that labels and config share: hostnames, path
-//! prefixes, durations, socket addresses. Pure: errors are plain messages that
-//! the caller wraps with the key and value it was reading.
+//! The small values every part shares, parsed and compared in one place:
+//! hostnames (and the exact → wildcard lookup routing, certificates and DNS
+//! all use), path prefixes, durations, container ids. Pure: errors are plain
+//! messages that the caller wraps with the key and value it was reading.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -37,21 +40,7 @@ impl HostPattern {
             return Err("longer than 253 characters".into());
         }
         for label in rest.split('.') {
-            if label.is_empty() {
-                return Err("empty label between dots".into());
-            }
-            if label.len() > 63 {
-                return Err(format!("label '{label}' is longer than 63 characters"));
-            }
-            if let Some(c) = label
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-            {
-                return Err(format!("character '{c}' is not allowed in a hostname"));
-            }
-            if label.starts_with('-') || label.ends_with('-') {
-                return Err(format!("label '{label}' starts or ends with '-'"));
-            }
+            check_label(label, true)?;
         }
         Ok(if wild {
             HostPattern::Wildcard(rest)
@@ -59,6 +48,130 @@ impl HostPattern {
             HostPattern::Exact(rest)
         })
     }
+}
+
+/// One label of a DNS name: 1-63 letters, digits and inner hyphens (and
+/// underscores where `underscore`: hostnames of containers have them).
+pub fn check_label(label: &str, underscore: bool) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("empty label between dots".into());
+    }
+    if label.len() > 63 {
+        return Err(format!("label '{label}' is longer than 63 characters"));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || (underscore && c == '_')))
+    {
+        return Err(format!("character '{c}' is not allowed in a hostname"));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err(format!("label '{label}' starts or ends with '-'"));
+    }
+    Ok(())
+}
+
+/// A DNS name as berth compares names: lowercase, without the trailing dot.
+/// Borrows when it is already so (the request path calls this).
+pub fn canonical_name(name: &str) -> Cow<'_, str> {
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(trimmed)
+    }
+}
+
+/// A Host header (or SNI, or authority) as routes are matched:
+/// `Example.COM:8080.` → `example.com`; `[::1]:80` → `[::1]`.
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let no_port = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    canonical_name(no_port)
+}
+
+/// Values by host pattern, looked up by a normalized name: the exact name
+/// first, then the wildcard of its parent (`*.example.com` covers one label).
+#[derive(Debug, Clone)]
+pub struct HostMap<V> {
+    exact: HashMap<String, V>,
+    wildcard: HashMap<String, V>,
+}
+
+impl<V> Default for HostMap<V> {
+    fn default() -> Self {
+        HostMap {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        }
+    }
+}
+
+impl<V> HostMap<V> {
+    pub fn insert(&mut self, pattern: HostPattern, value: V) {
+        match pattern {
+            HostPattern::Exact(h) => self.exact.insert(h, value),
+            HostPattern::Wildcard(s) => self.wildcard.insert(s, value),
+        };
+    }
+
+    pub fn entry(&mut self, pattern: &HostPattern) -> &mut V
+    where
+        V: Default,
+    {
+        match pattern {
+            HostPattern::Exact(h) => self.exact.entry(h.clone()).or_default(),
+            HostPattern::Wildcard(s) => self.wildcard.entry(s.clone()).or_default(),
+        }
+    }
+
+    /// What `host` (normalized) matches, most specific first: its exact
+    /// entry, then its parent's wildcard.
+    pub fn candidates<'s, 'h>(
+        &'s self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'s V> + use<'s, 'h, V> {
+        // The wildcard is looked up only when the exact entry did not do.
+        let wild = std::iter::once_with(move || {
+            let (_, parent) = host.split_once('.')?;
+            self.wildcard.get(parent)
+        })
+        .flatten();
+        self.exact.get(host).into_iter().chain(wild)
+    }
+
+    /// The most specific value for `host` (normalized).
+    pub fn get(&self, host: &str) -> Option<&V> {
+        self.candidates(host).next()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.exact.values().chain(self.wildcard.values())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.exact.values_mut().chain(self.wildcard.values_mut())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+}
+
+/// A container id as `docker ps` shows it: its first 12 characters.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// An id prefix names a container only from this many characters on.
+pub const MIN_ID_PREFIX: usize = 4;
+
+/// Whether `target` names the container `id` by id prefix.
+pub fn id_prefix_of(target: &str, id: &str) -> bool {
+    target.len() >= MIN_ID_PREFIX && id.starts_with(target)
 }
 
 impl fmt::Display for HostPattern {
@@ -213,6 +326,27 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn host_forms_normalise_and_the_map_prefers_exact_names() {
+        for h in ["a.test", "A.Test", "a.test:8080", "a.test.", "A.TEST.:80"] {
+            assert_eq!(normalize_host(h), "a.test", "{h}");
+        }
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert!(matches!(normalize_host("a.test:1"), Cow::Borrowed(_)));
+        let mut m = HostMap::default();
+        m.insert(HostPattern::parse("a.test").unwrap(), 1);
+        m.insert(HostPattern::parse("*.test").unwrap(), 2);
+        assert_eq!(m.candidates("a.test").collect::<Vec<_>>(), vec![&1, &2]);
+        assert_eq!(m.get("b.test"), Some(&2));
+        assert_eq!(m.get("x.y.test"), None, "a wildcard covers one label");
+        assert_eq!(m.get("test"), None);
+        assert_eq!(check_label("a_b", true), Ok(()));
+        assert!(check_label("a_b", false).is_err());
+        assert_eq!(short_id("0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_id("abc"), "abc");
+        assert!(id_prefix_of("abcd", "abcdef") && !id_prefix_of("abc", "abcdef"));
     }
 
     #[test]

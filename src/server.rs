@@ -1,7 +1,10 @@
-//! Assembles the running berth: one Pingora `Server` holding the HTTP proxy
-//! service and the Docker watcher as a background service, both sharing the
-//! published snapshot.
+//! Assembles the running berth: checks that every listener can bind (so a
+//! busy port stops berth with the key to change), makes the engine handle and
+//! the shared snapshot once, and runs one Pingora `Server` holding the HTTP
+//! and HTTPS proxies and every background service (watcher, checks, DNS,
+//! certificates, deploys, admin API).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,28 +20,75 @@ use tracing::info;
 use crate::api::{self, AdminService};
 use crate::config::Config;
 use crate::deploy::Controller;
-use crate::dns::{DnsCounters, DnsService};
+use crate::dns::{DnsCounters, DnsService, Sockets};
 use crate::docker::Watcher;
+use crate::engine::Engine;
 use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::plan::Planner;
 use crate::proxy::BerthProxy;
-use crate::tls::acme::AcmeManager;
+use crate::tls::acme::{AcmeManager, CertStatus};
 use crate::tls::files::CertFiles;
 use crate::tls::{self, CertStore, Challenges, Https};
-use crate::world::{Signals, World};
-use crate::SharedSnapshot;
+use crate::world::{Input, Signals, World};
+use crate::{Inputs, SharedSnapshot};
+
+/// What start-up checked and bound before anything runs.
+struct Preflight {
+    /// The admin API's address and token, when it is on.
+    admin: Option<(SocketAddr, String)>,
+    dns_sockets: Vec<Sockets>,
+}
+
+/// What every part shares: made once here.
+struct Shared {
+    config: Arc<Config>,
+    engine: Engine,
+    snapshot: SharedSnapshot,
+    notify: watch::Sender<u64>,
+    notified: watch::Receiver<u64>,
+    inputs: Inputs,
+    metrics: Arc<Metrics>,
+}
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
     // ring is the only TLS provider in the build (listener, ACME client).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // Pingora would retry a busy port for 30 s and then panic in its runtime:
-    // find out now and say which key to change.
+    let pre = preflight(&config)?;
+    let engine = Engine::new(&config.docker);
+    let config = Arc::new(config);
+    // Static routes serve from the first request, Docker or not.
+    let first = Planner::new(config.clone()).build(&World::new(), &Signals::default());
+    let (notify, notified) = watch::channel(0u64);
+    let (inputs, inputs_rx) = mpsc::unbounded_channel();
+    let shared = Shared {
+        config,
+        engine,
+        snapshot: Arc::new(ArcSwap::from_pointee(first)),
+        notify,
+        notified,
+        inputs,
+        metrics: Arc::new(Metrics::new()),
+    };
+
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&shared.config));
+    server.bootstrap();
+    let (https, cert_status) = add_https(&mut server, &shared)?;
+    add_http(&mut server, &shared, https);
+    add_background(&mut server, shared, inputs_rx, pre, cert_status);
+    server.run_forever()
+}
+
+/// Binds every listener once: Pingora would retry a busy port for 30 s and
+/// then panic in its runtime. Refuses an admin API that other machines can
+/// reach without a token someone chose.
+fn preflight(config: &Config) -> anyhow::Result<Preflight> {
     std::net::TcpListener::bind(config.http_listen)
         .with_context(|| format!("http.listen {}: cannot listen", config.http_listen))?;
-
-    // The admin API: refuse an address other machines can reach without a
-    // token someone chose; otherwise a generated one (0600 file) will do.
+    if let Some(addr) = config.tls.listen {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("tls.listen {addr}: cannot listen"))?;
+    }
     let admin = match config.admin.listen {
         None => None,
         Some(addr) => {
@@ -50,30 +100,25 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 );
             }
             if generated {
-                info!(file = %config.admin.token_file.display(), "admin API token (generated) is in this file");
+                let file = api::token::token_file(&config.admin);
+                info!(file = %file.display(), "admin API token (generated) is in this file");
             }
             std::net::TcpListener::bind(addr)
                 .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
             Some((addr, token))
         }
     };
-
-    // DNS: bound now, so that a busy port stops berth with the key to change.
     let dns_sockets = crate::dns::bind(&config.dns).map_err(anyhow::Error::msg)?;
     if !dns_sockets.is_empty() && config.dns.forward {
         crate::dns::check_upstreams(&config.dns).map_err(anyhow::Error::msg)?;
     }
+    Ok(Preflight { admin, dns_sockets })
+}
 
-    let config = Arc::new(config);
-    // Static routes serve from the first request, Docker or not.
-    let first = Planner::new(config.clone()).build(&World::new(), &Signals::default());
-    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(first));
-    let (notify, notified) = watch::channel(0u64);
-    let (inputs_tx, inputs) = mpsc::unbounded_channel();
-
+fn server_conf(config: &Config) -> ServerConf {
     let run_dir = std::env::temp_dir();
     let pid = std::process::id();
-    let conf = ServerConf {
+    ServerConf {
         threads: config.proxy.threads,
         // One current-thread runtime per worker, like nginx workers: no
         // cross-thread wake-ups on the request path.
@@ -89,97 +134,115 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             .display()
             .to_string(),
         ..Default::default()
-    };
+    }
+}
 
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+fn proxy(shared: &Shared, https: Option<Arc<Https>>, tls_listener: bool) -> BerthProxy {
+    BerthProxy::new(
+        shared.snapshot.clone(),
+        shared.inputs.clone(),
+        &shared.config.proxy,
+        https,
+        tls_listener,
+        shared.metrics.clone(),
+        shared.config.access_log,
+    )
+}
 
-    let metrics = Arc::new(Metrics::new());
-    let mut cert_status = None;
-    let https = match config.tls.listen {
-        None => None,
-        Some(addr) => {
-            let default = tls::store::self_signed("berth.invalid").map_err(anyhow::Error::msg)?;
-            let store = Arc::new(CertStore::new(default));
-            let https = Arc::new(Https {
-                store: store.clone(),
-                challenges: Challenges::default(),
-                redirect: config.tls.redirect,
-                port: addr.port(),
-                hsts: config.tls.hsts.map(|d| format!("max-age={}", d.as_secs())),
-            });
-            std::net::TcpListener::bind(addr)
-                .with_context(|| format!("tls.listen {addr}: cannot listen"))?;
-            let mut settings = TlsSettings::intermediate("", "")
-                .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
-            settings.set_cert_resolver(store.clone());
-            settings.enable_h2();
-            let mut tls_proxy = http_proxy_service_with_name(
-                &server.configuration,
-                BerthProxy::new(
-                    snapshot.clone(),
-                    inputs_tx.clone(),
-                    &config.proxy,
-                    Some(https.clone()),
-                    true,
-                    metrics.clone(),
-                    config.access_log,
-                ),
-                "berth https",
-            );
-            tls_proxy.add_tls_with_settings(&addr.to_string(), None, settings);
-            server.add_service(tls_proxy);
-            server.add_service(background_service(
-                "certificate files",
-                CertFiles::new(config.tls.certs_dir.clone(), store.clone()),
-            ));
-            if config.acme.email.is_some() {
-                let acme = AcmeManager::new(
-                    config.clone(),
-                    snapshot.clone(),
-                    notified.clone(),
-                    store,
-                    https.challenges.clone(),
-                );
-                cert_status = Some(acme.status.clone());
-                server.add_service(background_service("acme", acme));
-            } else {
-                info!("acme.email is not set: no certificates are ordered");
-            }
-            Some(https)
-        }
+/// The HTTPS listener (certificates by SNI), the certificate files watcher
+/// and the ACME manager, when `tls.listen` is set.
+fn add_https(
+    server: &mut Server,
+    shared: &Shared,
+) -> anyhow::Result<(Option<Arc<Https>>, Option<CertStatus>)> {
+    let config = &shared.config;
+    let Some(addr) = config.tls.listen else {
+        return Ok((None, None));
     };
-    let mut proxy = http_proxy_service_with_name(
+    let default = tls::store::self_signed("berth.invalid").map_err(anyhow::Error::msg)?;
+    let store = Arc::new(CertStore::new(default));
+    let https = Arc::new(Https {
+        store: store.clone(),
+        challenges: Challenges::default(),
+        redirect: config.tls.redirect,
+        port: addr.port(),
+        hsts: config.tls.hsts.map(|d| format!("max-age={}", d.as_secs())),
+    });
+    let mut settings =
+        TlsSettings::intermediate("", "").map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+    settings.set_cert_resolver(store.clone());
+    settings.enable_h2();
+    let mut tls_proxy = http_proxy_service_with_name(
         &server.configuration,
-        BerthProxy::new(
-            snapshot.clone(),
-            inputs_tx.clone(),
-            &config.proxy,
-            https.clone(),
-            false,
-            metrics.clone(),
-            config.access_log,
-        ),
+        proxy(shared, Some(https.clone()), true),
+        "berth https",
+    );
+    tls_proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+    server.add_service(tls_proxy);
+    server.add_service(background_service(
+        "certificate files",
+        CertFiles::new(config.tls.certs_dir.clone(), store.clone()),
+    ));
+    if config.acme.email.is_none() {
+        info!("acme.email is not set: no certificates are ordered");
+        return Ok((Some(https), None));
+    }
+    let acme = AcmeManager::new(
+        config.clone(),
+        shared.snapshot.clone(),
+        shared.notified.clone(),
+        store,
+        https.challenges.clone(),
+    );
+    let status = acme.status.clone();
+    server.add_service(background_service("acme", acme));
+    Ok((Some(https), Some(status)))
+}
+
+fn add_http(server: &mut Server, shared: &Shared, https: Option<Arc<Https>>) {
+    let mut http = http_proxy_service_with_name(
+        &server.configuration,
+        proxy(shared, https, false),
         "berth http",
     );
-    proxy.add_tcp(&config.http_listen.to_string());
-    server.add_service(proxy);
+    http.add_tcp(&shared.config.http_listen.to_string());
+    server.add_service(http);
+}
+
+/// The watcher, health checks, DNS, deploys and the admin API.
+fn add_background(
+    server: &mut Server,
+    shared: Shared,
+    inputs_rx: mpsc::UnboundedReceiver<Input>,
+    pre: Preflight,
+    certs: Option<CertStatus>,
+) {
+    let Shared {
+        config,
+        engine,
+        snapshot,
+        notify,
+        notified,
+        inputs,
+        metrics,
+    } = shared;
     server.add_service(background_service(
         "docker watcher",
         Watcher::new(
             config.clone(),
+            engine.clone(),
             snapshot.clone(),
             notify,
-            inputs_tx.clone(),
-            inputs,
+            inputs.clone(),
+            inputs_rx,
         ),
     ));
     server.add_service(background_service(
         "health checks",
-        Checker::new(snapshot.clone(), notified.clone(), inputs_tx.clone()),
+        Checker::new(snapshot.clone(), notified.clone(), inputs.clone()),
     ));
     let dns_counters = Arc::new(DnsCounters::default());
-    if !dns_sockets.is_empty() {
+    if !pre.dns_sockets.is_empty() {
         server.add_service(background_service(
             "dns",
             DnsService::new(
@@ -187,22 +250,27 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
                 snapshot.clone(),
                 notified.clone(),
                 dns_counters.clone(),
-                dns_sockets,
+                pre.dns_sockets,
             ),
         ));
     }
-    let api_inputs = inputs_tx.clone();
-    let (controller, deploys) =
-        Controller::new(config.clone(), snapshot.clone(), notified, inputs_tx);
+    let (controller, deploys) = Controller::new(
+        config.clone(),
+        engine.clone(),
+        snapshot.clone(),
+        notified,
+        inputs.clone(),
+    );
     server.add_service(background_service("deploys", controller));
-    if let Some((addr, token)) = admin {
+    if let Some((addr, token)) = pre.admin {
         let router = api::router(api::App {
             config: config.clone(),
+            engine,
             snapshot,
-            inputs: api_inputs,
+            inputs,
             deploys,
             token: Arc::from(token),
-            certs: cert_status,
+            certs,
             dns: (!config.dns.listen.is_empty()).then_some(dns_counters),
             metrics,
         });
@@ -212,5 +280,4 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
     info!(http = %config.http_listen, threads = config.proxy.threads, "berth serving");
-    server.run_forever()
 }

@@ -3,7 +3,6 @@
 //! (stop and restart drain first); logs, stats, routes and problems.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -11,21 +10,23 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
+use super::drain::drain;
 use super::{bad, stream, ApiError, App};
-use crate::deploy::{deployment_of, Kind, Request as DeployRequest};
-use crate::docker::ops::{self, OpError};
+use crate::deploy::{Kind, Request as DeployRequest};
+use crate::engine::Stats;
+use crate::error::CallError;
+use crate::names::id_prefix_of;
 use crate::plan::{ContainerInfo, Problem, Snapshot};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceView {
     pub name: String,
     pub containers: Vec<ContainerInfo>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct DeploymentView {
     pub name: String,
     /// A compose project, or a single container outside compose.
@@ -37,9 +38,9 @@ pub struct DeploymentView {
 pub fn deployments(containers: &BTreeMap<String, ContainerInfo>) -> Vec<DeploymentView> {
     let mut tree: BTreeMap<String, (bool, BTreeMap<String, Vec<&ContainerInfo>>)> = BTreeMap::new();
     for c in containers.values() {
-        let service = c.service.clone().unwrap_or_else(|| c.name.clone());
+        let service = c.service_name().to_string();
         let entry = tree
-            .entry(deployment_of(c))
+            .entry(c.deployment().to_string())
             .or_insert((c.project.is_some(), BTreeMap::new()));
         entry.1.entry(service).or_default().push(c);
     }
@@ -61,8 +62,9 @@ pub fn deployments(containers: &BTreeMap<String, ContainerInfo>) -> Vec<Deployme
         .collect()
 }
 
-/// A container by exact name, full id, or a unique id prefix of at least 4
-/// characters, among the containers berth sees (never others on the engine).
+/// A container by exact name, full id, or a unique id prefix (long enough:
+/// [`crate::names::MIN_ID_PREFIX`]), among the containers berth sees (never
+/// others on the engine).
 pub fn find<'a>(snap: &'a Snapshot, target: &str) -> Result<&'a ContainerInfo, ApiError> {
     if let Some(c) = snap.containers.get(target) {
         return Ok(c);
@@ -70,14 +72,11 @@ pub fn find<'a>(snap: &'a Snapshot, target: &str) -> Result<&'a ContainerInfo, A
     if let Some(c) = snap.containers.values().find(|c| c.name == target) {
         return Ok(c);
     }
-    let by_prefix: Vec<&ContainerInfo> = if target.len() >= 4 {
-        snap.containers
-            .values()
-            .filter(|c| c.id.starts_with(target))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let by_prefix: Vec<&ContainerInfo> = snap
+        .containers
+        .values()
+        .filter(|c| id_prefix_of(target, &c.id))
+        .collect();
     match by_prefix.as_slice() {
         [one] => Ok(one),
         [] => Err(ApiError(
@@ -95,7 +94,7 @@ fn deployment<'a>(snap: &'a Snapshot, name: &str) -> Result<Vec<&'a ContainerInf
     let mut cs: Vec<&ContainerInfo> = snap
         .containers
         .values()
-        .filter(|c| deployment_of(c) == name)
+        .filter(|c| c.deployment() == name)
         .collect();
     if cs.is_empty() {
         return Err(ApiError(
@@ -134,12 +133,7 @@ fn flag(q: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
     }
 }
 
-fn docker(app: &App) -> Result<bollard::Docker, ApiError> {
-    crate::docker::connect(&app.config)
-        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))
-}
-
-fn engine_error(e: OpError) -> ApiError {
+fn engine_error(e: CallError) -> ApiError {
     let status = match e.status {
         Some(404) => StatusCode::NOT_FOUND,
         Some(304) | Some(409) => StatusCode::CONFLICT,
@@ -148,9 +142,19 @@ fn engine_error(e: OpError) -> ApiError {
     ApiError(status, e.message)
 }
 
+/// `GET /api/ready`: ready once the engine was listed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReadyView {
+    pub ready: bool,
+    pub docker: crate::world::DockerStatus,
+}
+
 pub async fn ready(State(app): State<App>) -> Response {
     let s = app.snapshot.load();
-    let body = json!({ "ready": s.docker.synced, "docker": s.docker });
+    let body = ReadyView {
+        ready: s.docker.synced,
+        docker: s.docker.clone(),
+    };
     if s.docker.synced {
         Json(body).into_response()
     } else {
@@ -169,17 +173,32 @@ pub async fn list_containers(State(app): State<App>) -> Json<Vec<ContainerInfo>>
     Json(list)
 }
 
-fn done(c: &ContainerInfo, action: &str) -> Json<Value> {
-    Json(json!({ "container": c.name, "container_id": c.id, "action": action, "ok": true }))
+/// What a container action answers once the engine did it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ActionView {
+    pub container: String,
+    pub container_id: String,
+    pub action: String,
+    pub ok: bool,
+}
+
+fn done(c: &ContainerInfo, action: &str) -> Json<ActionView> {
+    Json(ActionView {
+        container: c.name.clone(),
+        container_id: c.id.clone(),
+        action: action.into(),
+        ok: true,
+    })
 }
 
 pub async fn start_container(
     State(app): State<App>,
     Path(target): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActionView>, ApiError> {
     let snap = app.snapshot.load_full();
     let c = find(&snap, &target)?;
-    ops::start(&docker(&app)?, &c.id, &c.name)
+    app.engine
+        .start(&c.id, &c.name)
         .await
         .map_err(engine_error)?;
     Ok(done(c, "start"))
@@ -191,7 +210,7 @@ pub async fn stop_container(
     State(app): State<App>,
     Path(target): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActionView>, ApiError> {
     drained(app, target, q, "stop").await
 }
 
@@ -200,7 +219,7 @@ pub async fn restart_container(
     State(app): State<App>,
     Path(target): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActionView>, ApiError> {
     drained(app, target, q, "restart").await
 }
 
@@ -209,27 +228,26 @@ async fn drained(
     target: String,
     q: HashMap<String, String>,
     action: &'static str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActionView>, ApiError> {
     let q = params(&q, &["timeout"])?;
     let timeout = timeout_param(&q)?;
     let snap = app.snapshot.load_full();
     let c = find(&snap, &target)?;
-    let running = c.status == "running";
+    let running = c.is_running();
     if action == "stop" && !running {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("container {}: not running ({})", c.name, c.status),
         ));
     }
-    let docker = docker(&app)?;
     let drained = match running {
-        true => ops::drain(&app.snapshot, &app.inputs, &c.id).await,
+        true => drain(&app.snapshot, &app.inputs, &c.id).await,
         false => None,
     };
     let result = if action == "stop" {
-        ops::stop(&docker, &c.id, &c.name, timeout).await
+        app.engine.stop(&c.id, &c.name, timeout).await
     } else {
-        ops::restart(&docker, &c.id, &c.name, timeout).await
+        app.engine.restart(&c.id, &c.name, timeout).await
     };
     result.map_err(engine_error)?;
     if let Some(d) = drained {
@@ -253,12 +271,12 @@ pub async fn remove_container(
     State(app): State<App>,
     Path(target): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActionView>, ApiError> {
     let q = params(&q, &["force"])?;
     let force = flag(&q, "force")?;
     let snap = app.snapshot.load_full();
     let c = find(&snap, &target)?;
-    if c.status == "running" && !force {
+    if c.is_running() && !force {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!(
@@ -267,12 +285,12 @@ pub async fn remove_container(
             ),
         ));
     }
-    let docker = docker(&app)?;
-    let drained = match c.status == "running" {
-        true => ops::drain(&app.snapshot, &app.inputs, &c.id).await,
+    let drained = match c.is_running() {
+        true => drain(&app.snapshot, &app.inputs, &c.id).await,
         false => None,
     };
-    ops::remove(&docker, &c.id, &c.name, force)
+    app.engine
+        .remove(&c.id, &c.name, force)
         .await
         .map_err(engine_error)?;
     if let Some(d) = drained {
@@ -291,7 +309,7 @@ pub async fn restart_deployment(
     let health_timeout = super::duration("health_timeout", &q.get("health_timeout").cloned())?;
     let snap = app.snapshot.load_full();
     let cs = deployment(&snap, &name)?;
-    if !cs.iter().any(|c| c.status == "running") {
+    if !cs.iter().any(|c| c.is_running()) {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("deployment {name:?}: no running container to restart"),
@@ -328,7 +346,7 @@ pub async fn logs(
     let snap = app.snapshot.load_full();
     let mut cs = deployment(&snap, &name)?;
     if let Some(s) = q.get("service") {
-        cs.retain(|c| c.service.as_deref().unwrap_or(&c.name) == s);
+        cs.retain(|c| c.service_name() == s);
         if cs.is_empty() {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
@@ -345,18 +363,13 @@ pub async fn logs(
             ));
         }
     }
-    let docker = docker(&app)?;
     let width = cs.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    let streams = cs.iter().map(|c| {
-        ops::logs(
-            &docker,
-            &c.id,
-            format!("{:<width$} | ", c.name),
-            tail,
-            follow,
-        )
-        .boxed()
-    });
+    let mut streams = Vec::new();
+    for c in &cs {
+        let prefix = format!("{:<width$} | ", c.name);
+        let lines = app.engine.logs(&c.id, prefix, tail, follow);
+        streams.push(lines.map_err(engine_error)?.boxed());
+    }
     let merged = futures_util::stream::select_all(streams).map(Ok::<_, std::convert::Infallible>);
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
@@ -364,13 +377,13 @@ pub async fn logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StatsView {
     pub container: String,
     pub container_id: String,
     pub service: String,
     #[serde(flatten)]
-    pub stats: ops::Stats,
+    pub stats: Stats,
 }
 
 /// One sample of every running container of the deployment.
@@ -380,10 +393,9 @@ pub async fn stats(
 ) -> Result<Json<Vec<StatsView>>, ApiError> {
     let snap = app.snapshot.load_full();
     let cs = deployment(&snap, &name)?;
-    let docker = Arc::new(docker(&app)?);
-    let running: Vec<&ContainerInfo> = cs.into_iter().filter(|c| c.status == "running").collect();
+    let running: Vec<&ContainerInfo> = cs.into_iter().filter(|c| c.is_running()).collect();
     let samples =
-        futures_util::future::join_all(running.iter().map(|c| ops::stats(&docker, &c.id, &c.name)))
+        futures_util::future::join_all(running.iter().map(|c| app.engine.stats(&c.id, &c.name)))
             .await;
     let mut out = Vec::new();
     for (c, s) in running.iter().zip(samples) {
@@ -391,7 +403,7 @@ pub async fn stats(
             Ok(stats) => out.push(StatsView {
                 container: c.name.clone(),
                 container_id: c.id.clone(),
-                service: c.service.clone().unwrap_or_else(|| c.name.clone()),
+                service: c.service_name().to_string(),
                 stats,
             }),
             // Stopped between the snapshot and the call: left out.
@@ -402,7 +414,7 @@ pub async fn stats(
     Ok(Json(out))
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RouteView {
     pub host: String,
     pub path: String,
@@ -410,7 +422,7 @@ pub struct RouteView {
     pub backends: Vec<RouteBackend>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RouteBackend {
     pub name: String,
     pub addr: String,

@@ -2,6 +2,7 @@
 //! everything but `/api/health`. Rollouts and scaling stream their progress as
 //! newline-delimited JSON, one object per line, the last with a final status.
 
+pub mod drain;
 pub mod host;
 pub mod token;
 
@@ -22,23 +23,25 @@ use axum::{Json, Router};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tracing::{error, info};
 
 use crate::config::Config;
 use crate::deploy::{Deploys, Kind, Request as DeployRequest};
-use crate::dns::DnsCounters;
-use crate::docker::Inputs;
+use crate::dns::{CountersView, DnsCounters};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::names::parse_duration;
+use crate::plan::dns::NameView;
 use crate::plan::BackendInfo;
 use crate::tls::acme::{CertStatus, HostStatus};
-use crate::SharedSnapshot;
+use crate::world::BackendState;
+use crate::{Inputs, SharedSnapshot};
 
 /// What the admin API works with.
 #[derive(Clone)]
 pub struct App {
     pub config: Arc<Config>,
+    pub engine: Engine,
     pub snapshot: SharedSnapshot,
     pub inputs: Inputs,
     pub deploys: Deploys,
@@ -72,9 +75,15 @@ impl App {
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
+/// The body of every error answer (the CLI reads it too).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -204,23 +213,36 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     }
 }
 
-async fn health(State(app): State<App>) -> Json<serde_json::Value> {
-    let s = app.snapshot.load();
-    Json(json!({ "status": "ok", "generation": s.generation, "routes": s.table.len() }))
+/// `GET /api/health`: berth answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HealthView {
+    pub status: String,
+    pub generation: u64,
+    pub routes: usize,
 }
 
-#[derive(Serialize)]
-struct BackendView {
-    id: String,
-    name: String,
-    service: String,
-    image: String,
-    state: String,
-    health: Option<String>,
-    check: Option<String>,
-    addrs: Vec<String>,
-    inflight: usize,
-    restarts: u32,
+async fn health(State(app): State<App>) -> Json<HealthView> {
+    let s = app.snapshot.load();
+    Json(HealthView {
+        status: "ok".into(),
+        generation: s.generation,
+        routes: s.table.len(),
+    })
+}
+
+/// A routed container as `GET /api/backends` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendView {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub image: String,
+    pub state: BackendState,
+    pub health: Option<String>,
+    pub check: Option<String>,
+    pub addrs: Vec<String>,
+    pub inflight: usize,
+    pub restarts: u32,
 }
 
 async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
@@ -239,7 +261,7 @@ async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
                 name: b.name.clone(),
                 service: b.service.clone(),
                 image: b.image.clone(),
-                state: format!("{:?}", b.state).to_lowercase(),
+                state: b.state,
                 health: b.health.clone(),
                 check: b.check.clone(),
                 addrs: b.addrs.iter().map(SocketAddr::to_string).collect(),
@@ -251,13 +273,21 @@ async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
 }
 
 /// ACME state per host: valid until, last error, next attempt.
-async fn certificates(State(app): State<App>) -> Json<serde_json::Value> {
-    Json(json!(app.cert_list()))
+async fn certificates(State(app): State<App>) -> Json<Vec<HostStatus>> {
+    Json(app.cert_list())
+}
+
+/// `GET /api/dns`: the zone's names and how queries ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DnsView {
+    pub zone: String,
+    pub names: Vec<NameView>,
+    pub queries: CountersView,
 }
 
 /// The internal zone: every name, the addresses it answers (Ready only) and
 /// the containers behind it; and how queries ended.
-async fn dns_records(State(app): State<App>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn dns_records(State(app): State<App>) -> Result<Json<DnsView>, ApiError> {
     let (Some(counters), zone) = (&app.dns, &app.config.dns.zone) else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -274,34 +304,38 @@ async fn dns_records(State(app): State<App>) -> Result<Json<serde_json::Value>, 
             n
         })
         .collect();
-    Ok(Json(json!({
-        "zone": zone,
-        "names": names,
-        "queries": counters.view(),
-    })))
+    Ok(Json(DnsView {
+        zone: zone.clone(),
+        names,
+        queries: counters.view(),
+    }))
 }
 
-async fn rollouts(State(app): State<App>) -> Json<serde_json::Value> {
-    Json(json!(app.history()))
+async fn rollouts(State(app): State<App>) -> Json<Vec<crate::deploy::Record>> {
+    Json(app.history())
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST /api/services/{service}/rollout`, as the CLI sends it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RolloutBody {
-    project: Option<String>,
-    image: Option<String>,
-    batch: Option<usize>,
-    health_timeout: Option<String>,
-    drain_timeout: Option<String>,
+pub struct RolloutBody {
+    pub project: Option<String>,
+    /// `None`: the image the replicas run now.
+    pub image: Option<String>,
+    /// Replicas replaced at a time (default 1).
+    pub batch: Option<usize>,
+    pub health_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/services/{service}/scale`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ScaleBody {
-    project: Option<String>,
-    replicas: usize,
-    health_timeout: Option<String>,
-    drain_timeout: Option<String>,
+pub struct ScaleBody {
+    pub project: Option<String>,
+    pub replicas: usize,
+    pub health_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
 }
 
 pub fn duration(key: &str, v: &Option<String>) -> Result<Option<Duration>, ApiError> {
@@ -452,7 +486,6 @@ impl BackgroundService for AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::BackendState;
 
     fn backends(keys: &[&str]) -> std::collections::BTreeMap<String, BackendInfo> {
         keys.iter()
@@ -494,14 +527,17 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
         let (inputs, _rx) = tokio::sync::mpsc::unbounded_channel();
         let snapshot: SharedSnapshot = Arc::default();
+        let engine = Engine::new(&Config::default().docker);
         let (_controller, deploys) = crate::deploy::Controller::new(
             Arc::default(),
+            engine.clone(),
             snapshot.clone(),
             tokio::sync::watch::channel(0).1,
             inputs.clone(),
         );
         let app = router(App {
             config: Arc::default(),
+            engine,
             snapshot,
             inputs,
             deploys,

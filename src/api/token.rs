@@ -2,13 +2,26 @@
 //! once into a 0600 file that the CLI reads, so the API is never open to
 //! other local users, not even with the default config.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
 
 use crate::config::AdminConfig;
+use crate::private::write_private;
+
+/// Where the generated token is kept: `admin.token_file`, else
+/// `$XDG_STATE_HOME/berth/admin.token`, else `~/.local/state/berth/admin.token`,
+/// else `/var/lib/berth/admin.token`.
+pub fn token_file(admin: &AdminConfig) -> PathBuf {
+    admin.token_file.clone().unwrap_or_else(|| {
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        base.join("berth").join("admin.token")
+    })
+}
 
 /// The token the server requires. `generated` is false when it came from the
 /// config or the environment.
@@ -19,18 +32,20 @@ pub fn server_token(admin: &AdminConfig) -> Result<(String, bool), String> {
     if let Some(t) = &admin.token {
         return Ok((t.clone(), false));
     }
-    if let Some(t) = read_token_file(&admin.token_file) {
+    let file = token_file(admin);
+    if let Some(t) = read_token_file(&file) {
         return Ok((t, true));
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("cannot generate an admin token: {e}"))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&admin.token_file, &token).map_err(|e| {
-        format!(
-            "admin.token_file {}: cannot write: {e}",
-            admin.token_file.display()
-        )
-    })?;
+    if let Some(dir) = file.parent() {
+        // Only berth's user may list the state directory.
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    write_private(&file, token.as_bytes())
+        .map_err(|e| format!("admin.token_file {}: cannot write: {e}", file.display()))?;
     Ok((token, true))
 }
 
@@ -38,7 +53,7 @@ pub fn server_token(admin: &AdminConfig) -> Result<(String, bool), String> {
 pub fn client_token(admin: &AdminConfig) -> Option<String> {
     env_token()
         .or_else(|| admin.token.clone())
-        .or_else(|| read_token_file(&admin.token_file))
+        .or_else(|| read_token_file(&token_file(admin)))
 }
 
 fn env_token() -> Option<String> {
@@ -53,24 +68,6 @@ fn read_token_file(path: &Path) -> Option<String> {
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
-}
-
-/// Writes `text` to `path` with mode 0600 from the start: a temporary file in
-/// the same directory, then rename.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Compares an `Authorization` header value with the token in constant time.
@@ -100,12 +97,12 @@ mod tests {
         let admin = AdminConfig {
             listen: None,
             token: None,
-            token_file: dir.join("admin.token"),
+            token_file: Some(dir.join("admin.token")),
         };
         let (t1, generated) = server_token(&admin).unwrap();
         assert!(generated);
         assert_eq!(t1.len(), 64);
-        let mode = std::fs::metadata(&admin.token_file)
+        let mode = std::fs::metadata(token_file(&admin))
             .unwrap()
             .permissions()
             .mode();

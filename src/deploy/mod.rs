@@ -1,29 +1,28 @@
-//! Deploys: rollouts, scaling and self-healing. The controller takes requests
-//! from the admin API one at a time, turns each into a [`plan::Plan`], performs
-//! the plan's actions on the Docker engine and feeds back their results and
-//! the published backend states until the plan is final. Progress lines go to
-//! the requester as they happen; finished runs are kept in a short history.
+//! Deploys: rollouts, scaling, rolling restarts and self-healing. The
+//! controller takes requests from the admin API one at a time, turns each
+//! into a [`plan::Plan`], performs the plan's actions on the engine and feeds
+//! back their results and the published snapshots until the plan is final.
+//! Progress lines go to the requester as they happen; finished runs are kept
+//! in a short history.
 
-pub mod clone;
 pub mod plan;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bollard::query_parameters::RestartContainerOptions;
-use bollard::Docker;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::docker::ops;
-use crate::docker::{connect, Input, Inputs};
-use crate::plan::{BackendInfo, ContainerInfo};
-use crate::world::BackendState;
-use crate::SharedSnapshot;
-use plan::{Action, Event, Plan, Status, Unit};
+use crate::engine::Engine;
+use crate::names::short_id;
+use crate::plan::{BackendInfo, ContainerInfo, Snapshot};
+use crate::world::{BackendState, Input};
+use crate::{Inputs, SharedSnapshot};
+pub use plan::Status;
+use plan::{Action, Event, Plan, Unit};
 
 /// How many finished runs the history keeps.
 const HISTORY: usize = 100;
@@ -42,32 +41,43 @@ pub enum Kind {
     Restart,
 }
 
+impl Kind {
+    fn word(&self) -> &'static str {
+        match self {
+            Kind::Rollout { .. } => "rollout",
+            Kind::Scale { .. } => "scale",
+            Kind::Restart => "restart",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Request {
     pub kind: Kind,
-    /// `project/service`, or a container name outside compose.
+    /// `project/service`, or a container name outside compose; for a
+    /// restart, the deployment.
     pub service: String,
     pub health_timeout: Option<Duration>,
     pub drain_timeout: Option<Duration>,
 }
 
 /// One line of progress, streamed to the requester.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Progress {
     pub id: u64,
     pub service: String,
-    pub status: String,
+    pub status: Status,
     pub message: String,
 }
 
 /// A run, as listed by `GET /api/rollouts`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub id: u64,
     pub kind: String,
     pub service: String,
     pub image: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub reason: Option<String>,
     pub replicas: usize,
     pub started_unix: u64,
@@ -102,22 +112,18 @@ impl Deploys {
         let _ = tx.send(Progress {
             id,
             service: request.service.clone(),
-            status: Status::Queued.to_string(),
+            status: Status::Queued,
             message: "queued".into(),
         });
         let record = Record {
             id,
-            kind: match &request.kind {
-                Kind::Rollout { .. } => "rollout".into(),
-                Kind::Scale { .. } => "scale".into(),
-                Kind::Restart => "restart".into(),
-            },
+            kind: request.kind.word().into(),
             service: request.service.clone(),
             image: match &request.kind {
                 Kind::Rollout { image, .. } => image.clone(),
                 Kind::Scale { .. } | Kind::Restart => None,
             },
-            status: Status::Queued.to_string(),
+            status: Status::Queued,
             reason: None,
             replicas: 0,
             started_unix: unix_now(),
@@ -141,7 +147,7 @@ impl Deploys {
             let _ = tx.send(Progress {
                 id,
                 service: String::new(),
-                status: Status::Failed.to_string(),
+                status: Status::Failed,
                 message: "the deploy controller is not running".into(),
             });
         }
@@ -165,6 +171,7 @@ fn unix_now() -> u64 {
 
 pub struct Controller {
     config: Arc<Config>,
+    engine: Engine,
     snapshot: SharedSnapshot,
     notify: watch::Receiver<u64>,
     inputs: Inputs,
@@ -172,9 +179,40 @@ pub struct Controller {
     jobs: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
 }
 
+/// One job being run: where its progress and record go.
+struct Run<'a> {
+    id: u64,
+    request: &'a Request,
+    progress: &'a mpsc::UnboundedSender<Progress>,
+    deploys: &'a Deploys,
+}
+
+impl Run<'_> {
+    fn say(&self, status: Status, message: String) {
+        info!(deploy = self.id, service = %self.request.service, %status, "{message}");
+        let _ = self.progress.send(Progress {
+            id: self.id,
+            service: self.request.service.clone(),
+            status,
+            message,
+        });
+    }
+
+    /// The final line and the record's end.
+    fn finish(&self, status: Status, message: String, reason: Option<String>) {
+        self.say(status, message);
+        self.deploys.update(self.id, |r| {
+            r.status = status;
+            r.reason = reason;
+            r.finished_unix = Some(unix_now());
+        });
+    }
+}
+
 impl Controller {
     pub fn new(
         config: Arc<Config>,
+        engine: Engine,
         snapshot: SharedSnapshot,
         notify: watch::Receiver<u64>,
         inputs: Inputs,
@@ -188,6 +226,7 @@ impl Controller {
         };
         let c = Controller {
             config,
+            engine,
             snapshot,
             notify,
             inputs,
@@ -203,294 +242,162 @@ impl Controller {
         };
         tokio::spawn(autoheal(
             self.config.clone(),
+            self.engine.clone(),
             self.snapshot.clone(),
             self.notify.clone(),
             self.deploys.restarts.clone(),
         ));
         while let Some(job) = jobs.recv().await {
-            self.run_job(job).await;
+            let run = Run {
+                id: job.id,
+                request: &job.request,
+                progress: &job.progress,
+                deploys: &self.deploys,
+            };
+            self.run_job(&run).await;
         }
     }
 
-    async fn run_job(&self, job: Job) {
-        let Job {
-            id,
-            request,
-            progress,
-        } = job;
-        let say = |status: Status, message: String| {
-            info!(deploy = id, service = %request.service, %status, "{message}");
-            let _ = progress.send(Progress {
-                id,
-                service: request.service.clone(),
-                status: status.to_string(),
-                message,
-            });
+    async fn run_job(&self, run: &Run<'_>) {
+        let request = run.request;
+        let (units, batch) = match units_for(request, &self.snapshot.load()) {
+            Ok(found) => found,
+            Err(e) => return run.finish(Status::Failed, e.clone(), Some(e)),
         };
-        let docker = match connect(&self.config) {
-            Ok(d) => d,
-            Err(e) => {
-                say(Status::Failed, e.to_string());
-                self.deploys.update(id, |r| {
-                    r.status = Status::Failed.to_string();
-                    r.reason = Some(e.to_string());
-                    r.finished_unix = Some(unix_now());
-                });
-                return;
-            }
+        let n = units.len();
+        self.deploys.update(run.id, |r| r.replicas = n);
+        let image = match &request.kind {
+            Kind::Rollout { image, .. } => image.clone(),
+            Kind::Scale { .. } | Kind::Restart => None,
         };
-        if let Kind::Restart = request.kind {
-            let result = self.restart(&docker, id, &request, &say).await;
-            let (status, message) = match result {
-                Ok(n) => (Status::Completed, format!("{n} containers restarted")),
-                Err(e) => (Status::Failed, e),
-            };
-            say(status, message.clone());
-            self.deploys.update(id, |r| {
-                r.status = status.to_string();
-                r.reason = (status == Status::Failed).then_some(message);
-                r.finished_unix = Some(unix_now());
-            });
-            return;
-        }
-        let backends = self.snapshot.load().backends.clone();
-        let mut plan = match units_for(&request, &backends) {
-            Ok((units, batch)) => {
-                let image = match &request.kind {
-                    Kind::Rollout { image, .. } => image.clone(),
-                    Kind::Scale { .. } | Kind::Restart => None,
-                };
-                let n = units.len();
-                self.deploys.update(id, |r| r.replicas = n);
-                Plan::new(
-                    units,
-                    batch,
-                    image,
-                    request
-                        .health_timeout
-                        .unwrap_or(self.config.deploy.health_timeout),
-                    request.drain_timeout,
-                )
+        let health_timeout = request
+            .health_timeout
+            .unwrap_or(self.config.deploy.health_timeout);
+        let mut plan = Plan::new(units, batch, image, health_timeout, request.drain_timeout);
+        self.drive(run, &mut plan).await;
+        let message = match (&plan.status, &plan.reason, &request.kind) {
+            (Status::Completed, _, Kind::Restart) => {
+                format!("{} containers restarted", plan.restarted())
             }
-            Err(e) => {
-                say(Status::Failed, e.clone());
-                self.deploys.update(id, |r| {
-                    r.status = Status::Failed.to_string();
-                    r.reason = Some(e);
-                    r.finished_unix = Some(unix_now());
-                });
-                return;
-            }
+            (Status::Completed, _, _) => format!("{} replicas done", plan.units.len()),
+            (_, Some(r), _) => r.clone(),
+            _ => plan.status.to_string(),
         };
+        run.finish(plan.status, message, plan.reason.clone());
+    }
+
+    /// Performs the plan's actions and feeds it engine results, published
+    /// snapshots and the time until it is final.
+    async fn drive(&self, run: &Run<'_>, plan: &mut Plan) {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
         let mut notify = self.notify.clone();
         let mut last_status = Status::Queued;
-        let mut actions = plan.advance(&self.snapshot.load().backends, Instant::now());
+        let mut actions = plan.advance(&self.snapshot.load(), Instant::now());
         loop {
-            let names = self.snapshot.load().backends.clone();
+            let snap = self.snapshot.load_full();
             for a in actions.drain(..) {
-                self.perform(&docker, &ev_tx, a, &names, plan.status, &say);
+                self.perform(&ev_tx, a, &snap, plan.status, run);
             }
             if plan.status != last_status {
                 last_status = plan.status;
-                self.deploys
-                    .update(id, |r| r.status = plan.status.to_string());
+                run.deploys.update(run.id, |r| r.status = plan.status);
                 if !plan.status.is_final() {
-                    say(plan.status, format!("{}", plan.status).replace('_', " "));
+                    run.say(plan.status, format!("{}", plan.status).replace('_', " "));
                 }
             }
             if plan.status.is_final() {
-                break;
+                return;
             }
             tokio::select! {
                 Some(ev) = ev_rx.recv() => {
-                    actions = plan.on_event(ev, &self.snapshot.load().backends, Instant::now());
+                    actions = plan.on_event(ev, &self.snapshot.load(), Instant::now());
                 }
                 _ = notify.changed() => {
-                    actions = plan.advance(&self.snapshot.load().backends, Instant::now());
+                    actions = plan.advance(&self.snapshot.load(), Instant::now());
                 }
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    actions = plan.advance(&self.snapshot.load().backends, Instant::now());
+                    actions = plan.advance(&self.snapshot.load(), Instant::now());
                 }
             }
         }
-        let message = match (&plan.status, &plan.reason) {
-            (Status::Completed, _) => format!("{} replicas done", plan.units.len()),
-            (_, Some(r)) => r.clone(),
-            _ => plan.status.to_string(),
-        };
-        say(plan.status, message);
-        self.deploys.update(id, |r| {
-            r.status = plan.status.to_string();
-            r.reason = plan.reason.clone();
-            r.finished_unix = Some(unix_now());
-        });
     }
 
-    /// A rolling restart: for each running container of the deployment (by
-    /// service, then name), drain it if berth routes it, restart it, and
-    /// wait until its new run is Ready before the next. Returns how many.
-    async fn restart(
-        &self,
-        docker: &Docker,
-        id: u64,
-        request: &Request,
-        say: &impl Fn(Status, String),
-    ) -> Result<usize, String> {
-        let say = |status: Status, message: String| {
-            self.deploys.update(id, |r| r.status = status.to_string());
-            say(status, message);
-        };
-        let snap = self.snapshot.load_full();
-        let mut targets: Vec<_> = snap
-            .containers
-            .values()
-            .filter(|c| deployment_of(c) == request.service && c.status == "running")
-            .map(|c| (c.id.clone(), c.name.clone(), c.service.clone()))
-            .collect();
-        targets.sort_by(|a, b| (&a.2, &a.1).cmp(&(&b.2, &b.1)));
-        if targets.is_empty() {
-            return Err(format!(
-                "deployment {} has no running container",
-                request.service
-            ));
-        }
-        self.deploys.update(id, |r| r.replicas = targets.len());
-        let timeout = request
-            .health_timeout
-            .unwrap_or(self.config.deploy.health_timeout);
-        let mut restarted = 0;
-        for (cid, name, _) in &targets {
-            // As it is now, not as it was when the restart began.
-            let Some(before) = self.snapshot.load().containers.get(cid).cloned() else {
-                say(Status::Starting, format!("{name} is gone: skipped"));
-                continue;
-            };
-            if before.status != "running" {
-                say(
-                    Status::Starting,
-                    format!("{name} is {}: skipped", before.status),
-                );
-                continue;
-            }
-            let drained = if before.routed {
-                say(Status::Draining, format!("draining {name}"));
-                let d = ops::drain(&self.snapshot, &self.inputs, cid).await;
-                if let Some(open) = d.as_ref().map(|d| d.open).filter(|&n| n > 0) {
-                    say(
-                        Status::Draining,
-                        format!("{name}: drain timeout with {open} requests open"),
-                    );
-                }
-                d
-            } else {
-                None
-            };
-            say(Status::Starting, format!("restarting {name}"));
-            // The container's own stop timeout (compose stop_grace_period).
-            ops::restart(docker, cid, name, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Some(d) = drained {
-                d.keep();
-            }
-            say(
-                Status::WaitingHealthy,
-                format!("waiting for {name} to be ready"),
-            );
-            let mut notify = self.notify.clone();
-            let deadline = tokio::time::Instant::now() + timeout;
-            loop {
-                let now = self.snapshot.load();
-                match now.containers.get(cid) {
-                    Some(n)
-                        if n.started_at != before.started_at && n.state == BackendState::Ready =>
-                    {
-                        break
-                    }
-                    Some(n) if n.started_at != before.started_at && n.status == "exited" => {
-                        return Err(format!("{name} exited after its restart"));
-                    }
-                    None => return Err(format!("{name} was removed during its restart")),
-                    _ => {}
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    let last = now
-                        .backends
-                        .get(cid)
-                        .and_then(|b| b.check.clone().or_else(|| b.health.clone()))
-                        .map(|h| format!(" (last health: {h})"))
-                        .unwrap_or_default();
-                    return Err(format!(
-                        "{name} was not ready {timeout:?} after its restart{last}"
-                    ));
-                }
-                tokio::select! {
-                    _ = notify.changed() => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
-                }
-            }
-            restarted += 1;
-            say(Status::Switching, format!("{name} is ready"));
-        }
-        Ok(restarted)
-    }
-
+    /// Carries out one action; engine calls run as tasks that report back.
     fn perform(
         &self,
-        docker: &Docker,
         events: &mpsc::UnboundedSender<Event>,
         action: Action,
-        names: &BTreeMap<String, BackendInfo>,
+        snap: &Snapshot,
         status: Status,
-        say: &impl Fn(Status, String),
+        run: &Run<'_>,
     ) {
-        let (docker, events) = (docker.clone(), events.clone());
+        let (engine, events) = (self.engine.clone(), events.clone());
+        let name = |id: &str| {
+            snap.containers
+                .get(id)
+                .map_or_else(|| short_id(id).to_string(), |c| c.name.clone())
+        };
         match action {
-            Action::Progress { text, .. } => say(status, text),
+            Action::Progress { text, .. } => run.say(status, text),
             Action::Drain { id } => {
                 let _ = self.inputs.send(Input::Drain { id });
+            }
+            Action::Undrain { id } => {
+                let _ = self.inputs.send(Input::Undrain { id });
             }
             Action::Create {
                 unit,
                 template,
                 image,
             } => {
-                let from = names
-                    .get(&template)
-                    .map_or(template.clone(), |b| b.name.clone());
-                say(
+                let with = image
+                    .as_ref()
+                    .map(|i| format!(" with {i}"))
+                    .unwrap_or_default();
+                run.say(
                     Status::Starting,
-                    format!(
-                        "creating a replica from {from}{}",
-                        image
-                            .as_ref()
-                            .map(|i| format!(" with {i}"))
-                            .unwrap_or_default()
-                    ),
+                    format!("creating a replica from {}{with}", name(&template)),
                 );
                 tokio::spawn(async move {
-                    let ev = match clone::create_clone(&docker, &template, image.as_deref(), unit)
-                        .await
-                    {
+                    let ev = match engine.create_clone(&template, image.as_deref(), unit).await {
                         Ok(id) => Event::Created { unit, id },
-                        Err(error) => Event::DockerFailed { unit, error },
+                        Err(e) => Event::DockerFailed {
+                            unit,
+                            error: e.to_string(),
+                        },
                     };
                     let _ = events.send(ev);
                 });
             }
             Action::Start { unit, id } => {
                 tokio::spawn(async move {
-                    let ev = match clone::start(&docker, &id).await {
+                    let ev = match engine.start(&id, short_id(&id)).await {
                         Ok(()) => Event::Started { unit },
-                        Err(error) => Event::DockerFailed { unit, error },
+                        Err(e) => Event::DockerFailed {
+                            unit,
+                            error: e.to_string(),
+                        },
+                    };
+                    let _ = events.send(ev);
+                });
+            }
+            Action::Restart { unit, id } => {
+                let name = name(&id);
+                tokio::spawn(async move {
+                    // The container's own stop timeout (compose stop_grace_period).
+                    let ev = match engine.restart(&id, &name, None).await {
+                        Ok(()) => Event::Restarted { unit },
+                        Err(e) => Event::DockerFailed {
+                            unit,
+                            error: e.to_string(),
+                        },
                     };
                     let _ = events.send(ev);
                 });
             }
             Action::StopRemove { unit, id, timeout } => {
                 tokio::spawn(async move {
-                    if let Err(e) = clone::remove(&docker, &id, timeout.as_secs() as i32).await {
+                    if let Err(e) = engine.stop_and_remove(&id, timeout.as_secs() as i32).await {
                         warn!(container = %id, error = %e, "removing a container failed");
                     }
                     let _ = events.send(Event::Removed { unit });
@@ -500,18 +407,27 @@ impl Controller {
     }
 }
 
-/// The deployment a container belongs to: its compose project, or itself.
-pub fn deployment_of(c: &ContainerInfo) -> String {
-    c.project.clone().unwrap_or_else(|| c.name.clone())
-}
-
-/// The units and batch size for a request, from the running replicas of its
-/// service (oldest names first).
-pub fn units_for(
-    request: &Request,
-    backends: &BTreeMap<String, BackendInfo>,
-) -> Result<(Vec<Unit>, usize), String> {
-    let mut replicas: Vec<&BackendInfo> = backends
+/// The units and batch size for a request: the running replicas of its
+/// service (oldest names first), or for a restart the running containers of
+/// the deployment (by service, then name).
+pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize), String> {
+    if let Kind::Restart = request.kind {
+        let mut targets: Vec<&ContainerInfo> = snap
+            .containers
+            .values()
+            .filter(|c| c.deployment() == request.service && c.is_running())
+            .collect();
+        targets.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        if targets.is_empty() {
+            return Err(format!(
+                "deployment {} has no running container",
+                request.service
+            ));
+        }
+        return Ok((targets.iter().map(|c| Unit::restart(&c.id)).collect(), 1));
+    }
+    let mut replicas: Vec<&BackendInfo> = snap
+        .backends
         .values()
         .filter(|b| b.service == request.service)
         .filter(|b| !matches!(b.state, BackendState::Stopped | BackendState::Draining))
@@ -540,7 +456,7 @@ pub fn units_for(
             let batch = retire.len();
             (retire, batch)
         }
-        Kind::Restart => return Err("a restart is not a plan of units".into()),
+        Kind::Restart => unreachable!("handled above"),
     })
 }
 
@@ -548,6 +464,7 @@ pub fn units_for(
 /// (Docker itself never does), backing off per container.
 async fn autoheal(
     config: Arc<Config>,
+    engine: Engine,
     snapshot: SharedSnapshot,
     mut notify: watch::Receiver<u64>,
     restarts: Arc<Mutex<HashMap<String, u32>>>,
@@ -578,22 +495,9 @@ async fn autoheal(
             let wait = (grace * 2u32.saturating_pow(n.min(10))).min(Duration::from_secs(600));
             watch.insert(b.id.clone(), (since, now + wait));
             warn!(container = %b.name, unhealthy_for = ?now.duration_since(since), restart = n, "autoheal: restarting an unhealthy container");
-            let (config, id, name) = (config.clone(), b.id.clone(), b.name.clone());
+            let (engine, id, name) = (engine.clone(), b.id.clone(), b.name.clone());
             tokio::spawn(async move {
-                let result = match connect(&config) {
-                    Ok(d) => d
-                        .restart_container(
-                            &id,
-                            Some(RestartContainerOptions {
-                                t: Some(10),
-                                signal: None,
-                            }),
-                        )
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Err(e) = result {
+                if let Err(e) = engine.restart(&id, &name, Some(10)).await {
                     warn!(container = %name, error = %e, "autoheal: restart failed");
                 }
             });
@@ -626,13 +530,16 @@ mod tests {
 
     #[test]
     fn units_come_from_the_running_replicas_of_the_service() {
-        let backends: BTreeMap<_, _> = [
-            backend("2", "p-web-2", "p/web", BackendState::Ready),
-            backend("1", "p-web-1", "p/web", BackendState::Starting),
-            backend("3", "p-web-3", "p/web", BackendState::Stopped),
-            backend("9", "p-api-1", "p/api", BackendState::Ready),
-        ]
-        .into();
+        let backends = Snapshot {
+            backends: [
+                backend("2", "p-web-2", "p/web", BackendState::Ready),
+                backend("1", "p-web-1", "p/web", BackendState::Starting),
+                backend("3", "p-web-3", "p/web", BackendState::Stopped),
+                backend("9", "p-api-1", "p/api", BackendState::Ready),
+            ]
+            .into(),
+            ..Snapshot::default()
+        };
         let (units, batch) = units_for(
             &req(Kind::Rollout {
                 image: None,
@@ -664,5 +571,42 @@ mod tests {
         assert!(units_for(&other, &backends)
             .unwrap_err()
             .contains("no running replica"));
+    }
+
+    #[test]
+    fn a_restart_takes_the_running_containers_of_the_deployment_by_service() {
+        let mut snap = Snapshot::default();
+        let c = |id: &str, project: Option<&str>, service: &str, status: &str| ContainerInfo {
+            id: id.into(),
+            name: format!("{}-{service}-{id}", project.unwrap_or("x")),
+            image: "img".into(),
+            project: project.map(str::to_string),
+            service: Some(service.into()),
+            status: status.into(),
+            health: None,
+            state: BackendState::Ready,
+            routed: false,
+            ports: vec![],
+            networks: Default::default(),
+            started_at: String::new(),
+        };
+        for info in [
+            c("1", Some("p"), "web", "running"),
+            c("2", Some("p"), "db", "running"),
+            c("3", Some("p"), "cache", "exited"),
+            c("4", Some("q"), "web", "running"),
+        ] {
+            snap.containers.insert(info.id.clone(), info);
+        }
+        let mut r = req(Kind::Restart);
+        r.service = "p".into();
+        let (units, batch) = units_for(&r, &snap).unwrap();
+        let ids: Vec<_> = units.iter().map(|u| u.old.clone().unwrap()).collect();
+        assert_eq!((ids, batch), (vec!["2".to_string(), "1".to_string()], 1));
+        assert!(units.iter().all(|u| u.restart));
+        r.service = "none".into();
+        assert!(units_for(&r, &snap)
+            .unwrap_err()
+            .contains("has no running container"));
     }
 }

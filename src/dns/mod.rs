@@ -1,10 +1,9 @@
-//! Internal DNS: `<service>.internal` and friends answered from the same
-//! snapshot the proxy reads ([`table`]), other names forwarded to upstream
-//! resolvers through a caching hickory resolver, or refused. Only loopback,
-//! the Docker networks berth sees and `dns.allow` may ask: berth is never an
-//! open resolver.
-
-pub mod table;
+//! Internal DNS: the hickory server and its sockets. What a query gets is
+//! decided by [`crate::plan::dns::answer`] from the same snapshot the proxy
+//! reads; this module encodes it, forwards other names to upstream resolvers
+//! through a caching hickory resolver, or refuses them. Only loopback, the
+//! Docker networks berth sees and `dns.allow` may ask: berth is never an open
+//! resolver.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,11 +20,12 @@ use hickory_server::proto::rr::rdata::SOA;
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, DnsAllow, DnsConfig};
+use crate::plan::dns::{answer, must_learn, Answer, Query, QueryType};
 use crate::plan::Snapshot;
 use crate::SharedSnapshot;
 
@@ -40,7 +40,7 @@ pub struct DnsCounters {
     pub failed: AtomicU64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CountersView {
     pub answered: u64,
     pub nodata: u64,
@@ -74,8 +74,8 @@ const UNKNOWN_FOR: Duration = Duration::from_secs(60);
 pub struct Handler {
     snapshot: SharedSnapshot,
     notified: watch::Receiver<u64>,
-    /// The zone as a fully qualified name (`internal.`).
-    zone: Name,
+    /// The zone as configured (`internal`).
+    zone: String,
     soa: Record,
     ttl: u32,
     allow: DnsAllow,
@@ -127,8 +127,8 @@ impl Handler {
         Ok(Handler {
             snapshot,
             notified,
-            soa: Record::from_rdata(zone.clone(), ttl, RData::SOA(soa)),
-            zone,
+            soa: Record::from_rdata(zone, ttl, RData::SOA(soa)),
+            zone: config.zone.clone(),
             ttl,
             allow: config.allow.clone(),
             resolver,
@@ -145,7 +145,7 @@ impl Handler {
     async fn reply(&self, request: &Request) -> Reply {
         // An IPv4 client of a dual-stack `[::]` socket arrives as ::ffff:a.b.c.d.
         let src = request.src().ip().to_canonical();
-        let snapshot = self.snapshot.load_full();
+        let mut snapshot = self.snapshot.load_full();
         if !self.allow.allows(src, &snapshot.dns.subnets) {
             debug!(%src, "DNS query from a source outside dns.allow: refused");
             self.count(&self.counters.refused);
@@ -161,68 +161,72 @@ impl Handler {
             return Reply::code(ResponseCode::FormErr);
         };
         let name = Name::from(info.query.name());
-        let qtype = info.query.query_type();
-        if !self.zone.zone_of(&name) {
-            return self.forward(name, qtype, info.query.query_class()).await;
-        }
-        if info.query.query_class() != DNSClass::IN {
-            self.count(&self.counters.refused);
-            return Reply::code(ResponseCode::Refused);
-        }
-        let mut reply = Reply {
-            code: ResponseCode::NoError,
-            authoritative: true,
-            answers: Vec::new(),
-            soa: None,
-        };
-        let depth = name.num_labels() - self.zone.num_labels();
-        if depth == 0 {
-            // The zone itself: its SOA, nothing else.
-            if matches!(qtype, RecordType::SOA | RecordType::ANY) {
-                reply.answers.push(self.soa.clone());
-                self.count(&self.counters.answered);
-            } else {
-                reply.soa = Some(self.soa.clone());
-                self.count(&self.counters.nodata);
-            }
-            return reply;
-        }
-        let relative = name
+        let text = name
             .iter()
-            .take(depth as usize)
             .map(String::from_utf8_lossy)
             .collect::<Vec<_>>()
             .join(".");
-        let snapshot = if snapshot.dns.depends_on_asker(&relative) && !snapshot.dns.knows(src) {
-            self.learn(src).await
-        } else {
-            snapshot
+        let query = Query {
+            name: &text,
+            qtype: match info.query.query_type() {
+                RecordType::A => QueryType::A,
+                RecordType::AAAA => QueryType::Aaaa,
+                RecordType::ANY => QueryType::Any,
+                RecordType::SOA => QueryType::Soa,
+                _ => QueryType::Other,
+            },
+            class_in: info.query.query_class() == DNSClass::IN,
+            from: src,
         };
-        let Some(mut addrs) = snapshot.dns.lookup(&relative, src) else {
-            reply.code = ResponseCode::NXDomain;
-            reply.soa = Some(self.soa.clone());
-            self.count(&self.counters.nxdomain);
-            return reply;
-        };
-        addrs.retain(|ip| match qtype {
-            RecordType::A => ip.is_ipv4(),
-            RecordType::AAAA => ip.is_ipv6(),
-            RecordType::ANY => true,
-            _ => false,
-        });
-        if addrs.is_empty() {
-            reply.soa = Some(self.soa.clone());
-            self.count(&self.counters.nodata);
-            return reply;
+        if must_learn(&snapshot.dns, &self.zone, &query) {
+            snapshot = self.learn(src).await;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-        addrs.rotate_left(turn);
-        reply.answers = addrs
-            .into_iter()
-            .map(|ip| Record::from_rdata(name.clone(), self.ttl, RData::from(ip)))
-            .collect();
-        self.count(&self.counters.answered);
-        reply
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let negative = |code| Reply {
+            code,
+            authoritative: true,
+            answers: Vec::new(),
+            soa: Some(self.soa.clone()),
+        };
+        match answer(&snapshot.dns, &self.zone, &query, turn) {
+            Answer::Forward => {
+                self.forward(name, info.query.query_type(), info.query.query_class())
+                    .await
+            }
+            Answer::Refused => {
+                self.count(&self.counters.refused);
+                Reply::code(ResponseCode::Refused)
+            }
+            Answer::NxDomain => {
+                self.count(&self.counters.nxdomain);
+                negative(ResponseCode::NXDomain)
+            }
+            Answer::NoData => {
+                self.count(&self.counters.nodata);
+                negative(ResponseCode::NoError)
+            }
+            Answer::Soa => {
+                self.count(&self.counters.answered);
+                Reply {
+                    code: ResponseCode::NoError,
+                    authoritative: true,
+                    answers: vec![self.soa.clone()],
+                    soa: None,
+                }
+            }
+            Answer::Addrs(addrs) => {
+                self.count(&self.counters.answered);
+                Reply {
+                    code: ResponseCode::NoError,
+                    authoritative: true,
+                    answers: addrs
+                        .into_iter()
+                        .map(|ip| Record::from_rdata(name.clone(), self.ttl, RData::from(ip)))
+                        .collect(),
+                    soa: None,
+                }
+            }
+        }
     }
 
     /// A container that asks right after it started may not be in the
@@ -368,11 +372,9 @@ pub fn check_upstreams(config: &DnsConfig) -> Result<(), String> {
     };
     for up in upstreams {
         let up_ip = up.ip().to_canonical();
+        // An address of this host: binding it works.
         let is_local = up_ip.is_loopback() || std::net::UdpSocket::bind((up_ip, 0)).is_ok();
-        let ours = config.listen.iter().any(|l| {
-            l.port() == up.port() && (l.ip() == up_ip || (l.ip().is_unspecified() && is_local))
-        });
-        if ours {
+        if config.is_own_address(up, is_local) {
             return Err(format!(
                 "dns.listen {}: {origin} sends queries to {up}, which is berth itself: forwarded queries would loop; set dns.upstreams to the real resolvers, or dns.forward: false",
                 config

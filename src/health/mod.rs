@@ -9,9 +9,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::docker::{Input, Inputs};
 use crate::plan::CheckTarget;
-use crate::SharedSnapshot;
+use crate::world::Input;
+use crate::{Inputs, SharedSnapshot};
 
 pub struct Checker {
     snapshot: SharedSnapshot,

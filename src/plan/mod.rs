@@ -2,6 +2,7 @@
 //! watcher saw and the static routes of the config, and produces the routing
 //! table and the list of problems that everyone else reads.
 
+pub mod dns;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -11,11 +12,14 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Config;
-use crate::dns::table::{DnsTable, Target};
 use crate::labels::{self, LabelSpec, RouteSpec, TlsMode};
 use crate::names::{HostPattern, PathPrefix};
+pub use crate::world::DockerStatus;
 use crate::world::{BackendState, Container, Signals, World, COMPOSE_PROJECT, COMPOSE_SERVICE};
+use dns::{DnsTable, Target};
 pub use table::{Backend, BackendStats, Route, RouteTable};
 
 /// Everything the data plane reads, published as one immutable value.
@@ -41,7 +45,7 @@ pub struct Snapshot {
 }
 
 /// A container as `berth ps` and the admin API show it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerInfo {
     #[serde(rename = "container_id")]
     pub id: String,
@@ -62,17 +66,20 @@ pub struct ContainerInfo {
     pub started_at: String,
 }
 
-/// The watcher's connection to the engine.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct DockerStatus {
-    /// Listed the engine at least once since start: the snapshot is real.
-    pub synced: bool,
-    /// The event stream is up now.
-    pub connected: bool,
-    /// Last full list (unix seconds).
-    pub last_sync_unix: Option<u64>,
-    /// Docker event → snapshot published, for the last event (microseconds).
-    pub last_event_lag_us: Option<u64>,
+impl ContainerInfo {
+    /// The deployment it belongs to: its compose project, or itself.
+    pub fn deployment(&self) -> &str {
+        self.project.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Its service: the compose service, or itself outside compose.
+    pub fn service_name(&self) -> &str {
+        self.service.as_deref().unwrap_or(&self.name)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.status == "running"
+    }
 }
 
 /// A routed container as the proxy, the checker and the deploy controller see it.
@@ -136,7 +143,7 @@ pub struct CheckTarget {
 }
 
 /// A bad label or an unroutable container, attached to that container only.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     pub container: String,
     pub container_id: String,
@@ -188,22 +195,42 @@ impl Planner {
     }
 
     pub fn build(&mut self, world: &World, signals: &Signals) -> Snapshot {
-        let mut routes: BTreeMap<Key, Vec<Backend>> = BTreeMap::new();
-        let mut problems = Vec::new();
-        let mut backends = BTreeMap::new();
-        let mut checks = Vec::new();
-        let mut tls_off: BTreeSet<Key> = BTreeSet::new();
-        let mut tls_hosts = BTreeSet::new();
-        let mut dns = DnsTable::default();
+        let mut b = Build::default();
+        self.add_static_routes(&mut b);
+        let mut containers: Vec<&Container> = world.values().collect();
+        containers.sort_by(|x, y| x.name.cmp(&y.name));
+        for c in containers {
+            self.add_container(&mut b, c, signals);
+        }
+        let containers = container_infos(world, &b.backends, signals);
+        self.counters.retain(|k, _| b.routes.contains_key(k));
+        self.stats
+            .retain(|k, _| world.contains_key(k) || k.starts_with("static:"));
+        let (table, tls_hosts) = self.table(b.routes, &b.tls_off);
+        self.generation += 1;
+        Snapshot {
+            table,
+            problems: b.problems,
+            backends: b.backends,
+            checks: b.checks,
+            tls_hosts,
+            dns: b.dns,
+            containers,
+            docker: DockerStatus::default(),
+            generation: self.generation,
+        }
+    }
 
+    /// The config's routes, to fixed addresses.
+    fn add_static_routes(&mut self, b: &mut Build) {
         let static_name: Arc<str> = Arc::from("static");
-        let statics: Vec<_> = self.config.routes.clone();
-        for r in &statics {
+        let config = self.config.clone();
+        for r in &config.routes {
             for h in &r.hosts {
                 for &addr in &r.backends {
                     let id = format!("static:{addr}");
                     let stats = self.stats_for(&id);
-                    routes
+                    b.routes
                         .entry((h.clone(), r.path.clone()))
                         .or_default()
                         .push(Backend {
@@ -215,138 +242,137 @@ impl Planner {
                 }
             }
         }
+    }
 
-        let mut containers: Vec<&Container> = world.values().collect();
-        containers.sort_by(|a, b| a.name.cmp(&b.name));
-        for c in containers {
-            let spec = self.labels_for(c, &mut problems);
-            dns.add_asker(
-                c.labels.get(COMPOSE_PROJECT).map(String::as_str),
-                &c.addresses,
-            );
-            if !spec.enabled {
-                continue;
-            }
-            if spec.routes.is_empty() {
-                self.dns_names(&mut dns, c, &spec, c.state_with(signals, false));
-                continue;
-            }
-            // berth checks every replica itself: the HTTP check of its labels,
-            // or, without that and without a Docker HEALTHCHECK, a TCP connect
-            // to its port, so no route goes live before the app listens.
-            let tcp_only = spec.health.path.is_none() && c.health.is_none();
-            let active = spec.health.path.is_some() || tcp_only;
-            let state = c.state_with(signals, active);
-            let running = c.status == "running";
-            let name: Arc<str> = Arc::from(c.name.as_str());
-            let id: Arc<str> = Arc::from(c.id.as_str());
-            let stats = self.stats_for(&c.id);
-            let mut addrs = Vec::new();
-            for route in &spec.routes {
-                // Every route of a container that exists stays known (a
-                // stopped service answers 503, not 404).
-                for h in &route.hosts {
-                    routes.entry((h.clone(), route.path.clone())).or_default();
-                    if route.tls == Some(TlsMode::Off) {
-                        tls_off.insert((h.clone(), route.path.clone()));
-                    }
-                }
-                let port = match resolve_port(c, route) {
-                    Ok(p) => p,
-                    Err(p) => {
-                        let key = route_key(&self.config.label_prefix, route, "port");
-                        problems.push(problem(c, &key, p));
-                        continue;
-                    }
-                };
-                let ip = match resolve_ip(c, &spec, running) {
-                    Ok(Some(ip)) => ip,
-                    Ok(None) => continue,
-                    Err(p) => {
-                        let key = format!("{}.network", self.config.label_prefix);
-                        problems.push(problem(c, &key, p));
-                        continue;
-                    }
-                };
-                let addr = SocketAddr::new(ip, port);
-                addrs.push(addr);
-                if state == BackendState::Ready {
-                    for h in &route.hosts {
-                        routes
-                            .entry((h.clone(), route.path.clone()))
-                            .or_default()
-                            .push(Backend {
-                                addr,
-                                name: name.clone(),
-                                id: id.clone(),
-                                stats: stats.clone(),
-                            });
-                    }
-                }
-            }
-            let check = signals
-                .checks
-                .get(&c.id)
-                .filter(|ch| active && ch.started_at == c.started_at);
-            if let (true, Some(&addr), true) = (active, addrs.first(), running && !c.stopping) {
-                checks.push(CheckTarget {
-                    id: c.id.clone(),
-                    started_at: c.started_at.clone(),
-                    addr,
-                    path: spec.health.path.as_ref().map(|p| p.to_string()),
-                    interval: spec.health.interval,
-                    timeout: spec.health.timeout,
-                    rise: spec.health.rise,
-                    fall: if tcp_only { 2 } else { spec.health.fall },
-                });
-            }
-            self.dns_names(&mut dns, c, &spec, state);
-            backends.insert(
-                c.id.clone(),
-                BackendInfo {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    service: c.service_key(),
-                    image: c.image.clone(),
-                    state,
-                    health: c.health.clone(),
-                    check: check.map(|ch| ch.last.clone()),
-                    addrs,
-                    stats,
-                    drain_timeout: spec.drain_timeout,
-                    autoheal: spec.autoheal,
-                    status: c.status.clone(),
-                    unhealthy: running
-                        && (c.health.as_deref() == Some("unhealthy")
-                            || check.is_some_and(|ch| ch.ever_healthy && !ch.healthy)),
-                },
-            );
+    /// One container: its routes (ready: with it as a backend), its check,
+    /// its DNS names, its backend info and its problems.
+    fn add_container(&mut self, b: &mut Build, c: &Container, signals: &Signals) {
+        let spec = self.labels_for(c, &mut b.problems);
+        b.dns.add_asker(
+            c.labels.get(COMPOSE_PROJECT).map(String::as_str),
+            &c.addresses,
+        );
+        if !spec.enabled {
+            return;
         }
+        if spec.routes.is_empty() {
+            self.dns_names(&mut b.dns, c, &spec, c.state_with(signals, false));
+            return;
+        }
+        // berth checks every replica itself: the HTTP check of its labels,
+        // or, without that and without a Docker HEALTHCHECK, a TCP connect
+        // to its port, so no route goes live before the app listens.
+        let tcp_only = spec.health.path.is_none() && c.health.is_none();
+        let active = spec.health.path.is_some() || tcp_only;
+        let state = c.state_with(signals, active);
+        let running = c.status == "running";
+        let stats = self.stats_for(&c.id);
+        let addrs = self.add_routes(b, c, &spec, state, &stats);
+        let check = signals
+            .checks
+            .get(&c.id)
+            .filter(|ch| active && ch.started_at == c.started_at);
+        if let (true, Some(&addr), true) = (active, addrs.first(), running && !c.stopping) {
+            b.checks.push(CheckTarget {
+                id: c.id.clone(),
+                started_at: c.started_at.clone(),
+                addr,
+                path: spec.health.path.as_ref().map(|p| p.to_string()),
+                interval: spec.health.interval,
+                timeout: spec.health.timeout,
+                rise: spec.health.rise,
+                fall: if tcp_only { 2 } else { spec.health.fall },
+            });
+        }
+        self.dns_names(&mut b.dns, c, &spec, state);
+        b.backends.insert(
+            c.id.clone(),
+            BackendInfo {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                service: c.service_key(),
+                image: c.image.clone(),
+                state,
+                health: c.health.clone(),
+                check: check.map(|ch| ch.last.clone()),
+                addrs,
+                stats,
+                drain_timeout: spec.drain_timeout,
+                autoheal: spec.autoheal,
+                status: c.status.clone(),
+                unhealthy: running
+                    && (c.health.as_deref() == Some("unhealthy")
+                        || check.is_some_and(|ch| ch.ever_healthy && !ch.healthy)),
+            },
+        );
+    }
 
-        let containers = world
-            .values()
-            .map(|c| {
-                let backend = backends.get(&c.id);
-                let info = ContainerInfo {
-                    id: c.id.clone(),
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    project: c.labels.get(COMPOSE_PROJECT).cloned(),
-                    service: c.labels.get(COMPOSE_SERVICE).cloned(),
-                    status: c.status.clone(),
-                    health: c.health.clone(),
-                    state: backend.map_or_else(|| c.state_with(signals, false), |b| b.state),
-                    routed: backend.is_some(),
-                    ports: c.ports.clone(),
-                    networks: c.networks.clone(),
-                    started_at: c.started_at.clone(),
-                };
-                (c.id.clone(), info)
-            })
-            .collect();
-        self.counters.retain(|k, _| routes.contains_key(k));
-        self.stats
-            .retain(|k, _| world.contains_key(k) || k.starts_with("static:"));
+    /// The container's routes; returns the addresses it is reached on.
+    /// Every route of a container that exists stays known (a stopped
+    /// service answers 503, not 404); a ready one is a backend of each.
+    fn add_routes(
+        &self,
+        b: &mut Build,
+        c: &Container,
+        spec: &LabelSpec,
+        state: BackendState,
+        stats: &Arc<BackendStats>,
+    ) -> Vec<SocketAddr> {
+        let running = c.status == "running";
+        let name: Arc<str> = Arc::from(c.name.as_str());
+        let id: Arc<str> = Arc::from(c.id.as_str());
+        let mut addrs = Vec::new();
+        for route in &spec.routes {
+            for h in &route.hosts {
+                b.routes.entry((h.clone(), route.path.clone())).or_default();
+                if route.tls == Some(TlsMode::Off) {
+                    b.tls_off.insert((h.clone(), route.path.clone()));
+                }
+            }
+            let port = match resolve_port(c, route) {
+                Ok(p) => p,
+                Err(p) => {
+                    let key = route_key(&self.config.label_prefix, route, "port");
+                    b.problems.push(problem(c, &key, p));
+                    continue;
+                }
+            };
+            let ip = match resolve_ip(c, spec, running) {
+                Ok(Some(ip)) => ip,
+                Ok(None) => continue,
+                Err(p) => {
+                    let key = format!("{}.network", self.config.label_prefix);
+                    b.problems.push(problem(c, &key, p));
+                    continue;
+                }
+            };
+            let addr = SocketAddr::new(ip, port);
+            addrs.push(addr);
+            if state == BackendState::Ready {
+                for h in &route.hosts {
+                    b.routes
+                        .entry((h.clone(), route.path.clone()))
+                        .or_default()
+                        .push(Backend {
+                            addr,
+                            name: name.clone(),
+                            id: id.clone(),
+                            stats: stats.clone(),
+                        });
+                }
+            }
+        }
+        addrs
+    }
+
+    /// The routing table, each route with its round-robin counter (kept
+    /// across snapshots), and the exact hosts that want certificates.
+    fn table(
+        &mut self,
+        routes: BTreeMap<Key, Vec<Backend>>,
+        tls_off: &BTreeSet<Key>,
+    ) -> (RouteTable, BTreeSet<String>) {
+        let mut tls_hosts = BTreeSet::new();
         let table = RouteTable::new(routes.into_iter().map(|((host, prefix), mut backends)| {
             backends.dedup();
             let next = self
@@ -370,18 +396,7 @@ impl Planner {
                 label,
             }
         }));
-        self.generation += 1;
-        Snapshot {
-            table,
-            problems,
-            backends,
-            checks,
-            tls_hosts,
-            dns,
-            containers,
-            docker: DockerStatus::default(),
-            generation: self.generation,
-        }
+        (table, tls_hosts)
     }
 
     /// The container's names in the internal zone: `<service>` and
@@ -447,6 +462,46 @@ impl Planner {
         }
         fallback.unwrap_or(spec)
     }
+}
+
+/// What one build collects before it becomes a snapshot.
+#[derive(Default)]
+struct Build {
+    routes: BTreeMap<Key, Vec<Backend>>,
+    tls_off: BTreeSet<Key>,
+    problems: Vec<Problem>,
+    backends: BTreeMap<String, BackendInfo>,
+    checks: Vec<CheckTarget>,
+    dns: DnsTable,
+}
+
+/// Every container as `berth ps` shows it.
+fn container_infos(
+    world: &World,
+    backends: &BTreeMap<String, BackendInfo>,
+    signals: &Signals,
+) -> BTreeMap<String, ContainerInfo> {
+    world
+        .values()
+        .map(|c| {
+            let backend = backends.get(&c.id);
+            let info = ContainerInfo {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                project: c.labels.get(COMPOSE_PROJECT).cloned(),
+                service: c.labels.get(COMPOSE_SERVICE).cloned(),
+                status: c.status.clone(),
+                health: c.health.clone(),
+                state: backend.map_or_else(|| c.state_with(signals, false), |b| b.state),
+                routed: backend.is_some(),
+                ports: c.ports.clone(),
+                networks: c.networks.clone(),
+                started_at: c.started_at.clone(),
+            };
+            (c.id.clone(), info)
+        })
+        .collect()
 }
 
 fn problem(c: &Container, key: &str, p: Unresolved) -> Problem {

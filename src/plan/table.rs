@@ -2,13 +2,11 @@
 //! Built off the request path by the planner; lookups take no lock and
 //! allocate only for a Host header that needs lowercasing.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::names::{HostPattern, PathPrefix};
+use crate::names::{normalize_host, HostMap, HostPattern, PathPrefix};
 
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -83,43 +81,38 @@ pub struct Specificity {
     pub prefix_len: usize,
 }
 
+/// Routes by host, each host's list most specific first.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<String, Vec<Arc<Route>>>,
-    wildcard: HashMap<String, Vec<Arc<Route>>>,
+    hosts: HostMap<Vec<Arc<Route>>>,
 }
 
 impl RouteTable {
     pub fn new(routes: impl IntoIterator<Item = Route>) -> RouteTable {
-        let mut t = RouteTable::default();
+        let mut hosts: HostMap<Vec<Arc<Route>>> = HostMap::default();
         for r in routes {
-            let list = match &r.host {
-                HostPattern::Exact(h) => t.exact.entry(h.clone()).or_default(),
-                HostPattern::Wildcard(s) => t.wildcard.entry(s.clone()).or_default(),
-            };
-            list.push(Arc::new(r));
+            hosts.entry(&r.host).push(Arc::new(r));
         }
-        for list in t.exact.values_mut().chain(t.wildcard.values_mut()) {
+        for list in hosts.values_mut() {
             list.sort_by_key(|r| std::cmp::Reverse(r.specificity()));
         }
-        t
+        RouteTable { hosts }
     }
 
     /// The most specific route for a Host header value (any case, with or
-    /// without port) and a request path.
+    /// without port) and a request path: the exact host's routes, then the
+    /// wildcard's, the longest matching prefix of each.
     pub fn find(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
         let host = normalize_host(host);
-        fn first<'t>(list: Option<&'t Vec<Arc<Route>>>, path: &str) -> Option<&'t Arc<Route>> {
-            list?.iter().find(|r| r.prefix.matches(path))
-        }
-        first(self.exact.get(host.as_ref()), path).or_else(|| {
-            let (_, parent) = host.split_once('.')?;
-            first(self.wildcard.get(parent), path)
-        })
+        let found = self
+            .hosts
+            .candidates(&host)
+            .find_map(|list| list.iter().find(|r| r.prefix.matches(path)));
+        found
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.exact.values().chain(self.wildcard.values()).flatten()
+        self.hosts.values().flatten()
     }
 
     pub fn len(&self) -> usize {
@@ -127,22 +120,7 @@ impl RouteTable {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
-    }
-}
-
-/// `Example.COM:8080.` → `example.com`; `[::1]:80` → `[::1]`.
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let no_port = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    let trimmed = no_port.strip_suffix('.').unwrap_or(no_port);
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(trimmed.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(trimmed)
+        self.hosts.is_empty()
     }
 }
 
@@ -227,8 +205,6 @@ mod tests {
         for h in ["a.test", "A.Test", "a.test:8080", "a.test.", "A.TEST.:80"] {
             assert_eq!(port(&t, h, "/"), Some(1), "{h}");
         }
-        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
-        assert!(matches!(normalize_host("a.test:1"), Cow::Borrowed(_)));
     }
 
     #[test]

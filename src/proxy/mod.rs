@@ -1,7 +1,10 @@
 //! The HTTP data plane: a Pingora `ProxyHttp` that reads the published
-//! snapshot once per request (lock-free), answers 404/503 itself, and sends
-//! everything else round robin to the route's ready backends, retrying on the
-//! next one when a backend refuses or drops a request before answering.
+//! snapshot once per request (lock-free), asks [`decide`] what the request
+//! gets, answers 400/404/503/308 and ACME challenges itself, and sends the
+//! rest round robin to the route's ready backends, retrying on the next one
+//! when a backend refuses or drops a request before answering.
+
+pub mod decide;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,12 +21,12 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::info;
 
 use crate::config::ProxyConfig;
-use crate::docker::{Input, Inputs};
 use crate::metrics::Metrics;
-use crate::plan::table::normalize_host;
 use crate::plan::{BackendStats, Route};
 use crate::tls::Https;
-use crate::SharedSnapshot;
+use crate::world::Input;
+use crate::{Inputs, SharedSnapshot};
+use decide::{decide, Decision, RequestLine};
 
 pub struct BerthProxy {
     snapshot: SharedSnapshot,
@@ -121,16 +124,6 @@ impl BerthProxy {
             access_log,
         }
     }
-
-    /// Plain HTTP to a route that wants HTTPS and has a certificate.
-    fn should_redirect(&self, route: &Route, req: &RequestHeader) -> bool {
-        let Some(https) = &self.https else {
-            return false;
-        };
-        https.redirect
-            && route.tls
-            && request_host(req).is_some_and(|h| https.store.lookup(&normalize_host(h)).is_some())
-    }
 }
 
 /// The Host of a request: the URI's authority (HTTP/2, absolute form) or the
@@ -175,36 +168,42 @@ impl ProxyHttp for BerthProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        // ACME HTTP-01 is answered before routing, on the HTTP listener only.
-        if let (Some(https), false) = (&self.https, self.tls_listener) {
-            if let Some(answer) = https.challenge(session.req_header().uri.path()) {
-                return match answer {
-                    Some(key_auth) => respond(session, 200, key_auth, None).await,
-                    None => {
-                        let body = "berth: unknown ACME challenge\n".to_string();
-                        respond(session, 404, body, None).await
-                    }
-                };
-            }
-        }
-        let found = {
+        let decision = {
             let req = session.req_header();
-            let snap = self.snapshot.load();
-            match request_host(req) {
-                None => Err(None),
-                Some(host) => snap
-                    .table
-                    .find(host, req.uri.path())
-                    .cloned()
-                    .ok_or_else(|| Some(host.to_string())),
-            }
+            let line = RequestLine {
+                host: request_host(req),
+                path: req.uri.path(),
+                path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            };
+            decide(
+                &self.snapshot.load(),
+                self.https.as_deref(),
+                self.tls_listener,
+                &line,
+            )
         };
-        match found {
-            Err(None) => respond(session, 400, "berth: request has no Host\n".into(), None).await,
-            Err(Some(host)) => {
-                respond(session, 404, format!("berth: no route for {host}\n"), None).await
+        match decision {
+            Decision::Proxy(route) => {
+                ctx.start = route.start();
+                ctx.route = Some(route);
+                // Keeps a small request body so that a retry can replay it.
+                session.enable_retry_buffering();
+                Ok(false)
             }
-            Ok(route) if route.backends.is_empty() => {
+            Decision::Challenge(Some(key_auth)) => respond(session, 200, key_auth, None).await,
+            Decision::Challenge(None) => {
+                let body = "berth: unknown ACME challenge\n".to_string();
+                respond(session, 404, body, None).await
+            }
+            Decision::NoHost => {
+                respond(session, 400, "berth: request has no Host\n".into(), None).await
+            }
+            Decision::NoRoute => {
+                let host = request_host(session.req_header()).unwrap_or_default();
+                let body = format!("berth: no route for {host}\n");
+                respond(session, 404, body, None).await
+            }
+            Decision::NotReady(route) => {
                 let body = format!(
                     "berth: no ready backend for {}{}\n",
                     route.host, route.prefix
@@ -212,26 +211,9 @@ impl ProxyHttp for BerthProxy {
                 let retry = Some((header::RETRY_AFTER, self.retry_after.as_str()));
                 respond(session, 503, body, retry).await
             }
-            Ok(route)
-                if !self.tls_listener && self.should_redirect(&route, session.req_header()) =>
-            {
-                let req = session.req_header();
-                let host = request_host(req).unwrap_or_default();
-                let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
-                let to = self
-                    .https
-                    .as_ref()
-                    .map(|h| h.redirect_to(host, pq))
-                    .unwrap_or_default();
+            Decision::Redirect(to) => {
                 let body = format!("berth: moved to {to}\n");
                 respond(session, 308, body, Some((header::LOCATION, to.as_str()))).await
-            }
-            Ok(route) => {
-                ctx.start = route.start();
-                ctx.route = Some(route);
-                // Keeps a small request body so that a retry can replay it.
-                session.enable_retry_buffering();
-                Ok(false)
             }
         }
     }

@@ -5,8 +5,7 @@
 //! with jitter, and a cap on orders per hour stops any storm.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,15 +22,16 @@ use instant_acme::{
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::store::unix;
 use super::{Cert, CertStore, Challenges, Source};
 use crate::config::Config;
+use crate::private::write_private;
 use crate::SharedSnapshot;
 
 const BACKOFF_MIN: Duration = Duration::from_secs(30);
@@ -39,7 +39,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
 const RATE_LIMITED: Duration = Duration::from_secs(3600);
 
 /// What `berth certs` and `GET /api/certificates` show for one host.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct HostStatus {
     pub host: String,
     /// Unix time the served certificate expires, if there is one.
@@ -193,9 +193,97 @@ pub struct AcmeManager {
     retry_after: Arc<Mutex<Option<SystemTime>>>,
 }
 
+/// Failed orders of one host, and when it may be tried again.
+#[derive(Debug, Default)]
 struct HostState {
     failures: u32,
     next_attempt: Option<Instant>,
+}
+
+/// What the manager remembers between rounds.
+#[derive(Default)]
+struct RunState {
+    account: Option<Account>,
+    account_failures: u32,
+    hosts: BTreeMap<String, HostState>,
+    /// When the orders of the last hour were placed, oldest first.
+    orders: VecDeque<Instant>,
+    capped_logged: bool,
+}
+
+/// The window `acme.orders_per_hour` counts over.
+const ORDER_WINDOW: Duration = Duration::from_secs(3600);
+
+/// What is known about one host when deciding what to do for it.
+#[derive(Debug)]
+pub struct HostFacts<'a> {
+    pub host: &'a str,
+    /// The ACME certificate served for it, if any.
+    pub served: Option<&'a Cert>,
+    /// A certificate the user brought covers it.
+    pub user_cert: bool,
+    /// Backing off until then after failed orders.
+    pub next_attempt: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub orders_per_hour: u32,
+    pub renew_before: Option<Duration>,
+}
+
+/// What the ACME manager does next for one host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostStep {
+    /// No CA can validate this name: never ordered, with the reason.
+    NotEligible(&'static str),
+    /// The user's certificate serves it: nothing to order.
+    UserCert,
+    /// Ours is good: nothing to order until its renewal is due then.
+    Current { renew: Instant },
+    /// Backing off after failed orders until then.
+    Wait { until: Instant },
+    /// `acme.orders_per_hour` is used up: no order for any host until then.
+    Capped { until: Instant },
+    /// Order now; `renewal`: a certificate is being replaced.
+    Order { renewal: bool },
+}
+
+/// The per-host decision: eligibility, a certificate still good, one the
+/// user brought, backoff, the hourly cap. `orders`: when the orders of the
+/// last hour were placed, oldest first; `wall` is the wall clock at `now`.
+pub fn next_step(
+    facts: &HostFacts<'_>,
+    orders: &VecDeque<Instant>,
+    limits: &Limits,
+    now: Instant,
+    wall: SystemTime,
+) -> HostStep {
+    if let Some(why) = ineligible(facts.host) {
+        return HostStep::NotEligible(why);
+    }
+    match facts.served {
+        Some(c) if !due(c, wall, limits.renew_before) => {
+            let at = renew_at(c, limits.renew_before);
+            return HostStep::Current {
+                renew: now + at.duration_since(wall).unwrap_or_default(),
+            };
+        }
+        Some(_) => {}
+        None if facts.user_cert => return HostStep::UserCert,
+        None => {}
+    }
+    if let Some(t) = facts.next_attempt.filter(|t| *t > now) {
+        return HostStep::Wait { until: t };
+    }
+    if orders.len() >= limits.orders_per_hour as usize {
+        return HostStep::Capped {
+            until: orders.front().map_or(now, |t| *t + ORDER_WINDOW),
+        };
+    }
+    HostStep::Order {
+        renewal: facts.served.is_some(),
+    }
 }
 
 impl AcmeManager {
@@ -368,147 +456,155 @@ impl AcmeManager {
         let _ = std::fs::set_permissions(self.dir(), std::fs::Permissions::from_mode(0o700));
         self.load_stored();
         let mut notify = self.notify.clone();
-        let mut account: Option<Account> = None;
-        let mut account_failures = 0u32;
-        let mut hosts: BTreeMap<String, HostState> = BTreeMap::new();
-        let mut orders: VecDeque<Instant> = VecDeque::new();
-        let mut capped_logged = false;
+        let mut st = RunState::default();
         loop {
-            let wanted = self.snapshot.load().tls_hosts.clone();
-            let now = Instant::now();
-            hosts.retain(|h, _| wanted.contains(h));
-            let mut wake = now + Duration::from_secs(60);
-            for host in &wanted {
-                if let Some(why) = ineligible(host) {
-                    self.report(host, |s| s.not_eligible = Some(why.to_string()));
-                    continue;
-                }
-                let served = self.store.get(host);
-                if let Some(c) = &served {
-                    self.report(host, |s| {
-                        s.valid_until = Some(unix(c.not_after));
-                        s.source = Some("acme".into());
-                    });
-                    if !due(c, SystemTime::now(), self.config.acme.renew_before) {
-                        let at = renew_at(c, self.config.acme.renew_before);
-                        let until = at.duration_since(SystemTime::now()).unwrap_or_default();
-                        wake = wake.min(now + until);
-                        continue;
-                    }
-                } else if self
-                    .store
-                    .lookup(host)
-                    .is_some_and(|c| c.source == Source::File)
-                {
-                    // The user brought a certificate for it.
-                    self.report(host, |s| s.source = Some("file".into()));
-                    continue;
-                }
-                let st = hosts.entry(host.clone()).or_insert(HostState {
-                    failures: 0,
-                    next_attempt: None,
-                });
-                if let Some(t) = st.next_attempt {
-                    if t > now {
-                        wake = wake.min(t);
-                        continue;
-                    }
-                }
-                while orders
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
-                {
-                    orders.pop_front();
-                }
-                if orders.len() >= self.config.acme.orders_per_hour as usize {
-                    if !capped_logged {
-                        warn!(
-                            cap = self.config.acme.orders_per_hour,
-                            "acme.orders_per_hour reached: waiting"
-                        );
-                        capped_logged = true;
-                    }
-                    wake = wake.min(
-                        orders
-                            .front()
-                            .map_or(now, |t| *t + Duration::from_secs(3600)),
-                    );
-                    break;
-                }
-                capped_logged = false;
-                if account.is_none() {
-                    match self.account().await {
-                        Ok(a) => {
-                            account = Some(a);
-                            account_failures = 0;
-                        }
-                        Err(e) => {
-                            account_failures += 1;
-                            let wait =
-                                backoff(account_failures, jitter("account", account_failures));
-                            warn!(error = %e, retry_in = ?wait, "no ACME account");
-                            wake = wake.min(now + wait);
-                            break;
-                        }
-                    }
-                }
-                let Some(acct) = &account else { break };
-                orders.push_back(now);
-                if let Ok(mut r) = self.retry_after.lock() {
-                    *r = None;
-                }
-                info!(host = %host, renewal = served.is_some(), "ordering a certificate");
-                match self.order(acct, host).await {
-                    Ok(cert) => {
-                        info!(host = %host, valid_until = unix(cert.not_after), "certificate issued");
-                        let until = unix(cert.not_after);
-                        // Wake up for its renewal, not only when routes change.
-                        let renew = renew_at(&cert, self.config.acme.renew_before);
-                        wake = wake.min(
-                            Instant::now()
-                                + renew.duration_since(SystemTime::now()).unwrap_or_default(),
-                        );
-                        self.store.set(host, Some(cert));
-                        st.failures = 0;
-                        st.next_attempt = None;
-                        self.report(host, |s| {
-                            s.valid_until = Some(until);
-                            s.source = Some("acme".into());
-                            s.last_error = None;
-                            s.next_attempt = None;
-                            s.failures = 0;
-                        });
-                    }
-                    Err(e) => {
-                        st.failures += 1;
-                        let mut wait = backoff(st.failures, jitter(host, st.failures));
-                        // instant-acme does not hand us the Retry-After of an
-                        // error answer; a rate limit waits an hour at least.
-                        let told = self.retry_after.lock().ok().and_then(|mut r| r.take());
-                        if let Some(at) = told {
-                            wait =
-                                wait.max(at.duration_since(SystemTime::now()).unwrap_or_default());
-                        } else if e.contains("rateLimited") {
-                            wait = wait.max(RATE_LIMITED);
-                        }
-                        st.next_attempt = Some(Instant::now() + wait);
-                        wake = wake.min(Instant::now() + wait);
-                        warn!(host = %host, error = %e, failures = st.failures, retry_in = ?wait, "certificate order failed");
-                        let (failures, next) = (st.failures, unix(SystemTime::now() + wait));
-                        self.report(host, |s| {
-                            s.last_error = Some(e.clone());
-                            s.failures = failures;
-                            s.next_attempt = Some(next);
-                        });
-                    }
-                }
-            }
+            let wake = self.round(&mut st).await;
             let sleep = wake
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(200));
             tokio::select! {
                 r = notify.changed() => if r.is_err() { return },
                 _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// One pass over the hosts that want certificates: each gets what
+    /// [`next_step`] says. Returns when to look again at the latest.
+    async fn round(&self, st: &mut RunState) -> Instant {
+        let wanted = self.snapshot.load().tls_hosts.clone();
+        let now = Instant::now();
+        st.hosts.retain(|h, _| wanted.contains(h));
+        while st
+            .orders
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > ORDER_WINDOW)
+        {
+            st.orders.pop_front();
+        }
+        let limits = Limits {
+            orders_per_hour: self.config.acme.orders_per_hour,
+            renew_before: self.config.acme.renew_before,
+        };
+        let mut wake = now + Duration::from_secs(60);
+        for host in &wanted {
+            let served = self.store.get(host);
+            if let Some(c) = &served {
+                self.report(host, |s| {
+                    s.valid_until = Some(unix(c.not_after));
+                    s.source = Some("acme".into());
+                });
+            }
+            let user_cert = self
+                .store
+                .lookup(host)
+                .is_some_and(|c| c.source == Source::File);
+            let next_attempt = st.hosts.get(host).and_then(|h| h.next_attempt);
+            let facts = HostFacts {
+                host,
+                served: served.as_deref(),
+                user_cert,
+                next_attempt,
+            };
+            match next_step(&facts, &st.orders, &limits, now, SystemTime::now()) {
+                HostStep::NotEligible(why) => {
+                    self.report(host, |s| s.not_eligible = Some(why.to_string()))
+                }
+                HostStep::UserCert => self.report(host, |s| s.source = Some("file".into())),
+                HostStep::Current { renew } => {
+                    debug!(host = %host, renew_in = ?renew.saturating_duration_since(now), "certificate current: nothing to order");
+                    wake = wake.min(renew);
+                }
+                HostStep::Wait { until } => wake = wake.min(until),
+                HostStep::Capped { until } => {
+                    if !st.capped_logged {
+                        warn!(
+                            cap = limits.orders_per_hour,
+                            "acme.orders_per_hour reached: waiting"
+                        );
+                        st.capped_logged = true;
+                    }
+                    wake = wake.min(until);
+                    break;
+                }
+                HostStep::Order { renewal } => {
+                    st.capped_logged = false;
+                    if st.account.is_none() {
+                        match self.account().await {
+                            Ok(a) => {
+                                st.account = Some(a);
+                                st.account_failures = 0;
+                            }
+                            Err(e) => {
+                                st.account_failures += 1;
+                                let n = st.account_failures;
+                                let wait = backoff(n, jitter("account", n));
+                                warn!(error = %e, retry_in = ?wait, "no ACME account");
+                                wake = wake.min(now + wait);
+                                break;
+                            }
+                        }
+                    }
+                    st.orders.push_back(now);
+                    wake = wake.min(self.order_and_report(st, host, renewal).await);
+                }
+            }
+        }
+        wake
+    }
+
+    /// Orders a certificate for `host` and installs it, or backs off; returns
+    /// when this host needs attention next.
+    async fn order_and_report(&self, st: &mut RunState, host: &str, renewal: bool) -> Instant {
+        let Some(account) = &st.account else {
+            return Instant::now();
+        };
+        if let Ok(mut r) = self.retry_after.lock() {
+            *r = None;
+        }
+        info!(host = %host, renewal, "ordering a certificate");
+        let result = self.order(account, host).await;
+        let state = st.hosts.entry(host.to_string()).or_default();
+        match result {
+            Ok(cert) => {
+                info!(host = %host, valid_until = unix(cert.not_after), "certificate issued");
+                let until = unix(cert.not_after);
+                // Wake up for its renewal, not only when routes change.
+                let renew = renew_at(&cert, self.config.acme.renew_before);
+                let wake =
+                    Instant::now() + renew.duration_since(SystemTime::now()).unwrap_or_default();
+                self.store.set(host, Some(cert));
+                *state = HostState::default();
+                self.report(host, |s| {
+                    s.valid_until = Some(until);
+                    s.source = Some("acme".into());
+                    s.last_error = None;
+                    s.next_attempt = None;
+                    s.failures = 0;
+                });
+                wake
+            }
+            Err(e) => {
+                state.failures += 1;
+                let mut wait = backoff(state.failures, jitter(host, state.failures));
+                // instant-acme does not hand us the Retry-After of an
+                // error answer; a rate limit waits an hour at least.
+                let told = self.retry_after.lock().ok().and_then(|mut r| r.take());
+                if let Some(at) = told {
+                    wait = wait.max(at.duration_since(SystemTime::now()).unwrap_or_default());
+                } else if e.contains("rateLimited") {
+                    wait = wait.max(RATE_LIMITED);
+                }
+                let next = Instant::now() + wait;
+                state.next_attempt = Some(next);
+                warn!(host = %host, error = %e, failures = state.failures, retry_in = ?wait, "certificate order failed");
+                let (failures, next_unix) = (state.failures, unix(SystemTime::now() + wait));
+                self.report(host, |s| {
+                    s.last_error = Some(e.clone());
+                    s.failures = failures;
+                    s.next_attempt = Some(next_unix);
+                });
+                next
             }
         }
     }
@@ -522,23 +618,6 @@ impl AcmeManager {
             f(e);
         }
     }
-}
-
-/// Writes with mode 0600 from the first byte: a temporary file, then rename.
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 crate::background_until_shutdown!(AcmeManager);
@@ -606,5 +685,49 @@ mod tests {
         ));
         assert!(!due(&c, renew_at(&c, None) - Duration::from_secs(1), None));
         assert!(due(&c, renew_at(&c, None) + Duration::from_secs(1), None));
+    }
+
+    #[test]
+    fn what_to_do_for_a_host_by_table() {
+        let ck = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let cert = Cert::from_pem(
+            ck.cert.pem().as_bytes(),
+            ck.signing_key.serialize_pem().as_bytes(),
+            Source::Acme,
+        )
+        .unwrap();
+        let life = cert.not_after.duration_since(cert.not_before).unwrap();
+        let fresh = cert.not_before + Duration::from_secs(60);
+        let old = cert.not_before + life.mul_f64(0.8);
+        let now = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let limits = Limits {
+            orders_per_hour: 2,
+            renew_before: None,
+        };
+        let facts = |host, served, user_cert, next_attempt| HostFacts {
+            host,
+            served,
+            user_cert,
+            next_attempt,
+        };
+        let none = VecDeque::new();
+        let full: VecDeque<Instant> = [now - hour / 2, now - hour / 4].into();
+        let renew_in = renew_at(&cert, None).duration_since(fresh).unwrap();
+        #[rustfmt::skip]
+        let cases = [
+            (facts("web.internal", None, false, None), &none, fresh, HostStep::NotEligible("a private name (.internal/.local) no CA can reach")),
+            (facts("a.test", None, false, None), &none, fresh, HostStep::Order { renewal: false }),
+            (facts("a.test", Some(&cert), false, None), &none, fresh, HostStep::Current { renew: now + renew_in }),
+            (facts("a.test", Some(&cert), false, None), &none, old, HostStep::Order { renewal: true }),
+            (facts("a.test", None, true, None), &none, fresh, HostStep::UserCert),
+            (facts("a.test", Some(&cert), true, None), &none, old, HostStep::Order { renewal: true }),
+            (facts("a.test", None, false, Some(now + hour)), &none, fresh, HostStep::Wait { until: now + hour }),
+            (facts("a.test", None, false, Some(now - hour)), &none, fresh, HostStep::Order { renewal: false }),
+            (facts("a.test", None, false, None), &full, fresh, HostStep::Capped { until: now + hour / 2 }),
+        ];
+        for (f, orders, wall, want) in cases {
+            assert_eq!(next_step(&f, orders, &limits, now, wall), want, "{f:?}");
+        }
     }
 }

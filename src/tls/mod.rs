@@ -41,7 +41,7 @@ impl Https {
 
     /// Where to send a plain-HTTP request for `host` + `path_and_query`.
     pub fn redirect_to(&self, host: &str, path_and_query: &str) -> String {
-        let host = crate::plan::table::normalize_host(host);
+        let host = crate::names::normalize_host(host);
         if self.port == 443 {
             format!("https://{host}{path_and_query}")
         } else {

@@ -14,6 +14,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::names::{canonical_name, HostMap, HostPattern};
+
 /// Where a certificate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -114,11 +116,8 @@ pub fn self_signed(name: &str) -> Result<Cert, String> {
     )
 }
 
-#[derive(Default)]
-struct Map {
-    exact: HashMap<String, Arc<Cert>>,
-    wildcard: HashMap<String, Arc<Cert>>,
-}
+/// Certificates by the names they cover.
+type Map = HostMap<Arc<Cert>>;
 
 /// The SNI → certificate map, shared by the TLS listener, the ACME manager
 /// and the proxy (which redirects to HTTPS only where a certificate exists).
@@ -158,11 +157,10 @@ impl CertStore {
         let mut certs: Vec<&Arc<Cert>> = by_key.values().collect();
         certs.sort_by_key(|c| (c.source == Source::Acme, c.not_after));
         for c in certs {
-            for n in &c.names {
-                match n.strip_prefix("*.") {
-                    Some(parent) => map.wildcard.insert(parent.to_string(), c.clone()),
-                    None => map.exact.insert(n.clone(), c.clone()),
-                };
+            // A name no hostname can match (an IP SAN written as DNS, say)
+            // is left out.
+            for pattern in c.names.iter().filter_map(|n| HostPattern::parse(n).ok()) {
+                map.insert(pattern, c.clone());
             }
         }
         self.map.store(Arc::new(map));
@@ -178,12 +176,7 @@ impl CertStore {
 
     /// The certificate a handshake for `name` would get, if not the default.
     pub fn lookup(&self, name: &str) -> Option<Arc<Cert>> {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let map = self.map.load();
-        map.exact.get(&name).cloned().or_else(|| {
-            let (_, parent) = name.split_once('.')?;
-            map.wildcard.get(parent).cloned()
-        })
+        self.map.load().get(&canonical_name(name)).cloned()
     }
 }
 

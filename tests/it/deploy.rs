@@ -4,15 +4,9 @@
 use std::time::Duration;
 
 use crate::harness::{
-    berth_cli, docker, eventually, failures, free_port, replicas, replicas_seen, Berth, Env,
-    HttpClient, Load, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
+    api, cli, docker, eventually, failures, replicas, replicas_seen, Env, HttpClient, Load,
+    HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
 };
-
-async fn cli(admin: &str, args: &[&str]) -> (i32, String, String) {
-    let mut all = args.to_vec();
-    all.extend(["--admin", admin, "--token", TOKEN]);
-    berth_cli(&all).await
-}
 
 async fn running(env: &Env) -> Vec<String> {
     let out = docker(&[
@@ -32,10 +26,13 @@ async fn rollout_to_a_new_image_under_load_fails_no_request() {
     let (env, host, port, admin) = (&r.env, r.host.clone(), r.port, r.admin.clone());
     let before = running(env).await;
     let load = Load::start(port, &host, 4);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.wait_count(50, "the load to run before the rollout")
+        .await;
     let (code, out, err) = cli(&admin, &["rollout", "web", "--image", IMAGE_V2]).await;
     println!("berth rollout printed:\n{out}{err}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = load.count();
+    load.wait_count(done + 50, "requests served after the rollout")
+        .await;
     let (log, rate) = load.finish().await;
     assert_eq!(code, 0, "rollout did not complete");
     for status in [
@@ -196,73 +193,10 @@ async fn unhealthy_container_is_restarted_by_autoheal() {
         },
     )
     .await;
-    let (code, out, _) = berth_cli(&["rollouts", "--admin", &admin, "--token", TOKEN]).await;
-    assert_eq!(code, 0, "{out}");
-    let backends = HttpClient::new();
-    let _ = backends;
-    let api = reqwest_json(&admin, "/api/backends").await;
+    let (code, backends) = api(&admin, "GET", "/api/backends", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{backends}");
     assert!(
-        api.contains("\"restarts\":1"),
-        "the restart is counted: {api}"
+        backends.contains("\"restarts\":1"),
+        "the restart is counted: {backends}"
     );
-}
-
-/// GET on the admin API with the test token, as text.
-async fn reqwest_json(admin: &str, path: &str) -> String {
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            &format!("http://{admin}{path}"),
-        ])
-        .output()
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_wants_the_token() {
-    let env = Env::new("auth").await;
-    let (port, admin) = (free_port(), free_port());
-    let _berth = Berth::start(&env.config_admin(port, admin, ""), port).await;
-    let url = format!("http://127.0.0.1:{admin}");
-    let status = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    eventually(Duration::from_secs(5), "the admin API", || async {
-        (status(vec![format!("{url}/api/health")]).await == "200").then_some(())
-    })
-    .await;
-    assert_eq!(status(vec![format!("{url}/api/backends")]).await, "401");
-    let wrong = vec![
-        "-H".into(),
-        "Authorization: Bearer nope".into(),
-        format!("{url}/api/backends"),
-    ];
-    assert_eq!(status(wrong).await, "401");
-    let right = vec![
-        "-H".into(),
-        format!("Authorization: Bearer {TOKEN}"),
-        format!("{url}/api/backends"),
-    ];
-    assert_eq!(status(right).await, "200");
-    let (code, _, err) = berth_cli(&[
-        "rollout",
-        "web",
-        "--admin",
-        &format!("127.0.0.1:{admin}"),
-        "--token",
-        "nope",
-    ])
-    .await;
-    assert_eq!(code, 2);
-    assert!(err.contains("401"), "{err}");
 }

@@ -6,9 +6,7 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{
-    berth_cli, docker, eventually, free_port, Berth, Env, DNS_OFF, HTTP_CHECK, IMAGE, TOKEN,
-};
+use crate::harness::{cli, docker, eventually, free_port, Berth, Env, DNS_OFF, HTTP_CHECK, IMAGE};
 
 /// What `dig` printed: the status word and the answer values.
 #[derive(Debug, PartialEq)]
@@ -60,7 +58,7 @@ fn dns_section(listen: &str, extra: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_are_answered_and_a_stopped_one_leaves_within_a_second() {
+async fn replicas_are_answered_and_a_stopped_one_leaves_as_it_stops() {
     let env = Env::new("dns-stop").await;
     let (http, dns, admin) = (free_port(), free_port(), free_port());
     let cfg = env
@@ -115,7 +113,7 @@ async fn replicas_are_answered_and_a_stopped_one_leaves_within_a_second() {
 
     // `berth dns` shows the name, its answers and its containers.
     let admin = format!("127.0.0.1:{admin}");
-    let (code, out, err) = berth_cli(&["dns", "--admin", &admin, "--token", TOKEN]).await;
+    let (code, out, err) = cli(&admin, &["dns"]).await;
     assert_eq!(code, 0, "{err}");
     let line = out
         .lines()
@@ -130,7 +128,7 @@ async fn replicas_are_answered_and_a_stopped_one_leaves_within_a_second() {
     };
     let asked = Instant::now();
     eventually(
-        Duration::from_secs(1),
+        Duration::from_secs(10),
         "the stopped replica to leave DNS",
         || async {
             let d = dig(dns, "web.internal", "A", &[]).await;
@@ -138,14 +136,20 @@ async fn replicas_are_answered_and_a_stopped_one_leaves_within_a_second() {
         },
     )
     .await;
+    let left = asked.elapsed();
     println!(
         "stopped replica out of DNS {:.0} ms after docker stop was issued",
-        asked.elapsed().as_secs_f64() * 1000.0
+        left.as_secs_f64() * 1000.0
     );
+    // It leaves on the stop's first event, nominally well under a second.
+    // The bound is 5x the second this test once asserted, for a busy two-core
+    // machine; a berth that missed the event would keep answering it until
+    // the next resync (30 s in the test config) and still fails.
+    assert!(left < Duration::from_secs(5), "took {left:?}");
     stop.await.unwrap();
     let d = dig(dns, "web.internal", "A", &[]).await;
     assert_eq!(d.answers, vec![ip_a], "still only the running one");
-    let (_, out, _) = berth_cli(&["dns", "--admin", &admin, "--token", TOKEN]).await;
+    let (_, out, _) = cli(&admin, &["dns"]).await;
     assert!(
         out.contains(&format!("{} (not ready)", env.container_name("web-2"))),
         "{out}"
@@ -364,8 +368,16 @@ async fn container_with_berth_as_dns_server_resolves_web_internal() {
         out.contains(&ip).then_some(out)
     })
     .await;
-    assert!(
-        out.contains("Name:\tweb.internal") || out.contains("web.internal"),
+    println!("nslookup printed:\n{out}");
+    // The answer section: the name asked, then the container's address.
+    let answer: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("Name:"))
+        .take(2)
+        .collect();
+    assert_eq!(
+        answer,
+        ["Name:\tweb.internal".to_string(), format!("Address: {ip}")],
         "{out}"
     );
 }

@@ -98,12 +98,23 @@ async fn event_stream_cut_then_resync_catches_up() {
     env.run("new", &["--label", &format!("berth.host={new}")])
         .await;
     docker(&["stop", "-t", "5", &env.container_name("old")]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        client.get(port, &new, "/").await.unwrap().status,
-        404,
-        "berth cannot know yet"
-    );
+    // Until berth has tried the engine again after these changes (and found
+    // the socket gone), and also then, the new container stays unknown.
+    let interrupted = berth.count_lines(&["Docker watch interrupted"]);
+    eventually(
+        Duration::from_secs(15),
+        "a failed reconnect after the changes",
+        || async {
+            let retried = berth.count_lines(&["Docker watch interrupted"]) > interrupted;
+            assert_eq!(
+                client.get(port, &new, "/").await.unwrap().status,
+                404,
+                "berth cannot know yet"
+            );
+            retried.then_some(())
+        },
+    )
+    .await;
 
     relay.restore();
     eventually(

@@ -107,6 +107,34 @@ where
     }
 }
 
+/// Polls `f` every 20 ms for all of `window` and panics if it ever returns
+/// `Some`: an absence observed over a stated window, not a sleep then a look.
+pub async fn never<T, F, Fut>(window: Duration, what: &str, mut f: F)
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + window;
+    while Instant::now() < deadline {
+        if let Some(v) = f().await {
+            panic!("within {window:?}: {what}: {v:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the docker CLI; whether it exited 0 (for conditions that poll).
+pub async fn docker_ok(args: &[&str]) -> bool {
+    tokio::process::Command::new("docker")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
 /// One test's Docker resources: a network and containers, all labelled.
 pub struct Env {
     pub id: String,
@@ -278,6 +306,14 @@ impl Berth {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How many log lines contain every one of `parts`.
+    pub fn count_lines(&self, parts: &[&str]) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .count()
+    }
+
     pub async fn wait_log(&self, needle: &str, limit: Duration) -> String {
         eventually(limit, &format!("berth log line {needle:?}"), || async {
             let l = self.log();
@@ -359,6 +395,11 @@ impl HttpClient {
             .header("host", host)
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
+        self.send(req).await
+    }
+
+    /// Sends `req` as it is; gives up after 10 s.
+    pub async fn send(&self, req: http::Request<Empty<Bytes>>) -> Result<Response, String> {
         let fut = async {
             let resp = self
                 .inner
@@ -404,6 +445,32 @@ pub async fn berth_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// One call to the admin API at `admin` (`127.0.0.1:PORT`), with `token` as
+/// the bearer token if given: (status, body); status 0 if nothing answered.
+pub async fn api(admin: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Empty::new())
+        .expect("a well-formed admin API request");
+    match HttpClient::new().send(req).await {
+        Ok(r) => (r.status, r.body),
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// Runs the operator CLI against the admin API at `admin` with [`TOKEN`]:
+/// (exit code, stdout, stderr).
+pub async fn cli(admin: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--admin", admin, "--token", TOKEN]);
+    berth_cli(&all).await
+}
+
 /// Continuous load: `workers` clients, each with its own keep-alive
 /// connections, sending `GET /` back to back until stopped.
 pub struct Load {
@@ -444,6 +511,15 @@ impl Load {
     /// Requests answered so far.
     pub fn count(&self) -> usize {
         self.log.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests were answered (panics after 15 s):
+    /// proof that the load runs, where a sleep would only hope so.
+    pub async fn wait_count(&self, n: usize, what: &str) {
+        eventually(Duration::from_secs(15), what, || async {
+            (self.count() >= n).then_some(())
+        })
+        .await
     }
 
     /// Stops the clients; returns every result in order, and the rate.

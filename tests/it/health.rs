@@ -40,11 +40,11 @@ async fn failing_check_leaves_rotation_within_one_interval_and_returns() {
         "left rotation {:.0} ms after its health endpoint broke (interval 300 ms, timeout 300 ms)",
         left_after.as_secs_f64() * 1000.0
     );
-    // One interval plus the check's own timeout, and some slack for the engine.
-    assert!(
-        left_after < Duration::from_millis(1300),
-        "took {left_after:?}"
-    );
+    // Nominally within one interval plus the check's own timeout (600 ms).
+    // The bound is 5x that, as a busy two-core machine delays `docker exec`,
+    // the check and this client; a berth that ignored its active check (and
+    // waited for the engine or the 30 s resync) still breaks it.
+    assert!(left_after < Duration::from_secs(3), "took {left_after:?}");
 
     docker(&["exec", &a, "sh", "-c", "echo ok > /www/health"]).await;
     eventually(Duration::from_secs(5), "the replica to come back", both).await;

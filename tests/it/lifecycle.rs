@@ -4,7 +4,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::harness::{
-    docker, eventually, failures, free_port, replicas, Berth, Env, HttpClient, Load,
+    api, docker, docker_ok, eventually, failures, free_port, replicas, Berth, Env, HttpClient,
+    Load, TOKEN,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,11 +14,13 @@ async fn docker_stop_under_load_fails_no_request() {
     let (env, host, port, b) = (&r.env, r.host.clone(), r.port, r.ids[1].clone());
 
     let load = Load::start(port, &host, 4);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    load.wait_count(50, "the load to run before the stop").await;
     let before_stop = load.count();
     docker(&["stop", "-t", "10", &env.container_name("web-1")]).await;
     let at_stop = load.count();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Enough requests after the stop that "only the other replica" means something.
+    load.wait_count(at_stop + 200, "requests served after the stop")
+        .await;
     let (log, _) = load.finish().await;
     let failed = failures(&log);
     println!(
@@ -114,11 +117,35 @@ async fn slow_request_finishes_while_its_replica_stops_and_no_new_one_reaches_it
             tokio::spawn(async move { client.get(port, &host, "/cgi-bin/who?sleep=3").await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stop must catch a slow request in hand: wait until one runs in a
+    // (its CGI's `sleep` is the only one in the container).
+    eventually(
+        Duration::from_secs(10),
+        "a slow request running inside the replica to stop",
+        || async {
+            docker_ok(&["exec", &a, "pidof", "sleep"])
+                .await
+                .then_some(())
+        },
+    )
+    .await;
     let stop_a = env.container_name("web-1");
     let stopping = tokio::spawn(async move { docker(&["stop", "-t", "20", &stop_a]).await });
-    // Give the kill event a moment to arrive, then everything new must go to b.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once berth has applied the kill event (the API shows a out of the ready
+    // state), everything new must go to b.
+    eventually(
+        Duration::from_secs(10),
+        "berth to take the stopping replica out of rotation",
+        || async {
+            let (_, body) = api(&r.admin, "GET", "/api/backends", Some(TOKEN)).await;
+            let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let state = list.as_array()?.iter().find(|v| v["id"] == a.as_str())?["state"]
+                .as_str()?
+                .to_string();
+            (state == "draining" || state == "stopped").then_some(())
+        },
+    )
+    .await;
     let mut after_kill = 0;
     while !stopping.is_finished() {
         let r = client

@@ -1,5 +1,5 @@
 //! Integration tests: the real berth binary against the real Docker engine.
-//! See ../../../shared/TESTING.md for what this machine offers.
+//! Each module starts a real berth per test; `harness.rs` holds the helpers.
 
 mod acme;
 mod admin;

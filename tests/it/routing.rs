@@ -70,7 +70,7 @@ async fn container_started_after_berth_is_routed_quickly() {
     let id = env
         .run("late", &["--label", &format!("berth.host={host}")])
         .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let routed_at = loop {
         if let Ok(r) = client.get(port, &host, "/").await {
             if r.status == 200 {
@@ -79,7 +79,7 @@ async fn container_started_after_berth_is_routed_quickly() {
         }
         assert!(
             Instant::now() < deadline,
-            "container not routed within 5 s of its start"
+            "container not routed within 10 s of its start"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
@@ -94,8 +94,12 @@ async fn container_started_after_berth_is_routed_quickly() {
     let routed_ns = routed_at.duration_since(UNIX_EPOCH).unwrap().as_nanos();
     let latency_ms = routed_ns.saturating_sub(started_ns) as f64 / 1e6;
     println!("start→routed latency: {latency_ms:.1} ms (container StartedAt to first 200 through berth, 2 ms polling)");
+    // The route comes from the start event, nominally in tens of ms. The
+    // bound is 5x the second this test once asserted, for a busy two-core
+    // machine; a berth that missed the event would only route the container
+    // at its next resync (30 s in the test config) and still fails.
     assert!(
-        latency_ms < 1000.0,
+        latency_ms < 5000.0,
         "route live {latency_ms} ms after start"
     );
 }

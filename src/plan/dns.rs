@@ -1,13 +1,15 @@
 //! The internal zone as a snapshot holds it: names → containers, and who is
-//! asking, by source address. Built by the planner with the routing table,
-//! read by the DNS server on every query. Pure.
+//! asking, by source address. Built by the planner with the routing table;
+//! [`answer`] decides what a query gets, and the DNS server only encodes it.
+//! Pure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::names::canonical_name;
 use crate::world::NetAddress;
 
 /// One container behind a name.
@@ -34,21 +36,21 @@ pub struct DnsTable {
     names: HashMap<String, Vec<Target>>,
     /// Names that exist only because names below them do (`blog` of
     /// `web.blog`): NODATA, not NXDOMAIN (RFC 8020).
-    parents: std::collections::HashSet<String>,
+    parents: HashSet<String>,
     askers: HashMap<IpAddr, Asker>,
     /// The subnets of the Docker networks berth's containers are on.
     pub subnets: Vec<IpNet>,
 }
 
 /// A name and its containers, for `berth dns` and the admin API.
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct NameView {
     pub name: String,
     pub ready: Vec<IpAddr>,
     pub containers: Vec<TargetView>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct TargetView {
     pub container: String,
     pub project: Option<String>,
@@ -59,7 +61,7 @@ pub struct TargetView {
 impl DnsTable {
     /// Adds `target` under `name` (relative to the zone; lowercased here).
     pub fn insert(&mut self, name: &str, target: Target) {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let name = canonical_name(name).into_owned();
         if name.is_empty() {
             return;
         }
@@ -185,6 +187,96 @@ impl DnsTable {
     }
 }
 
+/// The query types the zone tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryType {
+    A,
+    Aaaa,
+    Any,
+    Soa,
+    /// Anything else: the name exists or not, but has no such record.
+    Other,
+}
+
+/// One question, as the DNS server received it.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// Fully qualified, with or without the trailing dot, any case.
+    pub name: &'a str,
+    pub qtype: QueryType,
+    /// Class IN (the only one the zone has).
+    pub class_in: bool,
+    /// Who asks: a container gets its own project's and networks' answers.
+    pub from: IpAddr,
+}
+
+/// What a query gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Outside the zone: forwarded upstream, or refused without forwarding.
+    Forward,
+    Refused,
+    /// The zone's SOA record (the apex, asked for SOA or ANY).
+    Soa,
+    /// The name exists, with no record of that type: SOA in the authority.
+    NoData,
+    NxDomain,
+    /// These addresses, in this order.
+    Addrs(Vec<IpAddr>),
+}
+
+/// The name below `zone`: `Some("")` for the apex, `None` outside the zone.
+fn relative<'n>(zone: &str, name: &'n str) -> Option<&'n str> {
+    if name == zone {
+        return Some("");
+    }
+    name.strip_suffix(zone)?.strip_suffix('.')
+}
+
+/// Whether the answer to `q` depends on a source the table does not know
+/// yet: a container that asks right after its start. The server then waits
+/// a moment for the snapshot that knows it.
+pub fn must_learn(table: &DnsTable, zone: &str, q: &Query<'_>) -> bool {
+    let name = canonical_name(q.name);
+    relative(zone, &name).is_some_and(|r| {
+        q.class_in && !r.is_empty() && table.depends_on_asker(r) && !table.knows(q.from)
+    })
+}
+
+/// The answer to `q` from the zone `zone` (lowercase, no trailing dot) as
+/// `table` holds it; `turn` rotates the addresses, one step per query.
+pub fn answer(table: &DnsTable, zone: &str, q: &Query<'_>, turn: usize) -> Answer {
+    let name = canonical_name(q.name);
+    let Some(rel) = relative(zone, &name) else {
+        return Answer::Forward;
+    };
+    if !q.class_in {
+        return Answer::Refused;
+    }
+    if rel.is_empty() {
+        // The zone itself: its SOA, nothing else.
+        return match q.qtype {
+            QueryType::Soa | QueryType::Any => Answer::Soa,
+            _ => Answer::NoData,
+        };
+    }
+    let Some(mut addrs) = table.lookup(rel, q.from) else {
+        return Answer::NxDomain;
+    };
+    addrs.retain(|ip| match q.qtype {
+        QueryType::A => ip.is_ipv4(),
+        QueryType::Aaaa => ip.is_ipv6(),
+        QueryType::Any => true,
+        QueryType::Soa | QueryType::Other => false,
+    });
+    if addrs.is_empty() {
+        return Answer::NoData;
+    }
+    let n = addrs.len();
+    addrs.rotate_left(turn % n);
+    Answer::Addrs(addrs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +379,111 @@ mod tests {
         let view = t.view();
         assert_eq!(view[0].name, "api");
         assert_eq!(view[0].ready.len(), 2);
+    }
+
+    #[test]
+    fn answers_by_table() {
+        let mut t = DnsTable::default();
+        let v4 = addr("blog_default", "172.20.0.2");
+        let v6 = NetAddress {
+            network: "blog_default".into(),
+            ip: "fd00::2".parse().unwrap(),
+            prefix: 64,
+        };
+        t.insert(
+            "web",
+            target("blog-web-1", Some("blog"), true, &[v4.clone(), v6]),
+        );
+        t.insert(
+            "web",
+            target(
+                "blog-web-2",
+                Some("blog"),
+                true,
+                &[addr("blog_default", "172.20.0.3")],
+            ),
+        );
+        t.insert("db", target("blog-db-1", Some("blog"), false, &[]));
+        t.insert(
+            "web.blog",
+            target("blog-web-1", Some("blog"), true, std::slice::from_ref(&v4)),
+        );
+        use QueryType::*;
+        let q = |name, qtype, class_in| Query {
+            name,
+            qtype,
+            class_in,
+            from: HOST,
+        };
+        let addrs = |list: &[&str]| Answer::Addrs(ips(list));
+        for (query, turn, want) in [
+            (
+                q("web.internal.", A, true),
+                0,
+                addrs(&["172.20.0.2", "172.20.0.3"]),
+            ),
+            (
+                q("WEB.Internal", A, true),
+                1,
+                addrs(&["172.20.0.3", "172.20.0.2"]),
+            ),
+            (q("web.internal", Aaaa, true), 0, addrs(&["fd00::2"])),
+            (
+                q("web.internal", Any, true),
+                0,
+                addrs(&["172.20.0.2", "172.20.0.3", "fd00::2"]),
+            ),
+            (q("web.internal", Other, true), 0, Answer::NoData),
+            (q("db.internal", A, true), 0, Answer::NoData),
+            (q("blog.internal", A, true), 0, Answer::NoData),
+            (q("nope.internal", A, true), 0, Answer::NxDomain),
+            (q("internal.", Soa, true), 0, Answer::Soa),
+            (q("internal", Any, true), 0, Answer::Soa),
+            (q("internal", A, true), 0, Answer::NoData),
+            (q("web.internal", A, false), 0, Answer::Refused),
+            (q("example.com.", A, true), 0, Answer::Forward),
+            (q("notinternal", A, true), 0, Answer::Forward),
+        ] {
+            assert_eq!(answer(&t, "internal", &query, turn), want, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_asker_waits_only_where_projects_share_a_name() {
+        let mut t = DnsTable::default();
+        let a = addr("a_default", "172.21.0.5");
+        t.insert(
+            "db",
+            target("a-db-1", Some("a"), true, std::slice::from_ref(&a)),
+        );
+        t.insert(
+            "web",
+            target("a-web-1", Some("a"), true, std::slice::from_ref(&a)),
+        );
+        t.insert(
+            "db",
+            target(
+                "b-db-1",
+                Some("b"),
+                true,
+                &[addr("b_default", "172.22.0.5")],
+            ),
+        );
+        let stranger: IpAddr = "172.21.0.99".parse().unwrap();
+        let q = |name| Query {
+            name,
+            qtype: QueryType::A,
+            class_in: true,
+            from: stranger,
+        };
+        assert!(must_learn(&t, "internal", &q("db.internal")));
+        assert!(!must_learn(&t, "internal", &q("web.internal")));
+        assert!(!must_learn(&t, "internal", &q("db.example.com")));
+        t.add_asker(Some("a"), &[addr("a_default", "172.21.0.99")]);
+        assert!(!must_learn(&t, "internal", &q("db.internal")));
+        assert_eq!(
+            answer(&t, "internal", &q("db.internal"), 0),
+            Answer::Addrs(ips(&["172.21.0.5"]))
+        );
     }
 }

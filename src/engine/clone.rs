@@ -1,20 +1,16 @@
-//! Cloning a replica for a rollout or a scale-up: the new container gets the
-//! old one's labels, env, command, networks, volumes, healthcheck and restart
-//! policy, except where those only came from the old image, so that the new
-//! image's own defaults apply. Host port bindings are dropped: the old replica
-//! still holds them, and traffic comes through berth anyway.
+//! The create request for a clone of a replica (rollout, scale-up): the new
+//! container gets the old one's labels, env, command, networks, volumes,
+//! healthcheck and restart policy, except where those only came from the old
+//! image, so that the new image's own defaults apply. Host port bindings are
+//! dropped: the old replica still holds them, and traffic comes through berth
+//! anyway.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, ImageConfig,
-    NetworkConnectRequest, NetworkingConfig,
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, ImageConfig, NetworkingConfig,
 };
-use bollard::query_parameters::{
-    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
-};
-use bollard::Docker;
 
 /// Takes the container's value unless it equals what the image set.
 fn own<T: PartialEq>(container: Option<T>, image: Option<&T>) -> Option<T> {
@@ -77,7 +73,7 @@ pub fn clone_body(
 
 /// The container's networks, sorted, as endpoint settings for a new container:
 /// aliases kept but for the old container's own id, fixed addresses dropped.
-fn networks(old: &ContainerInspectResponse) -> Vec<(String, EndpointSettings)> {
+pub(super) fn networks(old: &ContainerInspectResponse) -> Vec<(String, EndpointSettings)> {
     let id = old.id.clone().unwrap_or_default();
     let mut nets: Vec<(String, EndpointSettings)> = old
         .network_settings
@@ -106,7 +102,7 @@ fn networks(old: &ContainerInspectResponse) -> Vec<(String, EndpointSettings)> {
     nets
 }
 
-fn first_network(old: &ContainerInspectResponse) -> Option<(String, EndpointSettings)> {
+pub(super) fn first_network(old: &ContainerInspectResponse) -> Option<(String, EndpointSettings)> {
     // The network the container was created on (HostConfig.NetworkMode) first:
     // API 1.41 accepts one network at create, the rest are connected after.
     let mode = old
@@ -131,7 +127,7 @@ pub fn clone_name(old: &str, tag: &str) -> String {
     format!("{base}-b{tag}")
 }
 
-fn fresh_tag(n: usize) -> String {
+pub(super) fn fresh_tag(n: usize) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -140,94 +136,6 @@ fn fresh_tag(n: usize) -> String {
         "{:06x}",
         (nanos as u64).wrapping_add(n as u64 * 7919) & 0xff_ffff
     )
-}
-
-/// Creates (not starts) a clone of `template`; returns its id.
-pub async fn create_clone(
-    docker: &Docker,
-    template: &str,
-    image: Option<&str>,
-    n: usize,
-) -> Result<String, String> {
-    let old = docker
-        .inspect_container(template, None)
-        .await
-        .map_err(|e| format!("inspect {template}: {e}"))?;
-    let old_image_ref = old
-        .config
-        .as_ref()
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
-    let image = image.map(str::to_string).unwrap_or(old_image_ref);
-    // The image the old container runs, to tell its own settings from the image's.
-    let old_image = match &old.image {
-        Some(id) => docker.inspect_image(id).await.ok().and_then(|i| i.config),
-        None => None,
-    };
-    let body = clone_body(&old, old_image.as_ref(), &image);
-    let name = clone_name(
-        old.name
-            .as_deref()
-            .unwrap_or(template)
-            .trim_start_matches('/'),
-        &fresh_tag(n),
-    );
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await
-        .map_err(|e| format!("create {name} from {image}: {e}"))?;
-    let first = first_network(&old).map(|(n, _)| n);
-    for (net, ep) in networks(&old) {
-        if Some(&net) == first.as_ref() {
-            continue;
-        }
-        let req = NetworkConnectRequest {
-            container: created.id.clone(),
-            endpoint_config: Some(ep),
-        };
-        if let Err(e) = docker.connect_network(&net, req).await {
-            let _ = remove(docker, &created.id, 0).await;
-            return Err(format!("connect {name} to {net}: {e}"));
-        }
-    }
-    Ok(created.id)
-}
-
-pub async fn start(docker: &Docker, id: &str) -> Result<(), String> {
-    docker
-        .start_container(id, None)
-        .await
-        .map_err(|e| format!("start {}: {e}", &id[..id.len().min(12)]))
-}
-
-/// Stops (SIGTERM, then SIGKILL after `timeout_secs`) and removes.
-pub async fn remove(docker: &Docker, id: &str, timeout_secs: i32) -> Result<(), String> {
-    let short = &id[..id.len().min(12)];
-    let _ = docker
-        .stop_container(
-            id,
-            Some(StopContainerOptions {
-                t: Some(timeout_secs),
-                signal: None,
-            }),
-        )
-        .await;
-    docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(|e| format!("remove {short}: {e}"))
 }
 
 #[cfg(test)]

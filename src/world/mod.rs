@@ -1,5 +1,12 @@
-//! What berth knows about the engine: one [`Container`] per container, built by
-//! the Docker watcher from `inspect` and events, read by the planner. Plain data.
+//! The World: what berth knows about the engine's containers and what it
+//! learned itself (health checks, connect failures, drains). One task (the
+//! Docker watcher) owns it and feeds it inspections, events and [`Input`]s;
+//! the reducer in [`state`] applies them and the planner reads the result.
+//! Pure: no I/O, no clock (the caller passes the time in).
+
+mod state;
+
+pub use state::{EventReaction, InputOutcome, Resync, WorldState};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -44,8 +51,8 @@ pub struct NetAddress {
     pub prefix: u8,
 }
 
-/// Where a container stands for routing (DESIGN.md, "Backend states").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Where a container stands for routing (README, "Architecture": backend states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendState {
     /// Not running (or paused, restarting): no traffic, but its routes stay known.
@@ -57,6 +64,68 @@ pub enum BackendState {
     Draining,
     /// Running but failing health.
     Down,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 5] = [
+        BackendState::Ready,
+        BackendState::Starting,
+        BackendState::Draining,
+        BackendState::Down,
+        BackendState::Stopped,
+    ];
+
+    /// The word users see (API, CLI, metrics): the serde name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Stopped => "stopped",
+            BackendState::Starting => "starting",
+            BackendState::Ready => "ready",
+            BackendState::Draining => "draining",
+            BackendState::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What other parts of berth tell the owner of the world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// One active HTTP check result for a run of a container.
+    Check {
+        id: String,
+        started_at: String,
+        ok: bool,
+        detail: String,
+        rise: u32,
+        fall: u32,
+    },
+    /// The proxy saw repeated connect failures to this container.
+    ConnectFailures { id: String },
+    /// A probe of a passively-down container after its cool-down.
+    Probe { id: String, ok: bool },
+    /// Take no new requests (rollout, scale, admin): until the run ends.
+    Drain { id: String },
+    /// Back in rotation: what the drain was for did not happen.
+    Undrain { id: String },
+}
+
+/// The watcher's connection to the engine, as the snapshot publishes it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DockerStatus {
+    /// Listed the engine at least once since start: the snapshot is real.
+    pub synced: bool,
+    /// The event stream is up now.
+    pub connected: bool,
+    /// Last full list (unix seconds).
+    pub last_sync_unix: Option<u64>,
+    /// Docker event → snapshot published, for the last event (microseconds).
+    pub last_event_lag_us: Option<u64>,
 }
 
 /// What berth itself learned about containers, beside what Docker says:
@@ -168,7 +237,7 @@ impl Container {
     }
 
     pub fn short_id(&self) -> &str {
-        &self.id[..self.id.len().min(12)]
+        crate::names::short_id(&self.id)
     }
 }
 

@@ -1,0 +1,451 @@
+//! The one seam to the Docker engine: an [`Engine`] handle, made once at start
+//! and given to every part that talks to the engine (the watcher, the deploy
+//! controller, autoheal, the admin API, `berth check`). It speaks bollard and
+//! returns berth's own types; each container action exists once, here.
+
+pub mod clone;
+pub mod convert;
+pub mod logs;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bollard::models::{EventMessage, EventMessageTypeEnum, NetworkConnectRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, RestartContainerOptions, StartContainerOptions,
+    StatsOptions, StopContainerOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::config::DockerConfig;
+use crate::error::CallError;
+use crate::names::short_id;
+use crate::world::{Container, World};
+pub use stats::Stats;
+
+/// Seconds a single API call (not a stream) may take.
+const API_TIMEOUT_SECS: u64 = 10;
+
+/// One engine event, as the watcher needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    /// The container it is about (for network events, the one connected).
+    pub id: String,
+    /// Docker's action: `start`, `kill`, `health_status: healthy`, ...
+    pub action: String,
+    /// The signal of a `kill`.
+    pub signal: Option<i32>,
+    /// When the engine saw it (unix nanoseconds).
+    pub time_ns: i64,
+}
+
+/// A handle on the engine. Cloning it is cheap and shares the connection.
+#[derive(Clone)]
+pub struct Engine {
+    /// `unix:///path` of the engine's socket.
+    host: String,
+    /// Made on first use (bollard refuses a socket that does not exist yet,
+    /// and berth starts before the engine as well as after).
+    docker: Arc<Mutex<Option<Docker>>>,
+    /// `docker.constraint`: listing asks the engine for these containers only.
+    constraint: Option<(String, String)>,
+}
+
+/// The engine's error as a [`CallError`] naming what was asked.
+fn call_error(what: String, e: bollard::errors::Error) -> CallError {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => CallError {
+            status: Some(status_code),
+            message: format!("{what}: {message}"),
+        },
+        other => CallError::unreached(format!("{what}: {other}")),
+    }
+}
+
+impl Engine {
+    /// The engine at `docker.host`, else `$DOCKER_HOST` (unix sockets), else
+    /// the default socket. Nothing is sent yet: the first call connects, and
+    /// every call after a failed connect tries again.
+    pub fn new(config: &DockerConfig) -> Engine {
+        let host = config
+            .host
+            .clone()
+            .or_else(|| {
+                std::env::var("DOCKER_HOST")
+                    .ok()
+                    .filter(|h| h.starts_with("unix://"))
+            })
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+        Engine {
+            host,
+            docker: Arc::default(),
+            constraint: config.constraint.clone(),
+        }
+    }
+
+    /// The bollard client, connected on first use.
+    fn docker(&self) -> Result<Docker, CallError> {
+        let mut slot = self.docker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Docker::connect_with_unix(&self.host, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
+            .map_err(|e| {
+                CallError::unreached(format!(
+                    "cannot connect to the Docker engine at {}: {e}",
+                    self.host
+                ))
+            })?;
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    pub async fn ping(&self) -> Result<(), CallError> {
+        self.docker()?
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| call_error("Docker API call ping failed".into(), e))
+    }
+
+    /// Every container (running or not), each inspected: a list alone lacks
+    /// health and per-network addresses.
+    pub async fn list(&self) -> Result<World, CallError> {
+        let mut filters = HashMap::new();
+        if let Some((k, v)) = &self.constraint {
+            filters.insert("label".to_string(), vec![format!("{k}={v}")]);
+        }
+        let list = self
+            .docker()?
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| call_error("Docker API call list containers failed".into(), e))?;
+        let mut world = World::new();
+        for summary in list {
+            let Some(id) = summary.id else { continue };
+            if let Some(c) = self.inspect(&id).await? {
+                world.insert(c.id.clone(), c);
+            }
+        }
+        Ok(world)
+    }
+
+    /// `Ok(None)` when the container is gone.
+    pub async fn inspect(&self, id: &str) -> Result<Option<Container>, CallError> {
+        match self
+            .docker()?
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => Ok(convert::from_inspect(&i)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(call_error(
+                "Docker API call inspect container failed".into(),
+                e,
+            )),
+        }
+    }
+
+    /// Container and network events from `since` (unix seconds) on.
+    pub fn events(
+        &self,
+        since: u64,
+    ) -> Result<impl Stream<Item = Result<EngineEvent, CallError>>, CallError> {
+        let filters: HashMap<String, Vec<String>> = [(
+            "type".to_string(),
+            vec!["container".to_string(), "network".to_string()],
+        )]
+        .into();
+        Ok(self
+            .docker()?
+            .events(Some(EventsOptions {
+                since: Some(since.to_string()),
+                until: None,
+                filters: Some(filters),
+            }))
+            .filter_map(|ev| async move {
+                match ev {
+                    Ok(ev) => event(ev).map(Ok),
+                    Err(e) => Some(Err(call_error("Docker API call events failed".into(), e))),
+                }
+            }))
+    }
+
+    pub async fn start(&self, id: &str, name: &str) -> Result<(), CallError> {
+        self.docker()?
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| call_error(format!("start {name}"), e))
+    }
+
+    /// `timeout`: seconds the process gets after its stop signal; `None`: the
+    /// container's own stop timeout (compose `stop_grace_period`).
+    pub async fn stop(&self, id: &str, name: &str, timeout: Option<i32>) -> Result<(), CallError> {
+        self.docker()?
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: timeout,
+                    signal: None,
+                }),
+            )
+            .await
+            .map_err(|e| call_error(format!("stop {name}"), e))
+    }
+
+    /// As [`Engine::stop`], then started again.
+    pub async fn restart(
+        &self,
+        id: &str,
+        name: &str,
+        timeout: Option<i32>,
+    ) -> Result<(), CallError> {
+        self.docker()?
+            .restart_container(
+                id,
+                Some(RestartContainerOptions {
+                    t: timeout,
+                    signal: None,
+                }),
+            )
+            .await
+            .map_err(|e| call_error(format!("restart {name}"), e))
+    }
+
+    pub async fn remove(&self, id: &str, name: &str, force: bool) -> Result<(), CallError> {
+        self.docker()?
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force,
+                    v: false,
+                    link: false,
+                }),
+            )
+            .await
+            .map_err(|e| call_error(format!("remove {name}"), e))
+    }
+
+    /// Stops (its stop signal, then SIGKILL after `timeout` seconds) and
+    /// removes; a stop that fails (already stopped) does not keep it.
+    pub async fn stop_and_remove(&self, id: &str, timeout: i32) -> Result<(), CallError> {
+        let short = short_id(id);
+        let _ = self.stop(id, short, Some(timeout)).await;
+        self.remove(id, short, true).await
+    }
+
+    /// Creates (not starts) a clone of `template`, optionally with another
+    /// image (see [`clone`]); returns its id. `n` tells clones made together
+    /// apart.
+    pub async fn create_clone(
+        &self,
+        template: &str,
+        image: Option<&str>,
+        n: usize,
+    ) -> Result<String, CallError> {
+        let docker = self.docker()?;
+        let old = docker
+            .inspect_container(template, None)
+            .await
+            .map_err(|e| call_error(format!("inspect {template}"), e))?;
+        let old_image_ref = old
+            .config
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        let image = image.map(str::to_string).unwrap_or(old_image_ref);
+        // The image the old container runs, to tell its own settings from the image's.
+        let old_image = match &old.image {
+            Some(id) => docker.inspect_image(id).await.ok().and_then(|i| i.config),
+            None => None,
+        };
+        let body = clone::clone_body(&old, old_image.as_ref(), &image);
+        let name = clone::clone_name(
+            old.name
+                .as_deref()
+                .unwrap_or(template)
+                .trim_start_matches('/'),
+            &clone::fresh_tag(n),
+        );
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| call_error(format!("create {name} from {image}"), e))?;
+        let first = clone::first_network(&old).map(|(n, _)| n);
+        for (net, ep) in clone::networks(&old) {
+            if Some(&net) == first.as_ref() {
+                continue;
+            }
+            let req = NetworkConnectRequest {
+                container: created.id.clone(),
+                endpoint_config: Some(ep),
+            };
+            if let Err(e) = docker.connect_network(&net, req).await {
+                let _ = self.stop_and_remove(&created.id, 0).await;
+                return Err(call_error(format!("connect {name} to {net}"), e));
+            }
+        }
+        Ok(created.id)
+    }
+
+    /// The container's log lines (stdout and stderr), each prefixed with
+    /// `prefix`; with `follow`, new lines as they are written. A last line
+    /// without a newline is still shown when the log ends.
+    pub fn logs(
+        &self,
+        id: &str,
+        prefix: String,
+        tail: Option<u64>,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Bytes> + Send + 'static, CallError> {
+        let stream = self
+            .docker()?
+            .logs(
+                id,
+                Some(LogsOptions {
+                    follow,
+                    stdout: true,
+                    stderr: true,
+                    tail: tail.map_or("all".to_string(), |t| t.to_string()),
+                    ..Default::default()
+                }),
+            )
+            .boxed();
+        let lines = logs::Lines {
+            prefix,
+            partial: [Vec::new(), Vec::new()],
+        };
+        Ok(futures_util::stream::unfold(
+            Some((stream, lines)),
+            |state| async move {
+                let (mut stream, mut lines) = state?;
+                loop {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => {
+                            let out = lines.push(&chunk);
+                            if !out.is_empty() {
+                                return Some((out, Some((stream, lines))));
+                            }
+                        }
+                        // The end, or the engine went away: what is left, then stop.
+                        _ => {
+                            let rest = lines.finish();
+                            return (!rest.is_empty()).then_some((rest, None));
+                        }
+                    }
+                }
+            },
+        ))
+    }
+
+    /// One sample of a running container (the engine samples twice, about a
+    /// second apart, for the CPU figure).
+    pub async fn stats(&self, id: &str, name: &str) -> Result<Stats, CallError> {
+        let mut s = self.docker()?.stats(
+            id,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: false,
+            }),
+        );
+        match s.next().await {
+            Some(Ok(r)) => Ok(stats::summarize(&r)),
+            Some(Err(e)) => Err(call_error(format!("stats {name}"), e)),
+            None => Err(CallError::unreached(format!(
+                "stats {name}: the engine sent nothing"
+            ))),
+        }
+    }
+}
+
+/// An engine event → what the watcher needs of it; `None`: not about a
+/// container.
+fn event(ev: EventMessage) -> Option<EngineEvent> {
+    let actor = ev.actor.as_ref();
+    let attrs = actor.and_then(|a| a.attributes.as_ref());
+    let id = if matches!(ev.typ, Some(EventMessageTypeEnum::NETWORK)) {
+        attrs.and_then(|a| a.get("container")).cloned()
+    } else {
+        actor.and_then(|a| a.id.clone())
+    }?;
+    Some(EngineEvent {
+        id,
+        action: ev.action.clone().unwrap_or_default(),
+        signal: attrs
+            .and_then(|a| a.get("signal"))
+            .and_then(|s| s.parse().ok()),
+        time_ns: ev.time_nano.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::EventActor;
+
+    #[test]
+    fn events_name_their_container() {
+        let ev = |typ, id: Option<&str>, attrs: &[(&str, &str)], action: &str| EventMessage {
+            typ: Some(typ),
+            action: Some(action.into()),
+            actor: Some(EventActor {
+                id: id.map(str::to_string),
+                attributes: Some(
+                    attrs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+            }),
+            time_nano: Some(7),
+            ..Default::default()
+        };
+        let kill = event(ev(
+            EventMessageTypeEnum::CONTAINER,
+            Some("abc"),
+            &[("signal", "15")],
+            "kill",
+        ))
+        .unwrap();
+        assert_eq!(
+            kill,
+            EngineEvent {
+                id: "abc".into(),
+                action: "kill".into(),
+                signal: Some(15),
+                time_ns: 7
+            }
+        );
+        let connect = event(ev(
+            EventMessageTypeEnum::NETWORK,
+            Some("net-id"),
+            &[("container", "abc")],
+            "connect",
+        ))
+        .unwrap();
+        assert_eq!((connect.id.as_str(), connect.signal), ("abc", None));
+        assert_eq!(
+            event(ev(EventMessageTypeEnum::NETWORK, Some("n"), &[], "create")),
+            None
+        );
+    }
+}
