@@ -338,6 +338,15 @@ fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
     out
 }
 
+/// Scrapes `/metrics` until `ok` holds for what it says.
+async fn scrape_until(admin: &str, ok: impl Fn(&str) -> bool) -> String {
+    eventually(Duration::from_secs(5), "the request counts", || async {
+        let (code, text) = api(admin, "GET", "/metrics", Some(TOKEN)).await;
+        (code == 200 && ok(&text)).then_some(text)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_and_the_access_log_has_them() {
     let env = Env::new("metrics").await;
@@ -365,15 +374,33 @@ async fn metrics_count_requests_and_the_access_log_has_them() {
             .map(|(_, _, v)| v)
             .sum()
     };
-    let (_, before) = api(&admin, "GET", "/metrics", Some(TOKEN)).await;
+    // A request is counted once its response is out (Pingora's logging
+    // hook): the client can have its answer a moment before the count moves.
+    // So each scrape waits until it counts what was sent so far: the one 200
+    // above; then 25 more, and the 3 without a route.
+    let unrouted = |text: &str| {
+        parse_prometheus(text)
+            .into_iter()
+            .filter(|(n, l, _)| {
+                n == "berth_http_requests_total"
+                    && l.contains("code=\"4xx\"")
+                    && l.contains("route=\"\"")
+            })
+            .map(|(_, _, v)| v)
+            .sum::<f64>()
+    };
+    let before = scrape_until(&admin, |t| count(t, "2xx") >= 1.0).await;
     for _ in 0..25 {
         assert_eq!(client.get(http, &host, "/").await.unwrap().status, 200);
     }
     for _ in 0..3 {
         client.get(http, "unrouted.invalid", "/").await.unwrap();
     }
-    let (code, after) = api(&admin, "GET", "/metrics", Some(TOKEN)).await;
-    assert_eq!(code, 200);
+    let (ok_before, none_before) = (count(&before, "2xx"), unrouted(&before));
+    let after = scrape_until(&admin, |t| {
+        count(t, "2xx") >= ok_before + 25.0 && unrouted(t) >= none_before + 3.0
+    })
+    .await;
     assert_eq!(
         count(&after, "2xx") - count(&before, "2xx"),
         25.0,
