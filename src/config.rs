@@ -436,36 +436,47 @@ impl Validator<'_> {
             Some(v) => self.addr("http.listen", &v)?,
             None => d.http_listen,
         };
+        // Sections in the order of the file's reference: with several
+        // mistakes, the first named is the first in that order.
+        let docker = raw
+            .docker
+            .map_or(Ok(d.docker.clone()), |r| self.docker(r, &d.docker))?;
+        let label_prefix = match raw.labels.and_then(|l| l.prefix) {
+            None => d.label_prefix.clone(),
+            Some(p) => self.label_prefix(p)?,
+        };
+        let proxy = raw
+            .proxy
+            .map_or(Ok(d.proxy.clone()), |r| self.proxy(r, &d.proxy))?;
+        let routes = self.routes(raw.routes)?;
+        let admin = raw
+            .admin
+            .map_or(Ok(d.admin.clone()), |r| self.admin(r, &d.admin))?;
+        let deploy = raw
+            .deploy
+            .map_or(Ok(d.deploy.clone()), |r| self.deploy(r, &d.deploy))?;
+        let tls = raw.tls.map_or(Ok(d.tls.clone()), |r| self.tls(r, &d.tls))?;
+        let acme = raw
+            .acme
+            .map_or(Ok(d.acme.clone()), |r| self.acme(r, &d.acme))?;
+        let dns = raw
+            .dns
+            .map_or(Ok(d.dns.clone()), |r| self.dns(r, d.dns.clone()))?;
         let (log_level, access_log, log_json) = match raw.log {
-            None => (d.log_level, d.access_log, d.log_json),
+            None => (d.log_level.clone(), d.access_log, d.log_json),
             Some(r) => self.log(r, &d)?,
         };
         Ok(Config {
             http_listen,
-            docker: raw
-                .docker
-                .map_or(Ok(d.docker.clone()), |r| self.docker(r, &d.docker))?,
-            label_prefix: match raw.labels.and_then(|l| l.prefix) {
-                None => d.label_prefix,
-                Some(p) => self.label_prefix(p)?,
-            },
-            proxy: raw
-                .proxy
-                .map_or(Ok(d.proxy.clone()), |r| self.proxy(r, &d.proxy))?,
-            routes: self.routes(raw.routes)?,
-            admin: raw
-                .admin
-                .map_or(Ok(d.admin.clone()), |r| self.admin(r, &d.admin))?,
-            deploy: raw
-                .deploy
-                .map_or(Ok(d.deploy.clone()), |r| self.deploy(r, &d.deploy))?,
-            tls: raw.tls.map_or(Ok(d.tls.clone()), |r| self.tls(r, &d.tls))?,
-            acme: raw
-                .acme
-                .map_or(Ok(d.acme.clone()), |r| self.acme(r, &d.acme))?,
-            dns: raw
-                .dns
-                .map_or(Ok(d.dns.clone()), |r| self.dns(r, d.dns.clone()))?,
+            docker,
+            label_prefix,
+            proxy,
+            routes,
+            admin,
+            deploy,
+            tls,
+            acme,
+            dns,
             log_level,
             access_log,
             log_json,
@@ -763,7 +774,9 @@ impl Validator<'_> {
                 .map_err(|_| {
                     self.invalid("dns.upstreams", &v, "not an address: use IP or IP:PORT")
                 })?;
-            if is_own_address(&listen, addr, addr.ip().is_loopback()) {
+            // Exactly a listen address; `berth serve` checks the rest (an
+            // unspecified listen address, this host's own addresses).
+            if is_own_address(&listen, addr, false) {
                 return Err(self.invalid(
                     "dns.upstreams",
                     &v,

@@ -14,7 +14,11 @@ pub fn serve(config: Config) -> Outcome {
 
 /// One line per label problem, then a count; exit 1 when there is any.
 pub async fn check(config: Config) -> Outcome {
-    let (containers, snapshot) = crate::check::check(&config).await?;
+    // An engine that does not answer is "could not check" (2), never
+    // "problems found" (1).
+    let (containers, snapshot) = crate::check::check(&config)
+        .await
+        .map_err(|e| Abort::new(Exit::NotAsked, e.message))?;
     for p in &snapshot.problems {
         println!("{p}");
     }

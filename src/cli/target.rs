@@ -85,7 +85,9 @@ pub fn resolve<'a>(
     if let Some(t) = by_service(&scope, target)? {
         return Ok(t);
     }
-    by_container(&scope, target)?.ok_or_else(|| {
+    // Containers are found by name or id in every deployment, `--project` or not.
+    let everywhere: Vec<&DeploymentView> = deployments.iter().collect();
+    by_container(&everywhere, target)?.ok_or_else(|| {
         no_target(format!(
             "{target}: no deployment, service or container of that name{}",
             project
@@ -250,7 +252,7 @@ pub(crate) mod tests {
             ("cron", None, Ok("cron")),
             ("blog-web-1", None, Ok("container blog-web-1")),
             ("blog-web-1", Some("blog"), Ok("container blog-web-1")),
-            ("blog-web-1", Some("shop"), Err(Exit::NoTarget)),
+            ("blog-web-1", Some("shop"), Ok("container blog-web-1")),
             ("bbbb22", None, Ok("container blog-db-1")),
             ("aaaa11", None, Err(Exit::NotAsked)),
             ("aaaa111", None, Ok("container blog-web-1")),

@@ -474,7 +474,17 @@ impl Plan {
             .or(b.map(|b| b.drain_timeout))
             .unwrap_or(crate::labels::DEFAULT_DRAIN_TIMEOUT);
         let timed_out = u.elapsed(now) >= limit;
-        if !(out_of_rotation && (inflight == 0 || timed_out)) {
+        // A retired replica is stopped only once out of rotation. A restart
+        // goes ahead at the drain timeout whatever the state shows: the
+        // container may have been restarted by someone else meanwhile (a new
+        // run is never draining).
+        let drained = if u.restart {
+            let out = b.is_none_or(|b| b.state != BackendState::Ready);
+            (out && inflight == 0) || timed_out
+        } else {
+            out_of_rotation && (inflight == 0 || timed_out)
+        };
+        if !drained {
             return Vec::new();
         }
         let name = name_of(snap, &old);
@@ -1053,6 +1063,25 @@ mod tests {
         assert_eq!(p.status, Status::Failed, "a restart is never rolled back");
         assert_eq!(p.units[1].phase, Phase::Pending, "b is not touched");
         assert_eq!(p.restarted(), 0);
+    }
+
+    #[test]
+    fn a_restart_goes_ahead_at_the_drain_timeout_even_if_the_drain_never_shows() {
+        let t0 = Instant::now();
+        let mut p = restart_plan(&["a"]);
+        // Restarted by someone else while berth drained it: a new run, Ready.
+        let mut w = world(&[("a", BackendState::Ready)]);
+        w.containers.insert(
+            "a".into(),
+            container("a", "running", "r1", BackendState::Ready, true),
+        );
+        assert_eq!(kinds(&p.advance(&w, t0)), vec!["drain a"]);
+        assert!(kinds(&p.advance(&w, t0 + Duration::from_secs(29))).is_empty());
+        assert_eq!(
+            kinds(&p.advance(&w, t0 + Duration::from_secs(30))),
+            vec!["restart a"],
+            "the label's drain timeout (30s) bounds the wait"
+        );
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Handler {
         if must_learn(&snapshot.dns, &self.zone, &query) {
             snapshot = self.learn(src).await;
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let turn = || self.next.fetch_add(1, Ordering::Relaxed);
         let negative = |code| Reply {
             code,
             authoritative: true,

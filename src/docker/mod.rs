@@ -16,15 +16,11 @@ use crate::engine::{Engine, EngineEvent};
 use crate::error::CallError;
 use crate::names::short_id;
 use crate::plan::{Planner, Problem};
-use crate::world::{Container, EventReaction, Input, World, WorldState};
+use crate::world::{Container, EventReaction, Input, World, WorldState, PASSIVE_COOLDOWN};
 use crate::{Inputs, SharedSnapshot};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-/// How long a container stays out after repeated connect failures before it
-/// is probed again.
-pub const PASSIVE_COOLDOWN: Duration = Duration::from_secs(5);
 
 pub struct Watcher {
     config: Arc<Config>,

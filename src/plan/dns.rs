@@ -244,8 +244,9 @@ pub fn must_learn(table: &DnsTable, zone: &str, q: &Query<'_>) -> bool {
 }
 
 /// The answer to `q` from the zone `zone` (lowercase, no trailing dot) as
-/// `table` holds it; `turn` rotates the addresses, one step per query.
-pub fn answer(table: &DnsTable, zone: &str, q: &Query<'_>, turn: usize) -> Answer {
+/// `table` holds it. `turn` is asked only when addresses are answered, and
+/// rotates them: one step per answer.
+pub fn answer(table: &DnsTable, zone: &str, q: &Query<'_>, turn: impl FnOnce() -> usize) -> Answer {
     let name = canonical_name(q.name);
     let Some(rel) = relative(zone, &name) else {
         return Answer::Forward;
@@ -273,7 +274,7 @@ pub fn answer(table: &DnsTable, zone: &str, q: &Query<'_>, turn: usize) -> Answe
         return Answer::NoData;
     }
     let n = addrs.len();
-    addrs.rotate_left(turn % n);
+    addrs.rotate_left(turn() % n);
     Answer::Addrs(addrs)
 }
 
@@ -444,7 +445,17 @@ mod tests {
             (q("example.com.", A, true), 0, Answer::Forward),
             (q("notinternal", A, true), 0, Answer::Forward),
         ] {
-            assert_eq!(answer(&t, "internal", &query, turn), want, "{query:?}");
+            let mut asked = false;
+            let got = answer(&t, "internal", &query, || {
+                asked = true;
+                turn
+            });
+            assert_eq!(got, want, "{query:?}");
+            assert_eq!(
+                asked,
+                matches!(want, Answer::Addrs(_)),
+                "turns only for addresses"
+            );
         }
     }
 
@@ -482,7 +493,7 @@ mod tests {
         t.add_asker(Some("a"), &[addr("a_default", "172.21.0.99")]);
         assert!(!must_learn(&t, "internal", &q("db.internal")));
         assert_eq!(
-            answer(&t, "internal", &q("db.internal"), 0),
+            answer(&t, "internal", &q("db.internal"), || 0),
             Answer::Addrs(ips(&["172.21.0.5"]))
         );
     }

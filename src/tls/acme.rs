@@ -489,12 +489,6 @@ impl AcmeManager {
         let mut wake = now + Duration::from_secs(60);
         for host in &wanted {
             let served = self.store.get(host);
-            if let Some(c) = &served {
-                self.report(host, |s| {
-                    s.valid_until = Some(unix(c.not_after));
-                    s.source = Some("acme".into());
-                });
-            }
             let user_cert = self
                 .store
                 .lookup(host)
@@ -506,7 +500,14 @@ impl AcmeManager {
                 user_cert,
                 next_attempt,
             };
-            match next_step(&facts, &st.orders, &limits, now, SystemTime::now()) {
+            let step = next_step(&facts, &st.orders, &limits, now, SystemTime::now());
+            if let (Some(c), false) = (&served, matches!(step, HostStep::NotEligible(_))) {
+                self.report(host, |s| {
+                    s.valid_until = Some(unix(c.not_after));
+                    s.source = Some("acme".into());
+                });
+            }
+            match step {
                 HostStep::NotEligible(why) => {
                     self.report(host, |s| s.not_eligible = Some(why.to_string()))
                 }

@@ -11,6 +11,10 @@ pub use state::{EventReaction, InputOutcome, Resync, WorldState};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
+/// How long a container stays out after repeated connect failures before it
+/// is probed again.
+pub const PASSIVE_COOLDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use tracing::{info, warn};
 
-use super::{is_stop_signal, CheckState, Container, DockerStatus, Input, Signals, World};
+use super::{
+    is_stop_signal, CheckState, Container, DockerStatus, Input, Signals, World, PASSIVE_COOLDOWN,
+};
 
 /// Container events after which the container is inspected again.
 const REFRESH_ON: &[&str] = &[
@@ -218,7 +220,7 @@ impl WorldState {
                 if !self.signals.passive_down.insert(id.clone()) {
                     return unchanged;
                 }
-                warn!(container = %c.name, "repeated connect failures: out of rotation until a probe succeeds");
+                warn!(container = %c.name, cooldown = ?PASSIVE_COOLDOWN, "repeated connect failures: out of rotation until a probe succeeds");
                 InputOutcome {
                     changed: true,
                     probe: Some(id),
