@@ -10,7 +10,7 @@ use crate::plan::{Planner, Snapshot};
 use crate::world::Signals;
 
 pub async fn check(config: &Config) -> Result<(usize, Snapshot), CallError> {
-    let world = Engine::new(&config.docker).list().await?;
+    let world = Engine::new(&config.docker)?.list().await?;
     let snapshot = Planner::new(Arc::new(config.clone())).build(&world, &Signals::default());
     Ok((world.len(), snapshot))
 }

@@ -131,7 +131,8 @@ pub struct DeployConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DockerConfig {
-    /// `unix:///path`; `None` means $DOCKER_HOST or the default socket.
+    /// `unix:///path` or `tcp://host:port`; `None` means $DOCKER_HOST or the
+    /// default socket.
     pub host: Option<String>,
     pub constraint: Option<(String, String)>,
     pub resync_interval: Duration,
@@ -486,9 +487,15 @@ impl Validator<'_> {
     fn docker(&self, r: RawDocker, d: &DockerConfig) -> Result<DockerConfig, ConfigError> {
         let host = match r.host {
             None => None,
-            Some(h) if h.value.starts_with("unix://") => Some(h.value),
+            Some(h) if h.value.starts_with("unix:///") || h.value.starts_with("tcp://") => {
+                Some(h.value)
+            }
             Some(h) => {
-                return Err(self.invalid("docker.host", &h, "only unix:// sockets are supported"))
+                return Err(self.invalid(
+                    "docker.host",
+                    &h,
+                    "use unix:///path/to/docker.sock or tcp://host:port",
+                ))
             }
         };
         let constraint = match r.constraint {

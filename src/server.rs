@@ -55,7 +55,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     // ring is the only TLS provider in the build (listener, ACME client).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pre = preflight(&config)?;
-    let engine = Engine::new(&config.docker);
+    let engine = Engine::new(&config.docker).map_err(anyhow::Error::new)?;
     let config = Arc::new(config);
     // Static routes serve from the first request, Docker or not.
     let first = Planner::new(config.clone()).build(&World::new(), &Signals::default());

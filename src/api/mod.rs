@@ -527,7 +527,7 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
         let (inputs, _rx) = tokio::sync::mpsc::unbounded_channel();
         let snapshot: SharedSnapshot = Arc::default();
-        let engine = Engine::new(&Config::default().docker);
+        let engine = Engine::new(&Config::default().docker).unwrap();
         let (_controller, deploys) = crate::deploy::Controller::new(
             Arc::default(),
             engine.clone(),

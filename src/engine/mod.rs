@@ -70,24 +70,23 @@ fn call_error(what: String, e: bollard::errors::Error) -> CallError {
 }
 
 impl Engine {
-    /// The engine at `docker.host`, else `$DOCKER_HOST` (unix sockets), else
-    /// the default socket. Nothing is sent yet: the first call connects, and
-    /// every call after a failed connect tries again.
-    pub fn new(config: &DockerConfig) -> Engine {
-        let host = config
-            .host
-            .clone()
-            .or_else(|| {
-                std::env::var("DOCKER_HOST")
-                    .ok()
-                    .filter(|h| h.starts_with("unix://"))
-            })
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        Engine {
+    /// The engine at `docker.host`, else `$DOCKER_HOST`, else the default
+    /// socket: `unix:///path` or `tcp://host:port` (plain; TLS is refused
+    /// rather than silently not used). Nothing is sent yet: the first call
+    /// connects, and every call after a failed connect tries again.
+    pub fn new(config: &DockerConfig) -> Result<Engine, CallError> {
+        let (host, origin) = match (&config.host, std::env::var("DOCKER_HOST")) {
+            (Some(h), _) => (h.clone(), "docker.host"),
+            (None, Ok(h)) if !h.trim().is_empty() => (h.trim().to_string(), "DOCKER_HOST"),
+            _ => ("unix:///var/run/docker.sock".to_string(), "the default"),
+        };
+        let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
+        check_host(&host, origin, tls)?;
+        Ok(Engine {
             host,
             docker: Arc::default(),
             constraint: config.constraint.clone(),
-        }
+        })
     }
 
     /// The bollard client, connected on first use.
@@ -96,13 +95,17 @@ impl Engine {
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
-        let d = Docker::connect_with_unix(&self.host, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(|e| {
-                CallError::unreached(format!(
-                    "cannot connect to the Docker engine at {}: {e}",
-                    self.host
-                ))
-            })?;
+        let connected = if self.host.starts_with("tcp://") {
+            Docker::connect_with_http(&self.host, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_unix(&self.host, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        };
+        let d = connected.map_err(|e| {
+            CallError::unreached(format!(
+                "cannot connect to the Docker engine at {}: {e}",
+                self.host
+            ))
+        })?;
         *slot = Some(d.clone());
         Ok(d)
     }
@@ -377,6 +380,22 @@ impl Engine {
     }
 }
 
+/// Whether berth can speak to an engine at `host` (named by `origin`):
+/// a unix socket, or plain TCP.
+fn check_host(host: &str, origin: &str, tls: bool) -> Result<(), CallError> {
+    let refuse = |why: &str| Err(CallError::unreached(format!("{origin} {host:?}: {why}")));
+    match host.split_once("://") {
+        Some(("unix", path)) if path.starts_with('/') => Ok(()),
+        Some(("unix", _)) => refuse("a unix socket needs an absolute path: unix:///var/run/docker.sock"),
+        Some(("tcp", "")) => refuse("tcp:// needs host:port"),
+        Some(("tcp", _)) if tls => refuse(
+            "DOCKER_TLS_VERIFY is set, and berth does not speak TLS to the engine yet: expose the engine on a unix socket, or on loopback without TLS",
+        ),
+        Some(("tcp", _)) => Ok(()),
+        _ => refuse("only unix:///path and tcp://host:port are supported"),
+    }
+}
+
 /// An engine event → what the watcher needs of it; `None`: not about a
 /// container.
 fn event(ev: EventMessage) -> Option<EngineEvent> {
@@ -401,6 +420,28 @@ fn event(ev: EventMessage) -> Option<EngineEvent> {
 mod tests {
     use super::*;
     use bollard::models::EventActor;
+
+    #[test]
+    fn engine_addresses_berth_speaks_to() {
+        for (host, tls, ok) in [
+            ("unix:///var/run/docker.sock", false, true),
+            ("tcp://127.0.0.1:2375", false, true),
+            ("tcp://127.0.0.1:2376", true, false),
+            ("unix://docker.sock", false, false),
+            ("ssh://me@host", false, false),
+            ("tcp://", false, false),
+            ("/var/run/docker.sock", false, false),
+        ] {
+            let got = check_host(host, "DOCKER_HOST", tls);
+            assert_eq!(got.is_ok(), ok, "{host} tls={tls}: {got:?}");
+            if let Err(e) = got {
+                assert!(
+                    e.message.contains("DOCKER_HOST") && e.message.contains(host),
+                    "{e}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn events_name_their_container() {

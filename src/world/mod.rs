@@ -8,7 +8,7 @@ mod state;
 
 pub use state::{EventReaction, InputOutcome, Resync, WorldState};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 /// How long a container stays out after repeated connect failures before it
@@ -138,7 +138,9 @@ pub struct DockerStatus {
 pub struct Signals {
     pub checks: HashMap<String, CheckState>,
     /// Down after repeated connect failures, until a probe succeeds.
-    pub passive_down: HashSet<String>,
+    /// Container id → the run that failed: a new run, or a passing check,
+    /// ends it.
+    pub passive_down: HashMap<String, String>,
     /// Asked to drain (rollout, scale, admin): no new requests. Container id →
     /// the run (`started_at`) the drain is for: a restart ends it.
     pub drain: HashMap<String, String>,
@@ -212,7 +214,7 @@ impl Container {
             (true, Some(c)) if c.ever_healthy => BackendState::Down,
             (true, _) => BackendState::Starting,
         };
-        let passive = if signals.passive_down.contains(&self.id) {
+        let passive = if signals.passive_down.get(&self.id) == Some(&self.started_at) {
             BackendState::Down
         } else {
             BackendState::Ready
@@ -347,7 +349,7 @@ mod tests {
     fn drain_and_passive_signals() {
         let c = running();
         let mut sig = Signals::default();
-        sig.passive_down.insert(c.id.clone());
+        sig.passive_down.insert(c.id.clone(), c.started_at.clone());
         assert_eq!(c.state_with(&sig, false), BackendState::Down);
         sig.drain.insert(c.id.clone(), c.started_at.clone());
         assert_eq!(

@@ -207,9 +207,14 @@ impl WorldState {
                 if flipped {
                     info!(container = %c.name, healthy = entry.healthy, result = %detail, "active health check changed");
                 }
+                // The check reached it: connect failures seen by the proxy are over.
+                let recovered = ok && self.signals.passive_down.remove(&id).is_some();
+                if recovered {
+                    info!(container = %c.name, result = %detail, "check passed: back in rotation after connect failures");
+                }
                 InputOutcome {
                     // A new result text is worth a snapshot too: rollouts report it.
-                    changed: flipped || before != detail,
+                    changed: flipped || recovered || before != detail,
                     probe: None,
                 }
             }
@@ -217,9 +222,11 @@ impl WorldState {
                 let Some(c) = self.containers.get(&id) else {
                     return unchanged;
                 };
-                if !self.signals.passive_down.insert(id.clone()) {
+                let run = c.started_at.clone();
+                if self.signals.passive_down.get(&id) == Some(&run) {
                     return unchanged;
                 }
+                self.signals.passive_down.insert(id.clone(), run);
                 warn!(container = %c.name, cooldown = ?PASSIVE_COOLDOWN, "repeated connect failures: out of rotation until a probe succeeds");
                 InputOutcome {
                     changed: true,
@@ -227,7 +234,7 @@ impl WorldState {
                 }
             }
             Input::Probe { id, ok } => {
-                if !self.signals.passive_down.contains(&id) {
+                if !self.signals.passive_down.contains_key(&id) {
                     return unchanged;
                 }
                 if !ok {
@@ -262,14 +269,14 @@ impl WorldState {
         }
     }
 
-    /// Forgets signals about containers that are gone, and drains of runs
-    /// that ended.
+    /// Forgets signals about containers that are gone, and drains and
+    /// connect failures of runs that ended.
     pub fn prune_signals(&mut self) {
         let world = &self.containers;
         self.signals.checks.retain(|id, _| world.contains_key(id));
         self.signals
             .passive_down
-            .retain(|id| world.contains_key(id));
+            .retain(|id, run| world.get(id).is_some_and(|c| &c.started_at == run));
         self.signals
             .drain
             .retain(|id, run| world.get(id).is_some_and(|c| &c.started_at == run));
@@ -493,6 +500,15 @@ mod tests {
                 vec![("a", Ready)],
             ),
             (
+                "connect failures of a run end with it",
+                vec![
+                    List(vec![a()]),
+                    Tell(Input::ConnectFailures { id: "a".into() }),
+                    Inspect(running("a", "run2")),
+                ],
+                vec![("a", Ready)],
+            ),
+            (
                 "passive failures take it out until a probe succeeds",
                 vec![
                     List(vec![a(), b()]),
@@ -590,6 +606,42 @@ mod tests {
             check("r1", false, "HTTP 500"),
         ]);
         assert_eq!(states(&st, true), vec![("a".to_string(), Down)]);
+    }
+
+    #[test]
+    fn a_passing_check_ends_connect_failures() {
+        let check = |ok: bool| {
+            Tell(Input::Check {
+                id: "a".into(),
+                started_at: "r1".into(),
+                ok,
+                detail: if ok {
+                    "TCP connect"
+                } else {
+                    "connect: refused"
+                }
+                .into(),
+                rise: 1,
+                fall: 2,
+            })
+        };
+        let failures = || Tell(Input::ConnectFailures { id: "a".into() });
+        let (st, out) = run(vec![
+            List(vec![running("a", "r1")]),
+            check(true),
+            failures(),
+        ]);
+        assert_eq!(states(&st, true), vec![("a".to_string(), Down)]);
+        assert_eq!(out[1].probe.as_deref(), Some("a"));
+        let (st, out) = run(vec![
+            List(vec![running("a", "r1")]),
+            check(true),
+            failures(),
+            check(false),
+            check(true),
+        ]);
+        assert_eq!(states(&st, true), vec![("a".to_string(), Ready)]);
+        assert!(out[3].changed, "back in rotation: publish");
     }
 
     #[test]

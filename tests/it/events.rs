@@ -1,11 +1,13 @@
-//! The Docker event stream cut mid-run: berth keeps serving what it knows,
-//! reconnects, re-lists, and catches up with what happened during the cut.
+//! The engine and berth's link to it: the event stream cut mid-run (berth
+//! keeps serving what it knows, reconnects, re-lists, and catches up with
+//! what happened during the cut), and an engine reached over TCP.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
 use crate::harness::{docker, eventually, free_port, Berth, Env, HttpClient, TempDir};
@@ -189,4 +191,70 @@ async fn serves_static_routes_while_docker_is_unreachable_then_catches_up() {
     )
     .await;
     assert_eq!(client.get(port, &stat, "/").await.unwrap().status, 200);
+}
+
+/// The engine's unix socket exposed on a loopback TCP port, as
+/// `dockerd -H tcp://127.0.0.1:PORT` would; counts the connections it relays.
+async fn tcp_relay() -> (String, Arc<AtomicUsize>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a port");
+    let addr = listener.local_addr().expect("the relay's address");
+    let relayed = Arc::new(AtomicUsize::new(0));
+    let count = relayed.clone();
+    let accept = tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                if let Ok(mut engine) = UnixStream::connect(DOCKER_SOCK).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                }
+            });
+        }
+    });
+    (format!("tcp://{addr}"), relayed, accept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_host_tcp_reaches_the_engine_and_tls_is_refused_not_ignored() {
+    let env = Env::new("tcp").await;
+    let host = env.host("web");
+    env.run("web", &["--label", &format!("berth.host={host}")])
+        .await;
+    let (engine, relayed, relay) = tcp_relay().await;
+    let port = free_port();
+    let berth =
+        Berth::start_with_env(&env.config(port, ""), port, &[("DOCKER_HOST", &engine)]).await;
+    berth
+        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
+        .await;
+    let client = HttpClient::new();
+    eventually(
+        Duration::from_secs(10),
+        "the route, learnt over TCP",
+        || async { (client.get(port, &host, "/").await.ok()?.status == 200).then_some(()) },
+    )
+    .await;
+    assert!(
+        relayed.load(Ordering::Relaxed) > 0,
+        "berth used the local socket, not DOCKER_HOST"
+    );
+    drop(berth);
+
+    // With TLS asked for, berth refuses to start rather than talk in clear.
+    let dir = TempDir::new();
+    let cfg = dir.path().join("berth.yaml");
+    std::fs::write(&cfg, env.config(free_port(), "")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("DOCKER_HOST", &engine)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("DOCKER_HOST") && err.contains(&engine) && err.contains("TLS"),
+        "{err}"
+    );
+    relay.abort();
 }

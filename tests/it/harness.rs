@@ -263,7 +263,12 @@ impl Berth {
     /// Starts berth on `config_yaml` and waits until it answers HTTP and has
     /// synced with the engine (unless the config points at no engine).
     pub async fn start(config_yaml: &str, http: u16) -> Berth {
-        let b = Berth::spawn(config_yaml);
+        Berth::start_with_env(config_yaml, http, &[]).await
+    }
+
+    /// As [`Berth::start`], with these environment variables set.
+    pub async fn start_with_env(config_yaml: &str, http: u16, vars: &[(&str, &str)]) -> Berth {
+        let b = Berth::spawn_with_env(config_yaml, vars);
         let client = HttpClient::new();
         eventually(Duration::from_secs(15), "berth to answer HTTP", || async {
             client.get(http, "ready.invalid", "/").await.ok()
@@ -281,7 +286,7 @@ impl Berth {
         b
     }
 
-    pub fn spawn(config_yaml: &str) -> Berth {
+    pub fn spawn_with_env(config_yaml: &str, vars: &[(&str, &str)]) -> Berth {
         let dir = TempDir::new();
         let cfg = dir.path().join("berth.yaml");
         std::fs::write(&cfg, config_yaml).expect("write config");
@@ -291,6 +296,7 @@ impl Berth {
             .args(["serve", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "info,berth=debug")
+            .envs(vars.iter().copied())
             .stdout(logf.try_clone().expect("dup log"))
             .stderr(logf)
             .spawn()
