@@ -47,3 +47,11 @@ release:
 ## berth vs nginx vs haproxy, side by side (see benches/proxy.sh).
 bench: bench-deps
 	benches/proxy.sh
+
+.PHONY: image
+IMAGE ?= berth:latest
+
+## A small image of berth FROM scratch (deploy/Dockerfile): the release binary, the
+## libraries it links, CA certificates. `make image IMAGE=berth:dev` for another tag.
+image: release
+	deploy/image.sh target/dist/berth $(IMAGE)

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::names::{parse_duration, suggest, HostPattern, PathPrefix};
+use crate::names::{excerpt, parse_duration, suggest, HostPattern, PathPrefix};
 
 /// Keys of a route: `<prefix>.<key>` for the default route,
 /// `<prefix>.<name>.<key>` for a named one.
@@ -140,8 +140,10 @@ struct Parser<'a> {
 impl Parser<'_> {
     fn problem(&mut self, key: &str, value: &str, message: String, hint: Option<String>) {
         self.problems.push(LabelProblem {
-            key: key.to_string(),
-            value: value.to_string(),
+            key: excerpt(key),
+            // A label may hold anything, 100 KB or a forged log line: the
+            // problem keeps a bounded excerpt.
+            value: excerpt(value),
             message,
             hint,
         });
@@ -474,6 +476,24 @@ mod tests {
         // "health" is a container key group, not a route name
         let (_, p) = parse("berth", &labels(&[("berth.health.host", "x.test")]));
         assert_eq!(p[0].message, "unknown label");
+    }
+
+    #[test]
+    fn control_characters_and_huge_values_are_problems_kept_short() {
+        let huge = "a".repeat(100_000);
+        let (spec, p) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "a.test"),
+                ("berth.path", "/api\nforged"),
+                ("berth.admin.host", &huge),
+            ]),
+        );
+        assert!(spec.routes.is_empty(), "{:?}", spec.routes);
+        let path = p.iter().find(|p| p.key == "berth.path").unwrap();
+        assert!(path.message.contains("control"), "{}", path.message);
+        let host = p.iter().find(|p| p.key == "berth.admin.host").unwrap();
+        assert!(host.value.len() < 300, "{}", host.value.len());
     }
 
     #[test]

@@ -9,13 +9,14 @@ use std::process::ExitCode;
 use berth::cli::{self, Abort, Action, Outcome};
 use berth::client::Client;
 use berth::config::Config;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap_complete::Shell;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
     name = "berth",
-    version,
+    version = cli::version(),
     about = "Routes hostnames to the containers on this Docker host"
 )]
 struct Cli {
@@ -40,8 +41,10 @@ struct ApiArgs {
 struct ActionArgs {
     /// A container (name or id), SERVICE, PROJECT/SERVICE or a deployment.
     target: String,
+    /// The compose project TARGET is a service of, when several have it.
     #[arg(long)]
     project: Option<String>,
+    /// Print the API's JSON answers instead of one line per container or step.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -68,6 +71,7 @@ enum Command {
     },
     /// Validate the configuration and every container's labels; exits 1 on any problem.
     Check {
+        /// Configuration file; without it, the embedded default.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -75,6 +79,7 @@ enum Command {
     Rollout {
         /// The compose service (or container name outside compose).
         service: String,
+        /// The compose project SERVICE belongs to, when several have it.
         #[arg(long)]
         project: Option<String>,
         /// The new image; default: the image the replicas run now.
@@ -90,8 +95,10 @@ enum Command {
     },
     /// Set the number of replicas of a service: `berth scale web=3`.
     Scale {
-        /// SERVICE=N
+        /// The compose service and its number of replicas, e.g. web=3.
+        #[arg(value_name = "SERVICE=N")]
         spec: String,
+        /// The compose project SERVICE belongs to, when several have it.
         #[arg(long)]
         project: Option<String>,
         #[command(flatten)]
@@ -116,6 +123,7 @@ enum Command {
     },
     /// Containers by deployment and service: status, health, backend state, ports.
     Ps {
+        /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -123,6 +131,7 @@ enum Command {
     },
     /// The routing table: host, path, TLS, ready backends.
     Routes {
+        /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -130,6 +139,7 @@ enum Command {
     },
     /// Label problems; exits 1 when there is any.
     Problems {
+        /// Print the API's JSON instead of one line per problem.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -139,6 +149,7 @@ enum Command {
     Logs {
         /// SERVICE, PROJECT/SERVICE, a deployment (project) or a container.
         target: String,
+        /// The compose project TARGET is a service of, when several have it.
         #[arg(long)]
         project: Option<String>,
         /// Keep following new lines.
@@ -154,6 +165,7 @@ enum Command {
     Stats {
         /// A deployment (compose project or lone container); default: all.
         deployment: Option<String>,
+        /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -167,8 +179,19 @@ enum Command {
     Start(ActionArgs),
     /// Print the admin API token the CLI would use.
     Token {
+        /// Configuration file (for admin.token and the token file); default: the embedded one.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Print berth's version (and the commit it was built from, when known).
+    Version,
+    /// Print the shell completion script for SHELL.
+    ///
+    /// For example: `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_enum)]
+        shell: Shell,
     },
 }
 
@@ -181,6 +204,8 @@ fn run(command: Command) -> Outcome {
         Command::Serve { config } => cli::serve(logged(config.as_deref())?),
         Command::Check { config } => cli::block_on(cli::check(logged(config.as_deref())?)),
         Command::Token { config } => cli::token(&cli::load_config(config.as_deref())?),
+        Command::Version => cli::print_version(),
+        Command::Completions { shell } => cli::completions(shell, &mut Cli::command()),
         Command::Rollout {
             service,
             project,
@@ -275,5 +300,88 @@ fn init_logs(config: &Config) {
     } else {
         fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of `cmd` and of its subcommands that has no help
+    /// text, as `berth scale --project`; clap's own `help` and `version`
+    /// are not ours to document.
+    fn undocumented(cmd: &clap::Command, parent: &str, out: &mut Vec<String>) {
+        let path = format!("{parent}{}", cmd.get_name());
+        if cmd.get_about().is_none() && !parent.is_empty() {
+            out.push(format!("{path} (the command itself)"));
+        }
+        for arg in cmd.get_arguments() {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                let name = match arg.get_long() {
+                    Some(long) => format!("--{long}"),
+                    None => arg.get_id().as_str().to_uppercase(),
+                };
+                out.push(format!("{path} {name}"));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            undocumented(sub, &format!("{path} "), out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        Cli::command().debug_assert();
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        undocumented(&cmd, "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+        // The walk reaches flattened and positional arguments.
+        let scale = cmd.find_subcommand("scale").expect("scale is a command");
+        let ids: Vec<&str> = scale.get_arguments().map(|a| a.get_id().as_str()).collect();
+        for id in [
+            "spec",
+            "project",
+            "health_timeout",
+            "admin",
+            "token",
+            "config",
+        ] {
+            assert!(ids.contains(&id), "{id} in {ids:?}");
+        }
+        // And it does report an argument without help.
+        let bare = clap::Command::new("x")
+            .about("x")
+            .subcommand(clap::Command::new("y").about("y").arg(clap::Arg::new("z")));
+        let mut found = Vec::new();
+        undocumented(&bare, "", &mut found);
+        assert_eq!(found, ["x y Z"]);
+    }
+
+    #[test]
+    fn version_and_completions_parse() {
+        let parsed = Cli::try_parse_from(["berth", "version"]).map(|c| c.command);
+        assert!(matches!(parsed, Ok(Command::Version)));
+        for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+            let parsed = Cli::try_parse_from(["berth", "completions", shell]);
+            assert!(
+                matches!(parsed.map(|c| c.command), Ok(Command::Completions { .. })),
+                "{shell}"
+            );
+        }
+        // A shell clap_complete does not know is clap's own error: exit 2.
+        for args in [
+            &["berth", "completions", "nosuch"][..],
+            &["berth", "completions"],
+        ] {
+            match Cli::try_parse_from(args) {
+                Ok(_) => panic!("{args:?} parsed"),
+                Err(e) => assert_eq!(e.exit_code(), 2, "{args:?}: {e}"),
+            }
+        }
     }
 }

@@ -93,6 +93,45 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
     canonical_name(no_port)
 }
 
+/// What is wrong with a Host header value (as sent: `name`, `name:port`,
+/// `[v6]:port`), if anything: a port that is not a number from 1 to 65535,
+/// or an empty name. Control and non-ASCII characters never get this far
+/// (the header is not readable as text).
+pub fn host_header_problem(host: &str) -> Option<&'static str> {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((_, "")) => (rest, None),
+            Some((_, tail)) => match tail.strip_prefix(':') {
+                Some(port) => (rest, Some(port)),
+                None => return Some("text after the IPv6 address"),
+            },
+            None => return Some("an IPv6 address without its closing bracket"),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    if name.is_empty() {
+        return Some("no name");
+    }
+    match port.map(|p| p.parse::<u16>()) {
+        Some(Ok(0)) | Some(Err(_)) => Some("the port is not a number from 1 to 65535"),
+        _ => None,
+    }
+}
+
+/// A value from outside (a label, a header) for a log line or an error:
+/// at most 200 characters, with how long it really was.
+pub fn excerpt(value: &str) -> String {
+    const MAX: usize = 200;
+    match value.char_indices().nth(MAX) {
+        None => value.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 /// Values by host pattern, looked up by a normalized name: the exact name
 /// first, then the wildcard of its parent (`*.example.com` covers one label).
 #[derive(Debug, Clone)]
@@ -200,6 +239,9 @@ impl PathPrefix {
         }
         if s.contains(['?', '#', ' ', '*']) {
             return Err("a path prefix has no query, fragment, space or '*'".into());
+        }
+        if s.chars().any(char::is_control) {
+            return Err("a path prefix has no control characters (a newline?)".into());
         }
         Ok(PathPrefix(s.to_string()))
     }
@@ -350,6 +392,37 @@ mod tests {
     }
 
     #[test]
+    fn host_headers_with_a_bad_port_or_no_name() {
+        for (h, ok) in [
+            ("a.test", true),
+            ("a.test:8080", true),
+            ("[::1]", true),
+            ("[::1]:80", true),
+            ("a.test:abc", false),
+            ("a.test:99999", false),
+            ("a.test:0", false),
+            ("a.test:", false),
+            (":80", false),
+            ("[::1", false),
+            ("[::1]x", false),
+            ("[::1]:", false),
+        ] {
+            assert_eq!(host_header_problem(h).is_none(), ok, "{h}");
+        }
+        assert_eq!(excerpt("short"), "short");
+        let long = "x".repeat(100_000);
+        let e = excerpt(&long);
+        assert!(e.len() < 230 && e.ends_with("(100000 bytes)"), "{e}");
+        assert_eq!(
+            excerpt(&"é".repeat(300))
+                .chars()
+                .filter(|&c| c == 'é')
+                .count(),
+            200
+        );
+    }
+
+    #[test]
     fn path_prefix_matches_whole_segments() {
         let api = PathPrefix::parse("/api").unwrap();
         assert!(api.matches("/api"));
@@ -362,6 +435,8 @@ mod tests {
         assert!(!slash.matches("/static"));
         assert!(PathPrefix::root().matches("/anything"));
         assert!(PathPrefix::parse("api").is_err());
+        assert!(PathPrefix::parse("/api\nx").is_err(), "a newline inside");
+        assert!(PathPrefix::parse("/a\tb").is_err());
         assert!(PathPrefix::parse("/a?b").is_err());
     }
 

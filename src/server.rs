@@ -17,6 +17,7 @@ use pingora::services::background::background_service;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+use crate::api::token::TokenSource;
 use crate::api::{self, AdminService};
 use crate::config::Config;
 use crate::deploy::Controller;
@@ -92,16 +93,22 @@ fn preflight(config: &Config) -> anyhow::Result<Preflight> {
     let admin = match config.admin.listen {
         None => None,
         Some(addr) => {
-            let (token, generated) =
+            let (token, source) =
                 api::token::server_token(&config.admin).map_err(anyhow::Error::msg)?;
-            if generated && !addr.ip().is_loopback() {
+            if source != TokenSource::Chosen && !addr.ip().is_loopback() {
                 anyhow::bail!(
                     "admin.listen {addr}: not a loopback address, and no token is set: set admin.token or BERTH_TOKEN"
                 );
             }
-            if generated {
-                let file = api::token::token_file(&config.admin);
-                info!(file = %file.display(), "admin API token (generated) is in this file");
+            let file = api::token::token_file(&config.admin);
+            match source {
+                TokenSource::Generated => {
+                    info!(file = %file.display(), "admin API token generated into this file")
+                }
+                TokenSource::File => {
+                    info!(file = %file.display(), "admin API token read from this file")
+                }
+                TokenSource::Chosen => {}
             }
             std::net::TcpListener::bind(addr)
                 .with_context(|| format!("admin.listen {addr}: cannot listen"))?;

@@ -23,18 +23,56 @@ pub fn token_file(admin: &AdminConfig) -> PathBuf {
     })
 }
 
-/// The token the server requires. `generated` is false when it came from the
-/// config or the environment.
-pub fn server_token(admin: &AdminConfig) -> Result<(String, bool), String> {
+/// The shortest token berth accepts (as `admin.token` does).
+pub const MIN_TOKEN: usize = 16;
+
+/// Where the server's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `$BERTH_TOKEN` or `admin.token`: someone chose it.
+    Chosen,
+    /// The token file, as generated at an earlier start.
+    File,
+    /// Generated now, into the token file.
+    Generated,
+}
+
+/// The token the server requires, and where it came from. A token file that
+/// cannot be read, or holds a token shorter than [`MIN_TOKEN`], is an error
+/// naming the file: it is never replaced silently.
+pub fn server_token(admin: &AdminConfig) -> Result<(String, TokenSource), String> {
     if let Some(t) = env_token() {
-        return Ok((t, false));
+        if t.len() < MIN_TOKEN {
+            return Err(format!(
+                "BERTH_TOKEN: {} characters; at least {MIN_TOKEN}",
+                t.len()
+            ));
+        }
+        return Ok((t, TokenSource::Chosen));
     }
     if let Some(t) = &admin.token {
-        return Ok((t.clone(), false));
+        return Ok((t.clone(), TokenSource::Chosen));
     }
     let file = token_file(admin);
-    if let Some(t) = read_token_file(&file) {
-        return Ok((t, true));
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            let t = text.trim();
+            if t.len() < MIN_TOKEN {
+                return Err(format!(
+                    "admin.token_file {}: holds a token of {} characters; at least {MIN_TOKEN} (delete the file to have one generated)",
+                    file.display(),
+                    t.len()
+                ));
+            }
+            return Ok((t.to_string(), TokenSource::File));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(format!(
+                "admin.token_file {}: cannot read: {e}",
+                file.display()
+            ))
+        }
     }
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("cannot generate an admin token: {e}"))?;
@@ -46,7 +84,7 @@ pub fn server_token(admin: &AdminConfig) -> Result<(String, bool), String> {
     }
     write_private(&file, token.as_bytes())
         .map_err(|e| format!("admin.token_file {}: cannot write: {e}", file.display()))?;
-    Ok((token, true))
+    Ok((token, TokenSource::Generated))
 }
 
 /// The token a client sends: $BERTH_TOKEN, the config's, or the file's.
@@ -99,8 +137,8 @@ mod tests {
             token: None,
             token_file: Some(dir.join("admin.token")),
         };
-        let (t1, generated) = server_token(&admin).unwrap();
-        assert!(generated);
+        let (t1, source) = server_token(&admin).unwrap();
+        assert_eq!(source, TokenSource::Generated);
         assert_eq!(t1.len(), 64);
         let mode = std::fs::metadata(token_file(&admin))
             .unwrap()
@@ -108,11 +146,23 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(
-            server_token(&admin).unwrap().0,
-            t1,
+            server_token(&admin).unwrap(),
+            (t1.clone(), TokenSource::File),
             "read back, not regenerated"
         );
         assert_eq!(client_token(&admin), Some(t1));
+        // A token too short, or none at all, in the file: an error naming
+        // it, and the file is left as it is.
+        for bad in ["x", "   \n"] {
+            std::fs::write(token_file(&admin), bad).unwrap();
+            let e = server_token(&admin).unwrap_err();
+            assert!(
+                e.contains("admin.token.") || e.contains("admin.token_file"),
+                "{e}"
+            );
+            assert!(e.contains("at least 16"), "{e}");
+            assert_eq!(std::fs::read_to_string(token_file(&admin)).unwrap(), bad);
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,6 +1,10 @@
 //! The commands that need no running berth: `serve` starts it, `check`
 //! plans the engine's containers as `serve` would and reports the problems,
-//! `token` prints the admin token the other commands send.
+//! `token` prints the admin token the other commands send, `version` and
+//! `completions` describe the binary itself.
+
+use std::io::Write;
+use std::sync::LazyLock;
 
 use super::{Abort, Exit, Outcome};
 use crate::api::token::{client_token, token_file};
@@ -47,4 +51,58 @@ pub fn token(config: &Config) -> Outcome {
     })?;
     println!("{token}");
     Ok(Exit::Done)
+}
+
+/// `0.1.0`, or `0.1.0 (commit 3f2a1b9)` when the build had
+/// `BERTH_GIT_COMMIT` in its environment (there is no build script to ask
+/// git, and a source tree may have no `.git`). `--version` prints it too.
+pub fn version() -> &'static str {
+    static TEXT: LazyLock<String> =
+        LazyLock::new(|| version_text(env!("CARGO_PKG_VERSION"), option_env!("BERTH_GIT_COMMIT")));
+    &TEXT
+}
+
+fn version_text(version: &str, commit: Option<&str>) -> String {
+    match commit.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(commit) => format!("{version} (commit {commit})"),
+        None => version.to_string(),
+    }
+}
+
+/// `berth 0.1.0`, as `berth --version` prints it.
+pub fn print_version() -> Outcome {
+    println!("berth {}", version());
+    Ok(Exit::Done)
+}
+
+/// The completion script of `command` for `shell` on stdout. It is made in
+/// memory first: clap_complete panics when its writer fails, and a closed
+/// pipe is no reason to panic.
+pub fn completions(shell: clap_complete::Shell, command: &mut clap::Command) -> Outcome {
+    let name = command.get_name().to_string();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, command, name, &mut script);
+    std::io::stdout().lock().write_all(&script).map_err(|e| {
+        Abort::new(
+            Exit::Failed,
+            format!("cannot write the completion script: {e}"),
+        )
+    })?;
+    Ok(Exit::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_names_the_commit_when_the_build_knew_it() {
+        assert_eq!(version_text("0.1.0", None), "0.1.0");
+        assert_eq!(version_text("0.1.0", Some("")), "0.1.0");
+        assert_eq!(
+            version_text("0.1.0", Some("3f2a1b9\n")),
+            "0.1.0 (commit 3f2a1b9)"
+        );
+        assert!(version().starts_with(env!("CARGO_PKG_VERSION")));
+    }
 }

@@ -1,8 +1,9 @@
 //! The `berth` commands. `main.rs` parses the arguments and calls one
 //! function here: [`serve`], [`check`] and [`token`] work from the config
-//! alone; every other command is a client of the running berth's admin API
-//! ([`crate::client`]) that reads its answers into the server's own types and
-//! prints a [`table`], or the API's JSON with `--json`.
+//! alone, [`print_version`] and [`completions`] from nothing; every other
+//! command is a client of the running berth's admin API ([`crate::client`])
+//! that reads its answers into the server's own types and prints a
+//! [`table`], or the API's JSON with `--json`.
 //!
 //! One exit-code policy for every command ([`Exit`]):
 //!
@@ -36,7 +37,7 @@ use crate::error::CallError;
 
 pub use deploy::{rollout, rollouts, scale, DeployTimeouts};
 pub use host::{act, logs, ps, stats, Action};
-pub use local::{check, serve, token};
+pub use local::{check, completions, print_version, serve, token, version};
 pub use routing::{certs, dns, problems, routes};
 pub use target::{resolve, Target};
 

@@ -264,7 +264,8 @@ impl Watcher {
         }
         snap.docker = own.world.docker.clone();
         for p in snap.problems.iter().filter(|p| !own.problems.contains(p)) {
-            warn!(container = %p.container, key = %p.key, value = %p.value, hint = p.hint.as_deref().unwrap_or(""), "label problem: {}", p.message);
+            // Debug formatting: a label value cannot forge a log line.
+            warn!(container = %p.container, key = ?p.key, value = ?p.value, hint = p.hint.as_deref().unwrap_or(""), "label problem: {}", p.message);
         }
         own.problems = snap.problems.clone();
         let generation = snap.generation;

@@ -158,7 +158,11 @@ impl fmt::Display for Problem {
         write!(
             f,
             "container {} ({}): {}={:?}: {}",
-            self.container, self.container_id, self.key, self.value, self.message
+            self.container,
+            self.container_id,
+            self.key.escape_debug(),
+            self.value,
+            self.message
         )?;
         if let Some(h) = &self.hint {
             write!(f, "; {h}")?;

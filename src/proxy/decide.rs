@@ -4,15 +4,33 @@
 
 use std::sync::Arc;
 
-use crate::names::normalize_host;
+use crate::names::{host_header_problem, normalize_host};
 use crate::plan::{Route, Snapshot};
 use crate::tls::Https;
+
+/// The host a request names: the URI's authority (HTTP/2, absolute form),
+/// else its Host header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostField<'a> {
+    Missing,
+    /// A Host header that is not visible ASCII (control or non-ASCII bytes).
+    Unreadable,
+    Given(&'a str),
+}
+
+impl<'a> HostField<'a> {
+    pub fn as_str(self) -> Option<&'a str> {
+        match self {
+            HostField::Given(h) => Some(h),
+            HostField::Missing | HostField::Unreadable => None,
+        }
+    }
+}
 
 /// The parts of a request the decision reads.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLine<'a> {
-    /// The URI's authority or the Host header, as sent.
-    pub host: Option<&'a str>,
+    pub host: HostField<'a>,
     pub path: &'a str,
     /// Path and query, for a redirect.
     pub path_and_query: &'a str,
@@ -25,6 +43,8 @@ pub enum Decision {
     Challenge(Option<String>),
     /// 400: the request names no host.
     NoHost,
+    /// 400: the host it names is not one (why).
+    BadHost(&'static str),
     /// 404: no route for the host.
     NoRoute,
     /// 503 with Retry-After: the route exists, no backend is ready.
@@ -49,9 +69,14 @@ pub fn decide(
             return Decision::Challenge(answer);
         }
     }
-    let Some(host) = req.host else {
-        return Decision::NoHost;
+    let host = match req.host {
+        HostField::Given(h) => h,
+        HostField::Missing => return Decision::NoHost,
+        HostField::Unreadable => return Decision::BadHost("not ASCII text"),
     };
+    if let Some(why) = host_header_problem(host) {
+        return Decision::BadHost(why);
+    }
     let Some(route) = snapshot.table.find(host, req.path) else {
         return Decision::NoRoute;
     };
@@ -116,6 +141,7 @@ mod tests {
             Decision::Challenge(Some(k)) => format!("challenge {k}"),
             Decision::Challenge(None) => "challenge 404".into(),
             Decision::NoHost => "400".into(),
+            Decision::BadHost(why) => format!("400 {why}"),
             Decision::NoRoute => "404".into(),
             Decision::NotReady(r) => format!("503 {}", r.host),
             Decision::Redirect(to) => format!("308 {to}"),
@@ -138,7 +164,7 @@ mod tests {
         let std_port = https(true, 443);
         let off = https(false, 443);
         let req = |host: Option<&'static str>, path: &'static str| RequestLine {
-            host,
+            host: host.map_or(HostField::Missing, HostField::Given),
             path,
             path_and_query: if path == "/a" { "/a?b=1" } else { path },
         };
@@ -152,6 +178,9 @@ mod tests {
             (Some(&on), true, req(Some("secure.test"), challenge), "proxy secure.test"),
             (None, false, req(Some("secure.test"), challenge), "proxy secure.test"),
             (Some(&on), false, req(None, "/"), "400"),
+            (Some(&on), false, req(Some("secure.test:abc"), "/"), "400 the port is not a number from 1 to 65535"),
+            (Some(&on), false, req(Some("secure.test:99999"), "/"), "400 the port is not a number from 1 to 65535"),
+            (Some(&on), false, RequestLine { host: HostField::Unreadable, path: "/", path_and_query: "/" }, "400 not ASCII text"),
             (Some(&on), false, req(Some("nowhere.test"), "/"), "404"),
             (Some(&on), false, req(Some("down.test"), "/"), "503 down.test"),
             (Some(&on), true, req(Some("down.test"), "/"), "503 down.test"),

@@ -26,7 +26,7 @@ use crate::plan::{BackendStats, Route};
 use crate::tls::Https;
 use crate::world::Input;
 use crate::{Inputs, SharedSnapshot};
-use decide::{decide, Decision, RequestLine};
+use decide::{decide, Decision, HostField, RequestLine};
 
 pub struct BerthProxy {
     snapshot: SharedSnapshot,
@@ -126,12 +126,18 @@ impl BerthProxy {
     }
 }
 
-/// The Host of a request: the URI's authority (HTTP/2, absolute form) or the
-/// Host header.
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.uri
-        .host()
-        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+/// The Host of a request: the URI's authority (HTTP/2), else the Host
+/// header. (An HTTP/1 absolute-form target must come with a Host that
+/// matches it: Pingora refuses it otherwise, and keeps only its path in the
+/// URI.)
+fn request_host(req: &RequestHeader) -> HostField<'_> {
+    if let Some(h) = req.uri.host() {
+        return HostField::Given(h);
+    }
+    match req.headers.get(header::HOST) {
+        Some(v) => v.to_str().map_or(HostField::Unreadable, HostField::Given),
+        None => HostField::Missing,
+    }
 }
 
 /// Answers the request itself; `extra` (Retry-After, Location) goes along.
@@ -198,8 +204,14 @@ impl ProxyHttp for BerthProxy {
             Decision::NoHost => {
                 respond(session, 400, "berth: request has no Host\n".into(), None).await
             }
+            Decision::BadHost(why) => {
+                let body = format!("berth: bad Host: {why}\n");
+                respond(session, 400, body, None).await
+            }
             Decision::NoRoute => {
-                let host = request_host(session.req_header()).unwrap_or_default();
+                let host = request_host(session.req_header())
+                    .as_str()
+                    .unwrap_or_default();
                 let body = format!("berth: no route for {host}\n");
                 respond(session, 404, body, None).await
             }
@@ -294,6 +306,21 @@ impl ProxyHttp for BerthProxy {
         upstream: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
+        // An absolute-form target (`GET http://host/x`) reaches the backend
+        // in origin-form, as servers expect (RFC 9112 §3.2.1).
+        if upstream
+            .raw_path()
+            .first()
+            .is_some_and(|&b| b != b'/' && b != b'*')
+        {
+            let origin = upstream
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string());
+            if let Some(origin) = origin {
+                upstream.set_raw_path(origin.as_bytes())?;
+            }
+        }
         // Incoming X-Forwarded-* are not trusted: berth is the edge.
         if let Some(ip) = session
             .client_addr()
@@ -305,7 +332,10 @@ impl ProxyHttp for BerthProxy {
         }
         let proto = if self.tls_listener { "https" } else { "http" };
         upstream.insert_header("x-forwarded-proto", proto)?;
-        if let Some(host) = request_host(session.req_header()).map(str::to_string) {
+        if let Some(host) = request_host(session.req_header())
+            .as_str()
+            .map(str::to_string)
+        {
             upstream.insert_header("x-forwarded-host", &host)?;
         }
         Ok(())
@@ -357,7 +387,7 @@ impl ProxyHttp for BerthProxy {
             info!(
                 target: "berth::access",
                 method = %req.method,
-                host = request_host(req).unwrap_or(""),
+                host = request_host(req).as_str().unwrap_or(""),
                 path = req.uri.path(),
                 status,
                 upstream,

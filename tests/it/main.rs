@@ -4,6 +4,7 @@
 mod acme;
 mod admin;
 mod check;
+mod cli;
 mod deploy;
 mod dns;
 mod events;

@@ -281,3 +281,81 @@ async fn websocket_upgrade_passes_through() {
         assert_eq!(got, msg);
     }
 }
+
+/// Sends `request` as raw bytes on a new connection; the status code of the
+/// answer's first line, and the whole answer.
+async fn raw(port: u16, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to berth");
+    s.write_all(request).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_that_are_not_names_are_400_and_an_absolute_uri_needs_its_host() {
+    let env = Env::new("hosts").await;
+    let host = env.host("web");
+    env.run("web", &["--label", &format!("berth.host={host}")])
+        .await;
+    let port = free_port();
+    let _berth = Berth::synced(&env, port).await;
+    let client = HttpClient::new();
+    eventually(Duration::from_secs(10), "the route", || async {
+        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
+    })
+    .await;
+    let close = "Connection: close\r\n\r\n";
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\n{close}").into_bytes(),
+            200,
+            "",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: {host}:abc\r\n{close}").into_bytes(),
+            400,
+            "bad Host",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: {host}:99999\r\n{close}").into_bytes(),
+            400,
+            "port",
+        ),
+        (
+            [
+                b"GET / HTTP/1.1\r\nHost: b\xc3\xa9.test\r\n".as_slice(),
+                close.as_bytes(),
+            ]
+            .concat(),
+            400,
+            "bad Host",
+        ),
+        (
+            format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n{close}").into_bytes(),
+            200,
+            "",
+        ),
+        // RFC 9112 §3.2: an absolute-form target without Host is a 400.
+        (
+            format!("GET http://{host}/ HTTP/1.0\r\n{close}").into_bytes(),
+            400,
+            "",
+        ),
+    ];
+    for (request, want, says) in cases {
+        let (code, answer) = raw(port, &request).await;
+        let shown = String::from_utf8_lossy(&request).into_owned();
+        assert_eq!(code, want, "{shown:?} got:\n{answer}");
+        assert!(answer.contains(says), "{shown:?} got:\n{answer}");
+    }
+}
