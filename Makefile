@@ -42,7 +42,7 @@ lint:
 
 ## An optimised binary: target/dist/berth.
 release:
-	$(CARGO) build --profile dist --bin berth
+	BERTH_GIT_COMMIT=$$(git rev-parse --short HEAD 2>/dev/null) $(CARGO) build --profile dist --bin berth
 
 ## berth vs nginx vs haproxy, side by side (see benches/proxy.sh).
 bench: bench-deps
