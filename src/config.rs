@@ -31,6 +31,9 @@ pub struct Config {
     pub access_log: bool,
     /// Logs as JSON lines instead of text.
     pub log_json: bool,
+    /// How long requests in flight may take to finish once berth is asked
+    /// to stop.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +234,7 @@ impl Default for Config {
             log_level: "info".into(),
             access_log: true,
             log_json: false,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -250,6 +254,13 @@ struct Raw {
     acme: Option<RawAcme>,
     dns: Option<RawDns>,
     log: Option<RawLog>,
+    shutdown: Option<RawShutdown>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -467,6 +478,14 @@ impl Validator<'_> {
             None => (d.log_level.clone(), d.access_log, d.log_json),
             Some(r) => self.log(r, &d)?,
         };
+        let shutdown_grace = match raw.shutdown.and_then(|s| s.grace) {
+            None => d.shutdown_grace,
+            Some(v) => match parse_duration(&v.value) {
+                Ok(g) if g <= Duration::from_secs(3600) => g,
+                Ok(_) => return Err(self.invalid("shutdown.grace", &v, "at most 1h")),
+                Err(m) => return Err(self.invalid("shutdown.grace", &v, m)),
+            },
+        };
         Ok(Config {
             http_listen,
             docker,
@@ -481,6 +500,7 @@ impl Validator<'_> {
             log_level,
             access_log,
             log_json,
+            shutdown_grace,
         })
     }
 
@@ -859,6 +879,7 @@ mod tests {
             ("tls:\n  port: 443\n", "port"),
             ("acme:\n  mail: a@b.c\n", "mail"),
             ("dns:\n  forwrd: true\n", "forwrd"),
+            ("shutdown:\n  grase: 5s\n", "grase"),
         ] {
             let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
             assert!(

@@ -23,7 +23,8 @@
 //! - [`api`]: the admin HTTP API; [`metrics`]: Prometheus.
 //! - [`cli`] and [`client`]: the `berth` commands, clients of the admin API
 //!   sharing its types; [`check`]: `berth check`.
-//! - [`server`]: wires it all into one Pingora server.
+//! - [`server`]: wires it all into one Pingora server; [`shutdown`]: how it
+//!   stops (requests in flight finish).
 //! - [`error`], [`private`]: a failed API call; files only berth may read.
 
 pub mod api;
@@ -44,6 +45,7 @@ pub mod plan;
 pub mod private;
 pub mod proxy;
 pub mod server;
+pub mod shutdown;
 pub mod tls;
 pub mod world;
 

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
@@ -27,7 +27,8 @@ use crate::engine::Engine;
 use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::plan::Planner;
-use crate::proxy::BerthProxy;
+use crate::proxy::{self, BerthProxy};
+use crate::shutdown::{Requests, StopSignals};
 use crate::tls::acme::{AcmeManager, CertStatus};
 use crate::tls::files::CertFiles;
 use crate::tls::{self, CertStore, Challenges, Https};
@@ -50,6 +51,8 @@ struct Shared {
     notified: watch::Receiver<u64>,
     inputs: Inputs,
     metrics: Arc<Metrics>,
+    /// Requests in flight, for a graceful stop.
+    requests: Arc<Requests>,
 }
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
@@ -70,14 +73,22 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         notified,
         inputs,
         metrics: Arc::new(Metrics::new()),
+        requests: Arc::default(),
     };
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&shared.config));
     server.bootstrap();
     let (https, cert_status) = add_https(&mut server, &shared)?;
     add_http(&mut server, &shared, https);
+    let signals = StopSignals {
+        requests: shared.requests.clone(),
+        grace: shared.config.shutdown_grace,
+    };
     add_background(&mut server, shared, inputs_rx, pre, cert_status);
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    std::process::exit(0)
 }
 
 /// Binds every listener once: Pingora would retry a busy port for 30 s and
@@ -130,8 +141,10 @@ fn server_conf(config: &Config) -> ServerConf {
         // One current-thread runtime per worker, like nginx workers: no
         // cross-thread wake-ups on the request path.
         work_stealing: false,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(5),
+        // berth exits by itself as soon as no request is left (see
+        // `shutdown`); Pingora's grace period is only the backstop.
+        grace_period_seconds: Some(config.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
         pid_file: run_dir
             .join(format!("berth-{pid}.pid"))
             .display()
@@ -145,15 +158,14 @@ fn server_conf(config: &Config) -> ServerConf {
 }
 
 fn proxy(shared: &Shared, https: Option<Arc<Https>>, tls_listener: bool) -> BerthProxy {
-    BerthProxy::new(
-        shared.snapshot.clone(),
-        shared.inputs.clone(),
-        &shared.config.proxy,
-        https,
-        tls_listener,
-        shared.metrics.clone(),
-        shared.config.access_log,
-    )
+    let parts = proxy::Shared {
+        snapshot: shared.snapshot.clone(),
+        inputs: shared.inputs.clone(),
+        metrics: shared.metrics.clone(),
+        requests: shared.requests.clone(),
+        access_log: shared.config.access_log,
+    };
+    BerthProxy::new(parts, &shared.config.proxy, https, tls_listener)
 }
 
 /// The HTTPS listener (certificates by SNI), the certificate files watcher
@@ -232,6 +244,7 @@ fn add_background(
         notified,
         inputs,
         metrics,
+        requests: _,
     } = shared;
     server.add_service(background_service(
         "docker watcher",

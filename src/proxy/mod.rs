@@ -23,10 +23,23 @@ use tracing::info;
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
 use crate::plan::{BackendStats, Route};
+use crate::shutdown::{Open, Requests};
 use crate::tls::Https;
 use crate::world::Input;
 use crate::{Inputs, SharedSnapshot};
 use decide::{decide, Decision, HostField, RequestLine};
+
+/// What the proxies of every listener share with the rest of berth.
+#[derive(Clone)]
+pub struct Shared {
+    pub snapshot: SharedSnapshot,
+    /// Where passive connect failures are reported.
+    pub inputs: Inputs,
+    pub metrics: Arc<Metrics>,
+    /// Requests in flight, for a graceful stop.
+    pub requests: Arc<Requests>,
+    pub access_log: bool,
+}
 
 pub struct BerthProxy {
     snapshot: SharedSnapshot,
@@ -40,12 +53,15 @@ pub struct BerthProxy {
     retry_after: String,
     metrics: Arc<Metrics>,
     access_log: bool,
+    requests: Arc<Requests>,
 }
 
 /// Connect failures in a row after which a backend is taken out (passive check).
 const PASSIVE_FAILURES: u32 = 3;
 
 pub struct Ctx {
+    /// Counts this request as in flight until the context is dropped.
+    _open: Open,
     started: Instant,
     upstream: Option<std::net::SocketAddr>,
     route: Option<Arc<Route>>,
@@ -61,9 +77,10 @@ pub struct Ctx {
     backend_id: Option<Arc<str>>,
 }
 
-impl Default for Ctx {
-    fn default() -> Ctx {
+impl Ctx {
+    fn new(open: Open) -> Ctx {
         Ctx {
+            _open: open,
             started: Instant::now(),
             upstream: None,
             route: None,
@@ -75,9 +92,7 @@ impl Default for Ctx {
             backend_id: None,
         }
     }
-}
 
-impl Ctx {
     /// The route as metrics name it: host + path prefix; empty without one.
     fn route_label(&self) -> &str {
         self.route.as_ref().map_or("", |r| &r.label)
@@ -103,14 +118,18 @@ impl Ctx {
 
 impl BerthProxy {
     pub fn new(
-        snapshot: SharedSnapshot,
-        inputs: Inputs,
+        shared: Shared,
         conf: &ProxyConfig,
         https: Option<Arc<Https>>,
         tls_listener: bool,
-        metrics: Arc<Metrics>,
-        access_log: bool,
     ) -> BerthProxy {
+        let Shared {
+            snapshot,
+            inputs,
+            metrics,
+            requests,
+            access_log,
+        } = shared;
         BerthProxy {
             snapshot,
             inputs,
@@ -122,6 +141,7 @@ impl BerthProxy {
             retry_after: conf.retry_after.as_secs().max(1).to_string(),
             metrics,
             access_log,
+            requests,
         }
     }
 }
@@ -147,8 +167,12 @@ async fn respond(
     body: String,
     extra: Option<(header::HeaderName, &str)>,
 ) -> Result<bool> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let mut resp = ResponseHeader::build(status, Some(5))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+        resp.insert_header(header::CONNECTION, "close")?;
+    }
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     if let Some((name, value)) = extra {
@@ -166,7 +190,7 @@ impl ProxyHttp for BerthProxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx::new(self.requests.open())
     }
 
     /// No downstream modules: Pingora's default adds a (disabled) compression
@@ -358,10 +382,15 @@ impl ProxyHttp for BerthProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
+        if session.is_process_shutting_down() {
+            // Stopping: the client must not send another request here.
+            session.set_keepalive(None);
+            response.insert_header(header::CONNECTION, "close")?;
+        }
         if self.tls_listener {
             if let Some(hsts) = self.https.as_ref().and_then(|h| h.hsts.as_deref()) {
                 response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;

@@ -312,6 +312,30 @@ impl Berth {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends the signal (`TERM`, `INT`, ...) to the berth process.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -s {name}");
+    }
+
+    /// The exit code once berth has exited, polled until `limit`; `None`
+    /// while it still runs.
+    pub async fn exited(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// How many log lines contain every one of `parts`.
     pub fn count_lines(&self, parts: &[&str]) -> usize {
         self.log()
@@ -365,6 +389,7 @@ impl Drop for TempDir {
     }
 }
 
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: http::HeaderMap,

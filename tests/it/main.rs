@@ -12,3 +12,4 @@ mod harness;
 mod health;
 mod lifecycle;
 mod routing;
+mod shutdown;
