@@ -116,6 +116,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> (LabelSpec, Vec<
         },
         problems: Vec::new(),
         drafts: Vec::new(),
+        all_bad: false,
     };
     // Sorted so problems come out in a stable order.
     let mut keys: Vec<(&String, &String)> = labels.iter().collect();
@@ -135,6 +136,8 @@ struct Parser<'a> {
     problems: Vec<LabelProblem>,
     /// Routes by name (empty: the default route), in the order first seen.
     drafts: Vec<(String, RouteDraft)>,
+    /// A container-wide label is wrong: no route is served on its default.
+    all_bad: bool,
 }
 
 impl Parser<'_> {
@@ -159,6 +162,8 @@ impl Parser<'_> {
                 if rest == "enable" {
                     self.spec.enabled = false;
                 }
+                // Every route would run on a default the user did not ask for.
+                self.all_bad = true;
                 self.problem(key, value, m, None);
             }
             return;
@@ -169,18 +174,20 @@ impl Parser<'_> {
         };
         let named_ok = name.is_empty() || valid_route_name(name);
         if !ROUTE_KEYS.contains(&rkey) || !named_ok {
+            // Fail safe: what the label meant is unknown, so the route it
+            // sits on (the default one for `berth.pth`, `api` for
+            // `berth.api.pth`; every route for a container-wide typo) is
+            // left out rather than served on defaults.
+            if named_ok {
+                self.draft(name).bad = true;
+            } else {
+                self.all_bad = true;
+            }
             let hint = unknown_hint(self.prefix, rest);
             self.problem(key, value, "unknown label".into(), hint);
             return;
         }
-        let idx = match self.drafts.iter().position(|(n, _)| n == name) {
-            Some(i) => i,
-            None => {
-                self.drafts.push((name.to_string(), RouteDraft::default()));
-                self.drafts.len() - 1
-            }
-        };
-        let d = &mut self.drafts[idx].1;
+        let d = self.draft(name);
         d.first_key
             .get_or_insert_with(|| (key.to_string(), value.to_string()));
         if let Err(m) = route_key(d, rkey, value) {
@@ -189,10 +196,22 @@ impl Parser<'_> {
         }
     }
 
+    /// The route of that name, as read so far.
+    fn draft(&mut self, name: &str) -> &mut RouteDraft {
+        let idx = match self.drafts.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                self.drafts.push((name.to_string(), RouteDraft::default()));
+                self.drafts.len() - 1
+            }
+        };
+        &mut self.drafts[idx].1
+    }
+
     /// The routes that parsed whole; a named route without a host is a problem.
     fn finish(mut self) -> (LabelSpec, Vec<LabelProblem>) {
         for (name, d) in std::mem::take(&mut self.drafts) {
-            if d.bad {
+            if d.bad || self.all_bad {
                 continue;
             }
             let Some(hosts) = d.hosts else {
@@ -476,6 +495,32 @@ mod tests {
         // "health" is a container key group, not a route name
         let (_, p) = parse("berth", &labels(&[("berth.health.host", "x.test")]));
         assert_eq!(p[0].message, "unknown label");
+    }
+
+    #[test]
+    fn a_route_with_any_label_problem_is_left_out_never_served_on_defaults() {
+        let routes = |pairs: &[(&str, &str)]| -> Vec<String> {
+            let (spec, problems) = parse("berth", &labels(pairs));
+            assert!(!problems.is_empty(), "{pairs:?}");
+            spec.routes.iter().map(|r| r.name.clone()).collect()
+        };
+        let both = [
+            ("berth.host", "shop.test"),
+            ("berth.api.host", "api.shop.test"),
+        ];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut v = both.to_vec();
+            v.push(extra);
+            v
+        };
+        // `berth.pth` meant `berth.path`: the default route would serve `/`.
+        assert_eq!(routes(&with(("berth.pth", "/api"))), vec!["api"]);
+        assert_eq!(routes(&with(("berth.api.pth", "/v1"))), vec![""]);
+        assert_eq!(routes(&with(("berth.api.port", "http"))), vec![""]);
+        // Container-wide: every route.
+        assert!(routes(&with(("berth.drain_timeout", "soon"))).is_empty());
+        assert!(routes(&with(("berth.health.pth", "/h"))).is_empty());
+        assert!(routes(&with(("berth.Bad.key", "x"))).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{berth_cli, eventually, free_port, Berth, Env, HttpClient, TempDir};
+use crate::harness::{berth_cli, cli, eventually, free_port, Berth, Env, HttpClient, TempDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misspelled_label_is_named_by_check_and_harms_no_other_route() {
@@ -137,4 +137,53 @@ async fn admin_api_on_a_public_address_needs_a_chosen_token() {
         "{err}"
     );
     assert!(err.contains("admin.token or BERTH_TOKEN"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typo_never_puts_a_service_in_another_pool_also_after_a_restart() {
+    let env = Env::new("pth").await;
+    let host = env.host("shop");
+    let mut web = env.service_labels("web");
+    web.extend(["--label".into(), format!("berth.host={host}")]);
+    let web: Vec<&str> = web.iter().map(String::as_str).collect();
+    let web_id = env.run("web", &web).await;
+    // `berth.pth` meant `berth.path`: on defaults, api would join `/`.
+    let mut api = env.service_labels("api");
+    api.extend([
+        "--label".into(),
+        format!("berth.host={host}"),
+        "--label".into(),
+        "berth.pth=/api".into(),
+    ]);
+    let api: Vec<&str> = api.iter().map(String::as_str).collect();
+    env.run("api", &api).await;
+    let (http, admin) = (free_port(), free_port());
+    let client = HttpClient::new();
+    for round in ["first start", "after a restart"] {
+        let berth = Berth::start(&env.config_admin(http, admin, ""), http).await;
+        eventually(Duration::from_secs(10), "the site", || async {
+            (client.get(http, &host, "/").await.ok()?.status == 200).then_some(())
+        })
+        .await;
+        // Every answer comes from web: `/` (its page) and any other path
+        // (the CGI names the container that ran it).
+        for path in ["/", "/cgi-bin/who"] {
+            for _ in 0..6 {
+                let r = client.get(http, &host, path).await.unwrap();
+                assert!(
+                    r.status == 200 && r.body.contains(&web_id[..12]),
+                    "{round}: {path} reached {} {}",
+                    r.status,
+                    r.body
+                );
+            }
+        }
+        let (code, out, _) = cli(&format!("127.0.0.1:{admin}"), &["problems"]).await;
+        assert_eq!(code, 1, "{round}: {out}");
+        assert!(
+            out.contains("berth.pth") && out.contains("did you mean berth.path?"),
+            "{round}: {out}"
+        );
+        drop(berth);
+    }
 }
