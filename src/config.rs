@@ -6,10 +6,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{MessageFormatter, Spanned};
 
-use crate::names::{check_label, parse_duration, HostPattern, PathPrefix};
+use crate::names::{
+    check_label, excerpt, format_duration, parse_duration, suggest, HostPattern, PathPrefix,
+};
 
 /// The embedded default configuration (`config/berth.yaml`).
 pub const DEFAULT_YAML: &str = include_str!("../config/berth.yaml");
@@ -164,10 +167,16 @@ pub enum ConfigError {
         origin: String,
         source: std::io::Error,
     },
-    /// The YAML itself (syntax, unknown key, wrong type): serde-saphyr's
-    /// message names line, column and key and shows the line.
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    /// YAML that is not well-formed, or a mistake about no key in particular
+    /// (the file is a list, not a mapping). `line` 0: not known.
+    #[error("{origin}: {}{message}", place(*line, *column))]
+    Parse {
+        origin: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+    /// A key's value (or the key itself: unknown, twice, missing).
     #[error("{origin}: line {line} column {column}: {key}: {value:?}: {message}")]
     Invalid {
         origin: String,
@@ -177,6 +186,14 @@ pub enum ConfigError {
         value: String,
         message: String,
     },
+}
+
+fn place(line: u64, column: u64) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!("line {line} column {column}: ")
+    }
 }
 
 impl Default for Config {

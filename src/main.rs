@@ -129,6 +129,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Routed containers: backend state, health, last check result, in-flight requests.
+    Backends {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The routing table: host, path, TLS, ready backends.
     Routes {
         /// Print the API's JSON instead of a table.
@@ -224,6 +232,7 @@ fn run(command: Command) -> Outcome {
         Command::Certs { api } => api.run(cli::certs),
         Command::Dns { api } => api.run(cli::dns),
         Command::Ps { json, api } => api.run(|c| cli::ps(c, json)),
+        Command::Backends { json, api } => api.run(|c| cli::backends(c, json)),
         Command::Routes { json, api } => api.run(|c| cli::routes(c, json)),
         Command::Problems { json, api } => api.run(|c| cli::problems(c, json)),
         Command::Logs {

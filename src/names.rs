@@ -276,24 +276,71 @@ impl fmt::Display for PathPrefix {
     }
 }
 
-/// `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+/// The longest duration berth reads: ten years. Anything longer is a typo,
+/// and deadlines computed from it would overflow.
+const MAX_DURATION_MS: u128 = 10 * 365 * 24 * 3_600_000;
+
+const DURATION_FORM: &str = "use a number and a unit: ms, s, m or h (e.g. 250ms, 5s, 1.5s, 2m)";
+
+/// `250ms`, `5s`, `1.5s`, `2m`, `1h`: a number, which may have a fraction,
+/// and a unit, which is required. Whole milliseconds, from 0 to ten years
+/// (whether 0 makes sense is the caller's business).
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let s = raw.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if s.is_empty() {
+        return Err(format!("empty: {DURATION_FORM}"));
+    }
+    if s.starts_with('-') {
+        return Err("negative: a duration is 0 or more".into());
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "not a duration: use a number with ms, s, m or h (e.g. 5s)".to_string())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (num.contains('.') && !digits(frac)) {
+        return Err(format!("not a duration: {DURATION_FORM}"));
+    }
+    let unit_ms: u128 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" => return Err(format!("add a unit: {num}s (or ms, m, h)")),
         _ => return Err(format!("unknown unit '{unit}': use ms, s, m or h")),
     };
-    Ok(d)
+    let too_long = || format!("too long: at most {}h (ten years)", MAX_DURATION_MS / 3_600_000);
+    // Exact decimal arithmetic: 0.1s is 100 ms, not 99.
+    let whole: u128 = match whole.trim_start_matches('0') {
+        "" => 0,
+        w if w.len() > 20 => return Err(too_long()),
+        w => w.parse().map_err(|_| too_long())?,
+    };
+    let frac = frac.trim_end_matches('0');
+    let finer = || "finer than a millisecond: berth counts whole milliseconds".to_string();
+    if frac.len() > 12 {
+        return Err(finer());
+    }
+    let scale = 10u128.pow(frac.len() as u32);
+    let frac_ms = match frac {
+        "" => 0,
+        f => f.parse::<u128>().map_err(|_| finer())? * unit_ms,
+    };
+    if frac_ms % scale != 0 {
+        return Err(finer());
+    }
+    let ms = whole * unit_ms + frac_ms / scale;
+    if ms > MAX_DURATION_MS {
+        return Err(too_long());
+    }
+    let ms = u64::try_from(ms).map_err(|_| too_long())?;
+    Ok(Duration::from_millis(ms))
 }
 
+/// A duration as [`parse_duration`] reads it back: whole seconds as `30s`,
+/// anything else as `1500ms` (berth never reads finer than a millisecond, so
+/// a finer rest is dropped).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) {
@@ -441,16 +488,68 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn durations_need_a_unit_and_take_fractions() {
+        let ms = Duration::from_millis;
+        for (raw, want) in [
+            ("250ms", ms(250)),
+            ("5s", ms(5_000)),
+            (" 5s ", ms(5_000)),
+            ("0s", ms(0)),
+            ("0ms", ms(0)),
+            ("2m", ms(120_000)),
+            ("1h", ms(3_600_000)),
+            ("1.5s", ms(1_500)),
+            ("0.25s", ms(250)),
+            ("0.1s", ms(100)),
+            ("1.5m", ms(90_000)),
+            ("0.5h", ms(1_800_000)),
+            ("1.500s", ms(1_500)),
+            ("007s", ms(7_000)),
+            ("8760h", ms(8760 * 3_600_000)),
+            ("87600h", ms(87600 * 3_600_000)),
+        ] {
+            assert_eq!(parse_duration(raw), Ok(want), "{raw:?}");
+        }
+        for (raw, needle) in [
+            ("5", "add a unit: 5s"),
+            ("0", "add a unit: 0s"),
+            ("1.5", "add a unit: 1.5s"),
+            ("5x", "unknown unit 'x'"),
+            ("5 s", "unknown unit ' s'"),
+            ("5S", "unknown unit 'S'"),
+            ("", "empty"),
+            ("  ", "empty"),
+            ("s", "not a duration"),
+            ("NaN", "not a duration"),
+            ("nans", "not a duration"),
+            ("inf", "not a duration"),
+            (".5s", "not a duration"),
+            ("1.s", "not a duration"),
+            ("1.2.3s", "not a duration"),
+            ("+1s", "not a duration"),
+            ("-1s", "negative"),
+            ("-0.5s", "negative"),
+            ("1.5ms", "finer than a millisecond"),
+            ("0.0001s", "finer than a millisecond"),
+            ("0.0000000000001h", "finer than a millisecond"),
+            ("87601h", "too long"),
+            ("99999999999999999999999999s", "too long"),
+            ("18446744073709551616ms", "too long"),
+        ] {
+            let e = parse_duration(raw).expect_err(raw);
+            assert!(e.contains(needle), "{raw:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_format_as_they_read_back() {
+        for d in [0, 1, 250, 1_000, 1_500, 30_000, 90_000, 3_600_000, 87600 * 3_600_000] {
+            let d = Duration::from_millis(d);
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
+        }
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 
     #[test]
@@ -460,5 +559,22 @@ mod tests {
         assert_eq!(suggest("prot", keys), Some("port"));
         assert_eq!(suggest("netwrok", keys), Some("network"));
         assert_eq!(suggest("colour", keys), None);
+        let proxy = [
+            "threads",
+            "connect_timeout",
+            "read_timeout",
+            "idle_timeout",
+            "retry_after",
+        ];
+        for (typo, want) in [
+            ("conect_timeout", Some("connect_timeout")),
+            ("connect_timout", Some("connect_timeout")),
+            ("read_timeot", Some("read_timeout")),
+            ("thread", Some("threads")),
+            ("retry", None),
+            ("timeout", None),
+        ] {
+            assert_eq!(suggest(typo, proxy), want, "{typo}");
+        }
     }
 }

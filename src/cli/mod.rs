@@ -38,7 +38,7 @@ use crate::error::CallError;
 pub use deploy::{rollout, rollouts, scale, DeployTimeouts};
 pub use host::{act, logs, ps, stats, Action};
 pub use local::{check, completions, print_version, serve, token, version};
-pub use routing::{certs, dns, problems, routes};
+pub use routing::{backends, certs, dns, problems, routes};
 pub use target::{resolve, Target};
 
 /// How a command ended, as its exit code (the policy is in the module doc).

@@ -1,15 +1,51 @@
-//! What berth serves and why: `routes`, label `problems`, `certs` and the
-//! internal `dns` zone, each read from the admin API.
+//! What berth serves and why: `routes`, `backends`, `problems`, `certs`
+//! and the internal `dns` zone, each read from the admin API.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{or_dash, print_json, table, Exit, Outcome};
 use crate::api::host::RouteView;
-use crate::api::DnsView;
+use crate::api::{BackendView, DnsView};
 use crate::client::Client;
 use crate::plan::dns::NameView;
 use crate::plan::Problem;
 use crate::tls::acme::HostStatus;
+
+/// Every routed container: its backend state, Docker health, last check
+/// result, addresses, requests in flight and autoheal restarts.
+pub async fn backends(client: Client, json: bool) -> Outcome {
+    let list: Vec<BackendView> = client.get("/api/backends").await?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.name.clone(),
+                b.service.clone(),
+                b.state.to_string(),
+                or_dash(b.health.as_deref()),
+                or_dash(b.addrs.first().map(String::as_str)),
+                b.inflight.to_string(),
+                b.restarts.to_string(),
+                or_dash(b.check.as_deref()),
+            ]
+        })
+        .collect();
+    let headers = [
+        "NAME",
+        "SERVICE",
+        "STATE",
+        "HEALTH",
+        "ADDRESS",
+        "INFLIGHT",
+        "RESTARTS",
+        "LAST CHECK",
+    ];
+    print!("{}", table(&headers, &rows));
+    Ok(Exit::Done)
+}
 
 /// The routing table: host, path, TLS and the backends ready for it.
 pub async fn routes(client: Client, json: bool) -> Outcome {

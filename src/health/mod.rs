@@ -78,7 +78,7 @@ async fn check_loop(t: CheckTarget, inputs: Inputs) {
 }
 
 /// One check: a 2xx or 3xx answer within the timeout passes.
-async fn probe(t: &CheckTarget) -> (bool, String) {
+pub async fn probe(t: &CheckTarget) -> (bool, String) {
     let attempt = async {
         let mut s = TcpStream::connect(t.addr)
             .await

@@ -183,6 +183,8 @@ pub struct Planner {
 
 type Key = (HostPattern, PathPrefix);
 
+pub use crate::world::NOT_READY_AFTER;
+
 impl Planner {
     pub fn new(config: Arc<Config>) -> Planner {
         Planner {
@@ -277,7 +279,7 @@ impl Planner {
             .get(&c.id)
             .filter(|ch| active && ch.started_at == c.started_at);
         if let (true, Some(&addr), true) = (active, addrs.first(), running && !c.stopping) {
-            b.checks.push(CheckTarget {
+            let target = CheckTarget {
                 id: c.id.clone(),
                 started_at: c.started_at.clone(),
                 addr,
@@ -286,7 +288,12 @@ impl Planner {
                 timeout: spec.health.timeout,
                 rise: spec.health.rise,
                 fall: if tcp_only { 2 } else { spec.health.fall },
-            });
+            };
+            let never_passed = check.filter(|ch| ch.never_passed());
+            if let Some(ch) = never_passed {
+                b.problems.push(self.not_ready(c, &spec, &target, &ch.last));
+            }
+            b.checks.push(target);
         }
         self.dns_names(&mut b.dns, c, &spec, state);
         b.backends.insert(
@@ -367,6 +374,47 @@ impl Planner {
             }
         }
         addrs
+    }
+
+    /// A running container whose check has never passed: a wrong port, an
+    /// app that does not listen, a health path that does not answer. Named
+    /// by the label to look at, with the last check result.
+    pub fn not_ready(
+        &self,
+        c: &Container,
+        spec: &LabelSpec,
+        target: &CheckTarget,
+        last: &str,
+    ) -> Problem {
+        let prefix = &self.config.label_prefix;
+        let message = format!("no check has passed since it started: {last}");
+        let (key, value, hint) = match &target.path {
+            Some(path) => (
+                format!("{prefix}.health.path"),
+                path.clone(),
+                format!("does GET {path} on {} answer 2xx or 3xx?", target.addr),
+            ),
+            None => {
+                let route = spec.routes.iter().find(|r| resolve_port(c, r).is_ok());
+                let key = route.map_or(format!("{prefix}.port"), |r| route_key(prefix, r, "port"));
+                (
+                    key,
+                    target.addr.port().to_string(),
+                    format!(
+                        "does the app listen on port {} on all interfaces? set the port label to the one it listens on",
+                        target.addr.port()
+                    ),
+                )
+            }
+        };
+        Problem {
+            container: c.name.clone(),
+            container_id: c.short_id().to_string(),
+            key,
+            value,
+            message,
+            hint: Some(hint),
+        }
     }
 
     /// The routing table, each route with its round-robin counter (kept
@@ -675,6 +723,63 @@ mod tests {
         s.table
             .find(host, path)
             .map(|r| r.backends.iter().map(|b| b.addr.to_string()).collect())
+    }
+
+    #[test]
+    fn a_backend_whose_check_never_passes_is_a_problem_named_by_its_label() {
+        let mut p = Planner::new(Arc::default());
+        let failing = |c: &Container, streak: u32, ever: bool| {
+            let mut signals = Signals::default();
+            let state = CheckState {
+                started_at: c.started_at.clone(),
+                ever_healthy: ever,
+                fail_streak: streak,
+                last: "connect: Connection refused (os error 111)".into(),
+                ..Default::default()
+            };
+            signals.checks.insert(c.id.clone(), state);
+            signals
+        };
+        let wrong_port = container(
+            "web-1",
+            2,
+            &[("berth.host", "a.test"), ("berth.port", "9999")],
+        );
+        let w = world(vec![wrong_port.clone()]);
+        let s = p.build(&w, &failing(&wrong_port, NOT_READY_AFTER, false));
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        let problem = &s.problems[0];
+        assert_eq!(
+            (problem.key.as_str(), problem.value.as_str()),
+            ("berth.port", "9999")
+        );
+        assert!(problem.message.contains("Connection refused"), "{problem}");
+        for (streak, ever) in [(NOT_READY_AFTER - 1, false), (NOT_READY_AFTER, true)] {
+            let s = p.build(&w, &failing(&wrong_port, streak, ever));
+            assert!(
+                s.problems.is_empty(),
+                "starting, or down after passing: {:?}",
+                s.problems
+            );
+        }
+        let bad_path = container(
+            "api-1",
+            3,
+            &[
+                ("berth.api.host", "api.test"),
+                ("berth.health.path", "/healthz"),
+            ],
+        );
+        let s = p.build(
+            &world(vec![bad_path.clone()]),
+            &failing(&bad_path, 40, false),
+        );
+        let keys: Vec<(&str, &str)> = s
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str()))
+            .collect();
+        assert_eq!(keys, vec![("berth.health.path", "/healthz")]);
     }
 
     #[test]

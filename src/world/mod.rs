@@ -160,7 +160,17 @@ pub struct CheckState {
     pub last: String,
 }
 
+/// Failed checks in a row, none passed since the start, after which a
+/// container is a problem: about a second at the pace of the first checks
+/// (every 50 ms until one passes).
+pub const NOT_READY_AFTER: u32 = 20;
+
 impl CheckState {
+    /// Failing since its start for long enough to be a problem.
+    pub fn never_passed(&self) -> bool {
+        !self.ever_healthy && self.fail_streak >= NOT_READY_AFTER
+    }
+
     /// Counts one result; `healthy` flips after `rise` passes in a row or
     /// `fall` failures in a row. Returns true when `healthy` flipped.
     pub fn record(&mut self, ok: bool, detail: String, rise: u32, fall: u32) -> bool {

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use tracing::{info, warn};
 
 use super::{
-    is_stop_signal, CheckState, Container, DockerStatus, Input, Signals, World, PASSIVE_COOLDOWN,
+    is_stop_signal, CheckState, Container, DockerStatus, Input, Signals, World, NOT_READY_AFTER,
+    PASSIVE_COOLDOWN,
 };
 
 /// Container events after which the container is inspected again.
@@ -212,9 +213,11 @@ impl WorldState {
                 if recovered {
                     info!(container = %c.name, result = %detail, "check passed: back in rotation after connect failures");
                 }
+                // Failing long enough since the start: now a problem to show.
+                let not_ready = !entry.ever_healthy && entry.fail_streak == NOT_READY_AFTER;
                 InputOutcome {
                     // A new result text is worth a snapshot too: rollouts report it.
-                    changed: flipped || recovered || before != detail,
+                    changed: flipped || recovered || not_ready || before != detail,
                     probe: None,
                 }
             }
@@ -606,6 +609,31 @@ mod tests {
             check("r1", false, "HTTP 500"),
         ]);
         assert_eq!(states(&st, true), vec![("a".to_string(), Down)]);
+    }
+
+    #[test]
+    fn a_check_failing_since_the_start_is_published_once_it_is_a_problem() {
+        let refused = || {
+            Tell(Input::Check {
+                id: "a".into(),
+                started_at: "r1".into(),
+                ok: false,
+                detail: "connect: refused".into(),
+                rise: 1,
+                fall: 2,
+            })
+        };
+        let mut steps = vec![List(vec![running("a", "r1")])];
+        steps.extend((0..NOT_READY_AFTER + 2).map(|_| refused()));
+        let (st, out) = run(steps);
+        let published: Vec<usize> = (0..out.len()).filter(|&i| out[i].changed).collect();
+        let n = NOT_READY_AFTER as usize;
+        assert_eq!(
+            published,
+            vec![0, n - 1],
+            "the first result, then at the threshold"
+        );
+        assert!(st.signals.checks["a"].never_passed());
     }
 
     #[test]

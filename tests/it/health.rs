@@ -1,11 +1,12 @@
 //! Active HTTP checks (`berth.health.*`): a replica that fails its check leaves
 //! rotation within one interval and comes back when it passes; a new one gets
-//! no request before its first pass.
+//! no request before its first pass; one that never passes is a problem.
 
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    docker, eventually, free_port, replicas, replicas_seen, Berth, Env, HttpClient, HTTP_CHECK,
+    berth_cli, cli, docker, eventually, free_port, replicas, replicas_seen, Berth, Env, HttpClient,
+    TempDir, HTTP_CHECK,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,5 +91,65 @@ async fn app_that_needs_three_seconds_gets_no_request_before_ready() {
             .skip_while(|s| **s == 404)
             .all(|s| *s == 503 || *s == 200),
         "a request reached the app before it was ready: {statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_port_is_a_problem_with_the_connect_error() {
+    let env = Env::new("port").await;
+    let host = env.host("web");
+    env.run(
+        "web",
+        &[
+            "--label",
+            &format!("berth.host={host}"),
+            "--label",
+            "berth.port=9999",
+        ],
+    )
+    .await;
+    let (http, admin) = (free_port(), free_port());
+    let config = env.config_admin(http, admin, "");
+    let berth = Berth::start(&config, http).await;
+    berth
+        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
+        .await;
+    let synced = Instant::now();
+    let admin = format!("127.0.0.1:{admin}");
+    let out = eventually(
+        Duration::from_secs(10),
+        "the wrong port in berth problems",
+        || async {
+            let (code, out, _) = cli(&admin, &["problems"]).await;
+            (code == 1 && out.contains("berth.port") && out.contains("9999")).then_some(out)
+        },
+    )
+    .await;
+    let seen = synced.elapsed();
+    println!(
+        "wrong port reported {:.0} ms after the first sync",
+        seen.as_secs_f64() * 1000.0
+    );
+    assert!(out.contains("refused"), "the connect error is named: {out}");
+    // The first checks come every 50 ms: 20 refusals take about a second;
+    // 5 s (2.5 default check intervals) is only broken by a regression.
+    assert!(seen < Duration::from_secs(5), "{seen:?}");
+    let (code, table, _) = cli(&admin, &["backends"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("starting") && table.contains("refused"),
+        "{table}"
+    );
+    drop(berth);
+
+    // `berth check` says the same, from one look at the engine.
+    let dir = TempDir::new();
+    let cfg = dir.path().join("berth.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let (code, out, err) = berth_cli(&["check", "--config", cfg.to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("berth.port=\"9999\"") && out.contains("refused"),
+        "{out}"
     );
 }
