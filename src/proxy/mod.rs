@@ -198,6 +198,9 @@ impl ProxyHttp for BerthProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // A client that pipelines (request N+1 sent before response N) gets
+        // every answer, in order, rather than EOF after the first one.
+        session.set_pipelining_enabled(true);
         let decision = {
             let req = session.req_header();
             let line = RequestLine {

@@ -359,3 +359,34 @@ async fn hosts_that_are_not_names_are_400_and_an_absolute_uri_needs_its_host() {
         assert!(answer.contains(says), "{shown:?} got:\n{answer}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_get_every_answer_in_order() {
+    let env = Env::new("pipe").await;
+    let host = env.host("web");
+    env.run("web", &["--label", &format!("berth.host={host}")])
+        .await;
+    let port = free_port();
+    let _berth = Berth::synced(&env, port).await;
+    let client = HttpClient::new();
+    eventually(Duration::from_secs(10), "the route", || async {
+        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
+    })
+    .await;
+    // Three requests in one write; the last closes the connection.
+    let request = format!(
+        "GET /cgi-bin/who?n=1 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /cgi-bin/who?n=2 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /cgi-bin/who?n=3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let (_, answer) = raw(port, request.as_bytes()).await;
+    let statuses = answer.matches("HTTP/1.1 200").count();
+    assert_eq!(statuses, 3, "{answer}");
+    let order: Vec<usize> = ["n=1", "n=2", "n=3"]
+        .iter()
+        .map(|n| {
+            answer
+                .find(n)
+                .unwrap_or_else(|| panic!("{n} missing: {answer}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {answer}");
+}
