@@ -25,7 +25,8 @@
 //!   sharing its types; [`check`]: `berth check`.
 //! - [`server`]: wires it all into one Pingora server; [`shutdown`]: how it
 //!   stops (requests in flight finish).
-//! - [`error`], [`private`]: a failed API call; files only berth may read.
+//! - [`error`], [`private`], [`state`]: a failed API call; files only berth
+//!   may read; what survives a restart.
 
 pub mod api;
 pub mod check;
@@ -46,6 +47,7 @@ pub mod private;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;
+pub mod state;
 pub mod tls;
 pub mod world;
 

@@ -310,7 +310,12 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "" => return Err(format!("add a unit: {num}s (or ms, m, h)")),
         _ => return Err(format!("unknown unit '{unit}': use ms, s, m or h")),
     };
-    let too_long = || format!("too long: at most {}h (ten years)", MAX_DURATION_MS / 3_600_000);
+    let too_long = || {
+        format!(
+            "too long: at most {}h (ten years)",
+            MAX_DURATION_MS / 3_600_000
+        )
+    };
     // Exact decimal arithmetic: 0.1s is 100 ms, not 99.
     let whole: u128 = match whole.trim_start_matches('0') {
         "" => 0,
@@ -543,7 +548,17 @@ mod tests {
 
     #[test]
     fn durations_format_as_they_read_back() {
-        for d in [0, 1, 250, 1_000, 1_500, 30_000, 90_000, 3_600_000, 87600 * 3_600_000] {
+        for d in [
+            0,
+            1,
+            250,
+            1_000,
+            1_500,
+            30_000,
+            90_000,
+            3_600_000,
+            87600 * 3_600_000,
+        ] {
             let d = Duration::from_millis(d);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
         }

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::plan::Planner;
 use crate::proxy::{self, BerthProxy};
 use crate::shutdown::{Requests, StopSignals};
+use crate::state::{self, StateDir};
 use crate::tls::acme::{AcmeManager, CertStatus};
 use crate::tls::files::CertFiles;
 use crate::tls::{self, CertStore, Challenges, Https};
@@ -53,6 +54,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Requests in flight, for a graceful stop.
     requests: Arc<Requests>,
+    state: StateDir,
 }
 
 pub fn serve(config: Config) -> anyhow::Result<()> {
@@ -60,6 +62,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pre = preflight(&config)?;
     let engine = Engine::new(&config.docker).map_err(anyhow::Error::new)?;
+    let dir = config.state_dir.clone().unwrap_or_else(state::default_dir);
+    let state = StateDir::open(&dir).map_err(anyhow::Error::msg)?;
     let config = Arc::new(config);
     // Static routes serve from the first request, Docker or not.
     let first = Planner::new(config.clone()).build(&World::new(), &Signals::default());
@@ -74,6 +78,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         inputs,
         metrics: Arc::new(Metrics::new()),
         requests: Arc::default(),
+        state,
     };
 
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&shared.config));
@@ -245,16 +250,17 @@ fn add_background(
         inputs,
         metrics,
         requests: _,
+        state,
     } = shared;
     server.add_service(background_service(
         "docker watcher",
         Watcher::new(
             config.clone(),
             engine.clone(),
+            Some(state.clone()),
             snapshot.clone(),
             notify,
-            inputs.clone(),
-            inputs_rx,
+            (inputs.clone(), inputs_rx),
         ),
     ));
     server.add_service(background_service(
@@ -280,6 +286,7 @@ fn add_background(
         snapshot.clone(),
         notified,
         inputs.clone(),
+        Some(state),
     );
     server.add_service(background_service("deploys", controller));
     if let Some((addr, token)) = pre.admin {

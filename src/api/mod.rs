@@ -534,6 +534,7 @@ mod tests {
             snapshot.clone(),
             tokio::sync::watch::channel(0).1,
             inputs.clone(),
+            None,
         );
         let app = router(App {
             config: Arc::default(),

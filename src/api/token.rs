@@ -14,13 +14,10 @@ use crate::private::write_private;
 /// `$XDG_STATE_HOME/berth/admin.token`, else `~/.local/state/berth/admin.token`,
 /// else `/var/lib/berth/admin.token`.
 pub fn token_file(admin: &AdminConfig) -> PathBuf {
-    admin.token_file.clone().unwrap_or_else(|| {
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("/var/lib"));
-        base.join("berth").join("admin.token")
-    })
+    admin
+        .token_file
+        .clone()
+        .unwrap_or_else(|| crate::state::default_dir().join("admin.token"))
 }
 
 /// The shortest token berth accepts (as `admin.token` does).

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::names::short_id;
 use crate::plan::{BackendInfo, ContainerInfo, Snapshot};
+use crate::state::{self, StateDir};
 use crate::world::{BackendState, Input};
 use crate::{Inputs, SharedSnapshot};
 pub use plan::Status;
@@ -97,6 +98,8 @@ pub struct Deploys {
     pub history: Arc<Mutex<Vec<Record>>>,
     pub restarts: Arc<Mutex<HashMap<String, u32>>>,
     next_id: Arc<Mutex<u64>>,
+    /// Where the history is kept across restarts, when berth has a state dir.
+    state: Option<StateDir>,
 }
 
 impl Deploys {
@@ -134,6 +137,7 @@ impl Deploys {
             h.push(record);
             let excess = h.len().saturating_sub(HISTORY);
             h.drain(..excess);
+            self.save(&h);
         }
         if self
             .jobs
@@ -158,8 +162,36 @@ impl Deploys {
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = h.iter_mut().find(|r| r.id == id) {
             f(r);
+            self.save(&h);
         }
     }
+
+    fn save(&self, history: &[Record]) {
+        if let Some(state) = &self.state {
+            if let Err(e) = state.save(state::HISTORY, &history) {
+                warn!(error = %e, "the deploy history could not be saved");
+            }
+        }
+    }
+}
+
+/// The history an earlier run saved; a run that was not over when berth
+/// stopped is marked failed, with why.
+fn restored_history(state: Option<&StateDir>) -> Vec<Record> {
+    let mut history: Vec<Record> = match state.map(|s| s.load(state::HISTORY)) {
+        Some(Ok(Some(h))) => h,
+        Some(Err(e)) => {
+            warn!(error = %e, "the saved deploy history is unreadable: starting a new one");
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
+    for r in history.iter_mut().filter(|r| !r.status.is_final()) {
+        let was = r.status;
+        r.status = Status::Failed;
+        r.reason = Some(format!("berth stopped while the run was {was}"));
+    }
+    history
 }
 
 fn unix_now() -> u64 {
@@ -216,13 +248,17 @@ impl Controller {
         snapshot: SharedSnapshot,
         notify: watch::Receiver<u64>,
         inputs: Inputs,
+        state: Option<StateDir>,
     ) -> (Controller, Deploys) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let history = restored_history(state.as_ref());
+        let last_id = history.iter().map(|r| r.id).max().unwrap_or(0);
         let deploys = Deploys {
             jobs: tx,
-            history: Arc::default(),
+            history: Arc::new(Mutex::new(history)),
             restarts: Arc::default(),
-            next_id: Arc::default(),
+            next_id: Arc::new(Mutex::new(last_id)),
+            state,
         };
         let c = Controller {
             config,

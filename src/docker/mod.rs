@@ -16,6 +16,7 @@ use crate::engine::{Engine, EngineEvent};
 use crate::error::CallError;
 use crate::names::short_id;
 use crate::plan::{Planner, Problem};
+use crate::state::{self, StateDir};
 use crate::world::{Container, EventReaction, Input, World, WorldState, PASSIVE_COOLDOWN};
 use crate::{Inputs, SharedSnapshot};
 
@@ -25,6 +26,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 pub struct Watcher {
     config: Arc<Config>,
     engine: Engine,
+    /// Where the last good labels are kept across restarts.
+    state: Option<StateDir>,
     snapshot: SharedSnapshot,
     notify: watch::Sender<u64>,
     inputs_tx: Inputs,
@@ -64,14 +67,16 @@ impl Watcher {
     pub fn new(
         config: Arc<Config>,
         engine: Engine,
+        state: Option<StateDir>,
         snapshot: SharedSnapshot,
         notify: watch::Sender<u64>,
-        inputs_tx: Inputs,
-        inputs: mpsc::UnboundedReceiver<Input>,
+        inputs: (Inputs, mpsc::UnboundedReceiver<Input>),
     ) -> Watcher {
+        let (inputs_tx, inputs) = inputs;
         Watcher {
             config,
             engine,
+            state,
             snapshot,
             notify,
             inputs_tx,
@@ -89,6 +94,15 @@ impl Watcher {
             planner: Planner::new(self.config.clone()),
             problems: Vec::new(),
         };
+        if let Some(state) = &self.state {
+            match state.load(state::LABELS) {
+                Ok(Some(saved)) => own.planner.restore(saved),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "saved last good labels unreadable: starting without them")
+                }
+            }
+        }
         self.publish(&mut own, None);
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -255,6 +269,11 @@ impl Watcher {
     fn publish(&self, own: &mut Owner, cause: Option<&EngineEvent>) {
         own.world.prune_signals();
         let mut snap = own.planner.build(&own.world.containers, &own.world.signals);
+        if let (Some(state), Some(labels)) = (&self.state, own.planner.last_good_changed()) {
+            if let Err(e) = state.save(state::LABELS, &labels) {
+                warn!(error = %e, "the last good labels could not be saved");
+            }
+        }
         let lag_us = cause.map(|ev| {
             let now_ns = unix_now().as_nanos() as i64;
             ((now_ns - ev.time_ns).max(0) / 1000) as u64

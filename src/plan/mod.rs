@@ -175,13 +175,29 @@ impl fmt::Display for Problem {
 /// parsed cleanly, the round-robin counters and the backend counters.
 pub struct Planner {
     config: Arc<Config>,
-    last_good: HashMap<String, LabelSpec>,
+    /// Service → its last labels (under the prefix) that parsed cleanly,
+    /// and what they say.
+    last_good: HashMap<String, (LastLabels, LabelSpec)>,
+    /// `last_good` changed since [`Planner::last_good_changed`] last said so.
+    last_good_dirty: bool,
     counters: HashMap<(HostPattern, PathPrefix), Arc<AtomicUsize>>,
     stats: HashMap<String, Arc<BackendStats>>,
     generation: u64,
 }
 
 type Key = (HostPattern, PathPrefix);
+
+/// A container's labels under berth's prefix, as the last good ones are kept.
+pub type LastLabels = BTreeMap<String, String>;
+
+fn own_labels(prefix: &str, labels: &HashMap<String, String>) -> LastLabels {
+    let dotted = format!("{prefix}.");
+    labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(&dotted))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 pub use crate::world::NOT_READY_AFTER;
 
@@ -190,6 +206,7 @@ impl Planner {
         Planner {
             config,
             last_good: HashMap::new(),
+            last_good_dirty: false,
             counters: HashMap::new(),
             stats: HashMap::new(),
             generation: 0,
@@ -451,6 +468,32 @@ impl Planner {
         (table, tls_hosts)
     }
 
+    /// Takes back the last good labels saved by an earlier run; labels that
+    /// no longer parse cleanly (a prefix or rules changed) are dropped.
+    pub fn restore(&mut self, saved: BTreeMap<String, LastLabels>) {
+        for (service, labels) in saved {
+            let map = labels.clone().into_iter().collect();
+            let (spec, problems) = labels::parse(&self.config.label_prefix, &map);
+            if problems.is_empty() {
+                self.last_good.insert(service, (labels, spec));
+            }
+        }
+    }
+
+    /// The last good labels of every service, when they changed since the
+    /// last call: what to save.
+    pub fn last_good_changed(&mut self) -> Option<BTreeMap<String, LastLabels>> {
+        if !std::mem::take(&mut self.last_good_dirty) {
+            return None;
+        }
+        Some(
+            self.last_good
+                .iter()
+                .map(|(k, (l, _))| (k.clone(), l.clone()))
+                .collect(),
+        )
+    }
+
     /// The container's names in the internal zone: `<service>` and
     /// `<service>.<project>` (compose), its own name, and its `dns` aliases.
     fn dns_names(&self, dns: &mut DnsTable, c: &Container, spec: &LabelSpec, state: BackendState) {
@@ -490,10 +533,14 @@ impl Planner {
         }
         let service = c.service_key();
         if label_problems.is_empty() {
-            self.last_good.insert(service, spec.clone());
+            let mine = own_labels(&self.config.label_prefix, &c.labels);
+            if self.last_good.get(&service).map(|(l, _)| l) != Some(&mine) {
+                self.last_good.insert(service, (mine, spec.clone()));
+                self.last_good_dirty = true;
+            }
             return spec;
         }
-        let fallback = self.last_good.get(&service).cloned();
+        let fallback = self.last_good.get(&service).map(|(_, s)| s.clone());
         for p in label_problems {
             let mut hint = p.hint;
             if fallback.is_some() {
@@ -871,6 +918,45 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("last good labels of p/web"));
+    }
+
+    #[test]
+    fn last_good_labels_survive_a_restart_of_berth() {
+        let labels = |extra: &[(&'static str, &'static str)]| {
+            let mut l = vec![
+                ("berth.host", "a.test"),
+                ("berth.path", "/api"),
+                (COMPOSE_SERVICE, "api"),
+                (COMPOSE_PROJECT, "shop"),
+            ];
+            l.extend_from_slice(extra);
+            container("api-1", 2, &l)
+        };
+        let mut p = Planner::new(Arc::default());
+        build(&mut p, &world(vec![labels(&[])]));
+        let saved = p.last_good_changed().expect("new last good labels");
+        assert_eq!(saved["shop/api"]["berth.path"], "/api");
+        assert!(
+            !saved["shop/api"].contains_key(COMPOSE_SERVICE),
+            "berth's own only"
+        );
+        build(&mut p, &world(vec![labels(&[])]));
+        assert_eq!(p.last_good_changed(), None, "unchanged: nothing to save");
+        // A new berth, and the service now carries a typo: the saved labels
+        // keep /api where it was.
+        let mut fresh = Planner::new(Arc::default());
+        fresh.restore(saved);
+        let s = build(&mut fresh, &world(vec![labels(&[("berth.pth", "/x")])]));
+        assert_eq!(
+            backends(&s, "a.test", "/api"),
+            Some(vec!["10.0.0.2:8080".into()])
+        );
+        assert_eq!(backends(&s, "a.test", "/"), None);
+        assert!(s.problems[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("last good labels"));
     }
 
     #[test]

@@ -66,6 +66,7 @@ async fn check_passes_on_clean_labels() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_errors_name_line_column_key_and_value() {
     let dir = TempDir::new();
+    // (file, text, substrings, the one line after the file name)
     let cases = [
         (
             "unknown.yaml",
@@ -75,6 +76,7 @@ async fn config_errors_name_line_column_key_and_value() {
                 "unknown field `conect_timeout`",
                 "connect_timeout",
             ],
+            "line 5 column 3: proxy.conect_timeout: \"2s\": unknown field `conect_timeout`: did you mean proxy.connect_timeout?",
         ),
         (
             "badvalue.yaml",
@@ -85,16 +87,31 @@ async fn config_errors_name_line_column_key_and_value() {
                 "\"5x\"",
                 "unknown unit 'x'",
             ],
+            "line 2 column 20: proxy.connect_timeout: \"5x\": unknown unit 'x': use ms, s, m or h",
+        ),
+        (
+            "bare.yaml",
+            "proxy:\n  threads: 1\n  read_timeout: 5\n",
+            vec!["line 3 column 17", "proxy.read_timeout", "\"5\"", "add a unit: 5s"],
+            "line 3 column 17: proxy.read_timeout: \"5\": add a unit: 5s (or ms, m, h)",
+        ),
+        (
+            "zero.yaml",
+            "proxy:\n  connect_timeout: 0s\n",
+            vec!["line 2 column 20", "proxy.connect_timeout", "\"0s\""],
+            "line 2 column 20: proxy.connect_timeout: \"0s\": must be more than 0, e.g. 2s",
         ),
         (
             "badtype.yaml",
             "proxy:\n  threads: lots\n",
             vec!["line 2 column 12", "`threads`", "\"lots\""],
+            "line 2 column 12: proxy.threads: \"lots\": `threads` takes a whole number from 0 to 4294967295",
         ),
     ];
-    for (name, yaml, wants) in cases {
+    for (name, yaml, wants, line) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, yaml).unwrap();
+        let mut printed = Vec::new();
         for cmd in ["serve", "check"] {
             let (code, _, err) = berth_cli(&[cmd, "--config", path.to_str().unwrap()]).await;
             assert_eq!(
@@ -111,7 +128,14 @@ async fn config_errors_name_line_column_key_and_value() {
                     "berth {cmd} on {name}: {w:?} missing from:\n{err}"
                 );
             }
+            assert_eq!(
+                err,
+                format!("berth: invalid configuration: {}: {line}\n", path.display()),
+                "berth {cmd} on {name}: one line, in the one format"
+            );
+            printed.push(err);
         }
+        assert_eq!(printed[0], printed[1], "serve and check print the same");
     }
 }
 

@@ -1,11 +1,11 @@
 //! Rollouts, scaling and autoheal through the CLI and the admin API, under
-//! continuous load.
+//! continuous load; their history across a restart of berth.
 
 use std::time::Duration;
 
 use crate::harness::{
-    api, cli, docker, eventually, failures, replicas, replicas_seen, Env, HttpClient, Load,
-    HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
+    api, cli, docker, eventually, failures, replicas, replicas_seen, Berth, Env, HttpClient, Load,
+    TempDir, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
 };
 
 async fn running(env: &Env) -> Vec<String> {
@@ -199,4 +199,42 @@ async fn unhealthy_container_is_restarted_by_autoheal() {
         backends.contains("\"restarts\":1"),
         "the restart is counted: {backends}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_history_survives_a_restart_of_berth() {
+    let dir = TempDir::new();
+    let extra = format!("state_dir: {}\n", dir.path().display());
+    let r = replicas("hist", 1, &HTTP_CHECK, &extra).await;
+    let (code, out, err) = cli(&r.admin, &["scale", "web=2"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().any(|l| l.starts_with("[1] ")), "{out}");
+    let admin_port: u16 = r.admin.rsplit(':').next().unwrap().parse().unwrap();
+    let crate::harness::Replicas {
+        berth,
+        env,
+        port,
+        admin,
+        ..
+    } = r;
+    drop(berth);
+    let _berth = Berth::start(&env.config_admin(port, admin_port, &extra), port).await;
+    let (code, runs, _) = cli(&admin, &["rollouts"]).await;
+    assert_eq!(code, 0);
+    let first = runs
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_else(|| panic!("run 1 is still listed:\n{runs}"));
+    assert!(
+        first.contains("scale") && first.contains("completed"),
+        "{runs}"
+    );
+    let (code, out, err) = cli(&admin, &["scale", "web=1"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.lines().all(|l| l.starts_with("[2] ")),
+        "ids go on from the saved history: {out}"
+    );
+    let saved = std::fs::read_to_string(dir.path().join("history.json")).unwrap();
+    assert!(saved.contains("\"kind\": \"scale\""), "{saved}");
 }

@@ -289,6 +289,15 @@ impl Berth {
     pub fn spawn_with_env(config_yaml: &str, vars: &[(&str, &str)]) -> Berth {
         let dir = TempDir::new();
         let cfg = dir.path().join("berth.yaml");
+        // Its own state (never the user's): unless the test keeps one across
+        // restarts, it goes with this berth.
+        let mut config_yaml = config_yaml.to_string();
+        if !config_yaml.contains("\nstate_dir:") {
+            config_yaml.push_str(&format!(
+                "state_dir: {}\n",
+                dir.path().join("state").display()
+            ));
+        }
         std::fs::write(&cfg, config_yaml).expect("write config");
         let log = dir.path().join("berth.log");
         let logf = std::fs::File::create(&log).expect("create log");

@@ -1,0 +1,480 @@
+//! Raw config sections → the validated [`Config`], one function per
+//! section; every error names the key and the value with their place.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::*;
+use crate::names::{check_label, format_duration, parse_duration, HostPattern, PathPrefix};
+
+pub(super) struct Validator<'a> {
+    pub(super) origin: &'a str,
+}
+
+impl Validator<'_> {
+    fn invalid<T: ToString>(
+        &self,
+        key: &str,
+        v: &Spanned<T>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            line: v.referenced.line(),
+            column: v.referenced.column(),
+            key: key.to_string(),
+            value: v.value.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A duration for which 0 means something (a TTL of 0: do not cache).
+    fn duration(&self, key: &str, v: &Spanned<String>) -> Result<Duration, ConfigError> {
+        parse_duration(&v.value).map_err(|m| self.invalid(key, v, m))
+    }
+
+    /// A duration for which 0 makes no sense: a timeout that gives up
+    /// before trying, a Retry-After that asks for a storm. `e.g.` goes in
+    /// the message.
+    fn positive(&self, key: &str, v: &Spanned<String>, e_g: &str) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, v)?;
+        if d.is_zero() {
+            return Err(self.invalid(key, v, format!("must be more than 0, e.g. {e_g}")));
+        }
+        Ok(d)
+    }
+
+    fn positive_or(
+        &self,
+        key: &str,
+        v: Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        v.map_or(Ok(default), |v| {
+            self.positive(key, &v, &format_duration(default))
+        })
+    }
+
+    fn addr(&self, key: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        v.value
+            .trim()
+            .parse()
+            .map_err(|_| self.invalid(key, v, "not an address: use IP:PORT, e.g. 127.0.0.1:9000"))
+    }
+
+    pub(super) fn config(&self, raw: Raw) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let http_listen = match raw.http.and_then(|h| h.listen) {
+            Some(v) => self.addr("http.listen", &v)?,
+            None => d.http_listen,
+        };
+        // Sections in the order of the file's reference: with several
+        // mistakes, the first named is the first in that order.
+        let docker = raw
+            .docker
+            .map_or(Ok(d.docker.clone()), |r| self.docker(r, &d.docker))?;
+        let label_prefix = match raw.labels.and_then(|l| l.prefix) {
+            None => d.label_prefix.clone(),
+            Some(p) => self.label_prefix(p)?,
+        };
+        let proxy = raw
+            .proxy
+            .map_or(Ok(d.proxy.clone()), |r| self.proxy(r, &d.proxy))?;
+        let routes = self.routes(raw.routes)?;
+        let admin = raw
+            .admin
+            .map_or(Ok(d.admin.clone()), |r| self.admin(r, &d.admin))?;
+        let deploy = raw
+            .deploy
+            .map_or(Ok(d.deploy.clone()), |r| self.deploy(r, &d.deploy))?;
+        let tls = raw.tls.map_or(Ok(d.tls.clone()), |r| self.tls(r, &d.tls))?;
+        let acme = raw
+            .acme
+            .map_or(Ok(d.acme.clone()), |r| self.acme(r, &d.acme))?;
+        let dns = raw
+            .dns
+            .map_or(Ok(d.dns.clone()), |r| self.dns(r, d.dns.clone()))?;
+        let (log_level, access_log, log_json) = match raw.log {
+            None => (d.log_level.clone(), d.access_log, d.log_json),
+            Some(r) => self.log(r, &d)?,
+        };
+        let shutdown_grace = match raw.shutdown.and_then(|s| s.grace) {
+            None => d.shutdown_grace,
+            // 0: stop at once.
+            Some(v) => match self.duration("shutdown.grace", &v)? {
+                g if g <= Duration::from_secs(3600) => g,
+                _ => return Err(self.invalid("shutdown.grace", &v, "at most 1h")),
+            },
+        };
+        Ok(Config {
+            http_listen,
+            docker,
+            label_prefix,
+            proxy,
+            routes,
+            admin,
+            deploy,
+            tls,
+            acme,
+            dns,
+            log_level,
+            access_log,
+            log_json,
+            shutdown_grace,
+            state_dir: match raw.state_dir {
+                None => None,
+                Some(v) if v.value.trim().is_empty() => {
+                    return Err(self.invalid("state_dir", &v, "a directory path"))
+                }
+                Some(v) => Some(PathBuf::from(v.value.trim())),
+            },
+        })
+    }
+
+    fn docker(&self, r: RawDocker, d: &DockerConfig) -> Result<DockerConfig, ConfigError> {
+        let host = match r.host {
+            None => None,
+            Some(h) if h.value.starts_with("unix:///") || h.value.starts_with("tcp://") => {
+                Some(h.value)
+            }
+            Some(h) => {
+                return Err(self.invalid(
+                    "docker.host",
+                    &h,
+                    "use unix:///path/to/docker.sock or tcp://host:port",
+                ))
+            }
+        };
+        let constraint = match r.constraint {
+            None => None,
+            Some(c) => match c.value.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Some((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => return Err(self.invalid("docker.constraint", &c, "use label=value")),
+            },
+        };
+        let resync_interval = match r.resync_interval {
+            None => d.resync_interval,
+            Some(v) => {
+                let key = "docker.resync_interval";
+                let i = self.duration(key, &v)?;
+                if i < Duration::from_secs(1) {
+                    let i = format_duration(i);
+                    return Err(self.invalid(key, &v, format!("{i} is below the 1s minimum")));
+                }
+                i
+            }
+        };
+        Ok(DockerConfig {
+            host,
+            constraint,
+            resync_interval,
+        })
+    }
+
+    fn label_prefix(&self, p: Spanned<String>) -> Result<String, ConfigError> {
+        let ok = !p.value.is_empty()
+            && p.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !p.value.ends_with('.');
+        if !ok {
+            return Err(self.invalid(
+                "labels.prefix",
+                &p,
+                "letters, digits, '-', '_' and inner '.' only",
+            ));
+        }
+        Ok(p.value)
+    }
+
+    fn proxy(&self, r: RawProxy, d: &ProxyConfig) -> Result<ProxyConfig, ConfigError> {
+        Ok(ProxyConfig {
+            threads: match r.threads {
+                None => d.threads,
+                Some(t) if (1..=256).contains(&t.value) => t.value as usize,
+                Some(t) => return Err(self.invalid("proxy.threads", &t, "between 1 and 256")),
+            },
+            connect_timeout: self.positive_or(
+                "proxy.connect_timeout",
+                r.connect_timeout,
+                d.connect_timeout,
+            )?,
+            read_timeout: self.positive_or("proxy.read_timeout", r.read_timeout, d.read_timeout)?,
+            idle_timeout: self.positive_or("proxy.idle_timeout", r.idle_timeout, d.idle_timeout)?,
+            retry_after: self.positive_or("proxy.retry_after", r.retry_after, d.retry_after)?,
+        })
+    }
+
+    fn routes(&self, raw: Vec<RawRoute>) -> Result<Vec<StaticRoute>, ConfigError> {
+        let mut routes = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let mut hosts = Vec::new();
+            for h in r.host.value.split(',') {
+                let key = format!("routes[{i}].host");
+                hosts.push(HostPattern::parse(h).map_err(|m| self.invalid(&key, &r.host, m))?);
+            }
+            let path = match r.path {
+                None => PathPrefix::root(),
+                Some(p) => PathPrefix::parse(&p.value)
+                    .map_err(|m| self.invalid(&format!("routes[{i}].path"), &p, m))?,
+            };
+            if r.backends.is_empty() {
+                return Err(self.invalid(
+                    &format!("routes[{i}].host"),
+                    &r.host,
+                    "route has no backends",
+                ));
+            }
+            let backends = r
+                .backends
+                .iter()
+                .map(|b| self.addr(&format!("routes[{i}].backends"), b))
+                .collect::<Result<Vec<_>, _>>()?;
+            routes.push(StaticRoute {
+                hosts,
+                path,
+                backends,
+            });
+        }
+        Ok(routes)
+    }
+
+    fn admin(&self, r: RawAdmin, d: &AdminConfig) -> Result<AdminConfig, ConfigError> {
+        let listen = match r.listen {
+            None => d.listen,
+            Some(v) if v.value.trim() == "off" => None,
+            Some(v) => Some(self.addr("admin.listen", &v)?),
+        };
+        let token = match r.token {
+            None => None,
+            Some(t) if t.value.trim().len() < 16 => {
+                return Err(self.invalid("admin.token", &t, "at least 16 characters"))
+            }
+            Some(t) => Some(t.value.trim().to_string()),
+        };
+        let token_file = r
+            .token_file
+            .map_or(d.token_file.clone(), |f| Some(PathBuf::from(f.value)));
+        Ok(AdminConfig {
+            listen,
+            token,
+            token_file,
+        })
+    }
+
+    fn deploy(&self, r: RawDeploy, d: &DeployConfig) -> Result<DeployConfig, ConfigError> {
+        Ok(DeployConfig {
+            health_timeout: self.positive_or(
+                "deploy.health_timeout",
+                r.health_timeout,
+                d.health_timeout,
+            )?,
+            autoheal_grace: self.positive_or(
+                "deploy.autoheal_grace",
+                r.autoheal_grace,
+                d.autoheal_grace,
+            )?,
+        })
+    }
+
+    fn tls(&self, r: RawTls, d: &TlsConfig) -> Result<TlsConfig, ConfigError> {
+        Ok(TlsConfig {
+            listen: match r.listen {
+                None => d.listen,
+                Some(v) if v.value.trim() == "off" => None,
+                Some(v) => Some(self.addr("tls.listen", &v)?),
+            },
+            certs_dir: r
+                .certs_dir
+                .map_or(d.certs_dir.clone(), |v| PathBuf::from(v.value)),
+            redirect: r.redirect.unwrap_or(d.redirect),
+            hsts: match r.hsts {
+                None => None,
+                Some(v) if v.value.trim() == "off" => None,
+                // 0: browsers forget what they were told.
+                Some(v) => Some(self.duration("tls.hsts", &v)?),
+            },
+        })
+    }
+
+    fn acme(&self, r: RawAcme, d: &AcmeConfig) -> Result<AcmeConfig, ConfigError> {
+        let email = match r.email {
+            None => None,
+            Some(e) if e.value.contains('@') && !e.value.contains(char::is_whitespace) => {
+                Some(e.value)
+            }
+            Some(e) => return Err(self.invalid("acme.email", &e, "not an email address")),
+        };
+        let staging = r.staging.unwrap_or(false);
+        let directory = match r.directory {
+            Some(v) if !v.value.starts_with("https://") => {
+                return Err(self.invalid("acme.directory", &v, "an https:// URL"))
+            }
+            Some(v) if staging => {
+                return Err(self.invalid(
+                    "acme.directory",
+                    &v,
+                    "acme.staging is set too: set one or the other",
+                ))
+            }
+            Some(v) => v.value,
+            None if staging => LETS_ENCRYPT_STAGING.into(),
+            None => d.directory.clone(),
+        };
+        let ca_root = match r.ca_root {
+            None => None,
+            Some(v) if Path::new(&v.value).is_file() => Some(PathBuf::from(v.value)),
+            Some(v) => return Err(self.invalid("acme.ca_root", &v, "no such file")),
+        };
+        let renew_before = match r.renew_before {
+            None => None,
+            Some(v) => Some(self.positive("acme.renew_before", &v, "720h")?),
+        };
+        let orders_per_hour = match r.orders_per_hour {
+            None => d.orders_per_hour,
+            Some(n) if n.value >= 1 => n.value,
+            Some(n) => return Err(self.invalid("acme.orders_per_hour", &n, "at least 1")),
+        };
+        Ok(AcmeConfig {
+            email,
+            directory,
+            ca_root,
+            renew_before,
+            orders_per_hour,
+        })
+    }
+
+    /// (level, access log, JSON).
+    fn log(&self, r: RawLog, d: &Config) -> Result<(String, bool, bool), ConfigError> {
+        let access_log = r.access.unwrap_or(d.access_log);
+        let log_json = match r.format {
+            None => d.log_json,
+            Some(f) => match f.value.trim() {
+                "text" => false,
+                "json" => true,
+                _ => return Err(self.invalid("log.format", &f, "text or json")),
+            },
+        };
+        let log_level = match r.level {
+            None => d.log_level.clone(),
+            Some(l) => {
+                let v = l.value.to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace"].contains(&v.as_str()) {
+                    return Err(self.invalid(
+                        "log.level",
+                        &l,
+                        "one of error, warn, info, debug, trace",
+                    ));
+                }
+                v
+            }
+        };
+        Ok((log_level, access_log, log_json))
+    }
+
+    fn dns(&self, r: RawDns, d: DnsConfig) -> Result<DnsConfig, ConfigError> {
+        let listen = match r.listen {
+            None => d.listen,
+            Some(v) if v.value.trim() == "off" => Vec::new(),
+            Some(v) => v
+                .value
+                .split(',')
+                .map(|a| {
+                    a.trim().parse().map_err(|_| {
+                        self.invalid(
+                            "dns.listen",
+                            &v,
+                            format!("{:?} is not an address: use IP:PORT (several: comma-separated), or off", a.trim()),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<SocketAddr>, _>>()?,
+        };
+        let zone = match r.zone {
+            None => d.zone,
+            Some(v) => {
+                let z = v.value.trim().trim_end_matches('.').to_ascii_lowercase();
+                if z.is_empty() || !z.split('.').all(|l| check_label(l, false).is_ok()) {
+                    return Err(self.invalid(
+                        "dns.zone",
+                        &v,
+                        "a domain name such as internal or docker.example.lan",
+                    ));
+                }
+                z
+            }
+        };
+        let ttl = match r.ttl {
+            None => d.ttl,
+            // 0: answers are not cached.
+            Some(v) => match self.duration("dns.ttl", &v)? {
+                t if t <= Duration::from_secs(86_400) => t,
+                _ => return Err(self.invalid("dns.ttl", &v, "at most 24h")),
+            },
+        };
+        let mut upstreams = Vec::new();
+        for v in r.upstreams.unwrap_or_default() {
+            let s = v.value.trim();
+            let addr = s
+                .parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    self.invalid("dns.upstreams", &v, "not an address: use IP or IP:PORT")
+                })?;
+            // Exactly a listen address; `berth serve` checks the rest (an
+            // unspecified listen address, this host's own addresses).
+            if is_own_address(&listen, addr, false) {
+                return Err(self.invalid(
+                    "dns.upstreams",
+                    &v,
+                    "is berth's own dns.listen address: queries would loop",
+                ));
+            }
+            upstreams.push(addr);
+        }
+        let allow = match r.allow {
+            None => d.allow,
+            Some(items) => {
+                let mut a = DnsAllow {
+                    loopback: false,
+                    docker: false,
+                    nets: Vec::new(),
+                };
+                for v in items {
+                    match v.value.trim() {
+                        "loopback" => a.loopback = true,
+                        "docker" => a.docker = true,
+                        s => a.nets.push(
+                            s.parse::<ipnet::IpNet>()
+                                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                                .map_err(|_| {
+                                    self.invalid(
+                                        "dns.allow",
+                                        &v,
+                                        "use loopback, docker, an IP or a CIDR such as 10.0.0.0/8",
+                                    )
+                                })?,
+                        ),
+                    }
+                }
+                a
+            }
+        };
+        Ok(DnsConfig {
+            listen,
+            zone,
+            ttl,
+            forward: r.forward.unwrap_or(d.forward),
+            upstreams,
+            allow,
+        })
+    }
+}
