@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::{http_proxy_service_with_name, HttpProxy};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
@@ -201,6 +203,7 @@ fn add_https(
         proxy(shared, Some(https.clone()), true),
         "berth https",
     );
+    set_server_options(&mut tls_proxy, config);
     tls_proxy.add_tls_with_settings(&addr.to_string(), None, settings);
     server.add_service(tls_proxy);
     server.add_service(background_service(
@@ -223,12 +226,23 @@ fn add_https(
     Ok((Some(https), Some(status)))
 }
 
+/// HTTP/2 connections idle past `proxy.keepalive_timeout` are closed too.
+fn set_server_options(service: &mut Service<HttpProxy<BerthProxy>>, config: &Config) {
+    if let Some(proxy) = service.app_logic_mut() {
+        // Non-exhaustive: set the field on the default.
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(config.proxy.keepalive_timeout);
+        proxy.server_options = Some(options);
+    }
+}
+
 fn add_http(server: &mut Server, shared: &Shared, https: Option<Arc<Https>>) {
     let mut http = http_proxy_service_with_name(
         &server.configuration,
         proxy(shared, https, false),
         "berth http",
     );
+    set_server_options(&mut http, &shared.config);
     http.add_tcp(&shared.config.http_listen.to_string());
     server.add_service(http);
 }

@@ -158,6 +158,9 @@ pub struct ProxyConfig {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub retry_after: Duration,
+    /// How long a client's keep-alive connection (HTTP/1.1 or HTTP/2) may
+    /// stay idle between requests.
+    pub keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,6 +222,7 @@ impl Default for Config {
                 read_timeout: Duration::from_secs(60),
                 idle_timeout: Duration::from_secs(60),
                 retry_after: Duration::from_secs(5),
+                keepalive_timeout: Duration::from_secs(75),
             },
             routes: Vec::new(),
             admin: AdminConfig {
@@ -363,6 +367,7 @@ struct RawProxy {
     read_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     retry_after: Option<Spanned<String>>,
+    keepalive_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

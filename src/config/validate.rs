@@ -207,6 +207,24 @@ impl Validator<'_> {
             read_timeout: self.positive_or("proxy.read_timeout", r.read_timeout, d.read_timeout)?,
             idle_timeout: self.positive_or("proxy.idle_timeout", r.idle_timeout, d.idle_timeout)?,
             retry_after: self.positive_or("proxy.retry_after", r.retry_after, d.retry_after)?,
+            keepalive_timeout: match r.keepalive_timeout {
+                None => d.keepalive_timeout,
+                Some(v) => {
+                    let t = self.positive(
+                        "proxy.keepalive_timeout",
+                        &v,
+                        &format_duration(d.keepalive_timeout),
+                    )?;
+                    if t < Duration::from_secs(1) {
+                        return Err(self.invalid(
+                            "proxy.keepalive_timeout",
+                            &v,
+                            "at least 1s (counted in whole seconds)",
+                        ));
+                    }
+                    t
+                }
+            },
         })
     }
 

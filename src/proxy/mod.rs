@@ -51,6 +51,8 @@ pub struct BerthProxy {
     read_timeout: Duration,
     idle_timeout: Duration,
     retry_after: String,
+    /// Seconds a client's keep-alive connection may idle between requests.
+    keepalive_secs: u64,
     metrics: Arc<Metrics>,
     access_log: bool,
     requests: Arc<Requests>,
@@ -139,6 +141,7 @@ impl BerthProxy {
             read_timeout: conf.read_timeout,
             idle_timeout: conf.idle_timeout,
             retry_after: conf.retry_after.as_secs().max(1).to_string(),
+            keepalive_secs: conf.keepalive_timeout.as_secs().max(1),
             metrics,
             access_log,
             requests,
@@ -201,6 +204,9 @@ impl ProxyHttp for BerthProxy {
         // A client that pipelines (request N+1 sent before response N) gets
         // every answer, in order, rather than EOF after the first one.
         session.set_pipelining_enabled(true);
+        // HTTP/1.1 keeps a connection for ever by default: bounded idle time
+        // between requests (Connection: close from the client still wins).
+        session.set_keepalive(Some(self.keepalive_secs));
         let decision = {
             let req = session.req_header();
             let line = RequestLine {

@@ -390,3 +390,50 @@ async fn pipelined_requests_get_every_answer_in_order() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "in order: {answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
+    let env = Env::new("idle").await;
+    let host = env.host("web");
+    let id = env
+        .run("web", &["--label", &format!("berth.host={host}")])
+        .await;
+    let port = free_port();
+    let _berth = Berth::start(&env.config(port, "proxy:\n  keepalive_timeout: 1s\n"), port).await;
+    let client = HttpClient::new();
+    eventually(Duration::from_secs(10), "the route", || async {
+        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
+    })
+    .await;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(&id[..12]) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the answer")
+            .unwrap();
+        assert!(n > 0, "closed before the answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let answered = Instant::now();
+    assert!(String::from_utf8_lossy(&got).contains("keep-alive"));
+    // Idle from here: berth closes it once the keep-alive timeout is over.
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap_or(0);
+    let idle = answered.elapsed();
+    println!(
+        "idle keep-alive connection closed after {:.0} ms",
+        idle.as_secs_f64() * 1000.0
+    );
+    assert_eq!(n, 0, "nothing but the close");
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(5),
+        "{idle:?}"
+    );
+}
