@@ -472,7 +472,7 @@ mod tests {
             // `y` is a key here, not YAML 1.1's `true`.
             (
                 "proxy:\n  y: 1\n",
-                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after",
+                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after, keepalive_timeout",
             ),
             (
                 "proxy:\n  threads: 1\n  threads: 2\n",
