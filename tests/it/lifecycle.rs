@@ -1,11 +1,12 @@
-//! Replicas leaving: a `docker stop` under continuous load fails no request.
+//! Replicas leaving: a `docker stop` under continuous load fails no request;
+//! one that comes back is in rotation again at once.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::harness::{
-    api, docker, docker_ok, eventually, failures, free_port, replicas, Berth, Env, HttpClient,
-    Load, TOKEN,
+    api, docker, docker_ok, eventually, failures, free_port, replicas, replicas_seen, Berth, Env,
+    HttpClient, Load, HTTP_CHECK, TOKEN,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,4 +176,41 @@ async fn slow_request_finishes_while_its_replica_stops_and_no_new_one_reaches_it
     );
     println!("{after_kill} requests during the stop, all on the other replica");
     assert!(after_kill > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_and_started_again_is_back_at_once_every_time() {
+    let r = replicas("flap", 2, &HTTP_CHECK, "").await;
+    let (env, host, port) = (&r.env, r.host.clone(), r.port);
+    let a = r.ids[0].clone();
+    let load = Load::start(port, &host, 4);
+    load.wait_count(50, "the load to run").await;
+    let client = HttpClient::new();
+    let mut slowest = Duration::ZERO;
+    for round in 1..=5 {
+        docker(&["stop", "-t", "5", &env.container_name("web-1")]).await;
+        docker(&["start", &env.container_name("web-1")]).await;
+        let started = Instant::now();
+        eventually(
+            Duration::from_secs(10),
+            &format!("web-1 back in rotation (round {round})"),
+            || async {
+                let seen = replicas_seen(&client, port, &host, 6).await;
+                seen.iter().any(|b| b.starts_with(&a[..12])).then_some(())
+            },
+        )
+        .await;
+        slowest = slowest.max(started.elapsed());
+    }
+    let (log, rate) = load.finish().await;
+    println!(
+        "5 stop/start rounds: back in rotation within {:.0} ms at worst; {} requests at {rate:.0}/s, {} failed",
+        slowest.as_secs_f64() * 1000.0,
+        log.len(),
+        failures(&log).len()
+    );
+    assert!(failures(&log).is_empty(), "{:?}", failures(&log));
+    // One check interval (300 ms) plus the engine's start; a connect-failure
+    // mark held for its 5 s cool-down would break this.
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
 }
