@@ -298,7 +298,7 @@ fn add_background(
         config.clone(),
         engine.clone(),
         snapshot.clone(),
-        notified,
+        notified.clone(),
         inputs.clone(),
         Some(state),
     );
@@ -307,6 +307,7 @@ fn add_background(
         let router = api::router(api::App {
             config: config.clone(),
             engine,
+            notified,
             snapshot,
             inputs,
             deploys,

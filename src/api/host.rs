@@ -2,13 +2,15 @@
 //! container outside compose) → services → containers; container actions
 //! (stop and restart drain first); logs, stats, routes and problems.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -364,17 +366,94 @@ pub async fn logs(
         }
     }
     let width = cs.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    let mut streams = Vec::new();
-    for c in &cs {
-        let prefix = format!("{:<width$} | ", c.name);
-        let lines = app.engine.logs(&c.id, prefix, tail, follow);
-        streams.push(lines.map_err(engine_error)?.boxed());
-    }
-    let merged = futures_util::stream::select_all(streams).map(Ok::<_, std::convert::Infallible>);
+    let body = if follow && !q.contains_key("container") {
+        let service = q.get("service").cloned();
+        Body::from_stream(follow_deployment(&app, &cs, name, service, width, tail)?)
+    } else {
+        let mut streams = Vec::new();
+        for c in &cs {
+            let prefix = format!("{:<width$} | ", c.name);
+            let lines = app.engine.logs(&c.id, prefix, tail, follow);
+            streams.push(lines.map_err(engine_error)?.boxed());
+        }
+        Body::from_stream(futures_util::stream::select_all(streams).map(Ok::<_, Infallible>))
+    };
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Body::from_stream(merged))
+        .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// The logs of a deployment (or one service of it) as they are written,
+/// also of the containers that join it meanwhile (a rollout's or a scale's
+/// replicas: their whole log), until the client goes away.
+fn follow_deployment(
+    app: &App,
+    now: &[&ContainerInfo],
+    deployment: String,
+    service: Option<String>,
+    width: usize,
+    tail: Option<u64>,
+) -> Result<impl futures_util::Stream<Item = Result<Bytes, Infallible>>, ApiError> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let mut followed = HashSet::new();
+    for c in now {
+        follow_one(app, c, width, tail, &tx)?;
+        followed.insert(c.id.clone());
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let mut notified = app.notified.clone();
+        loop {
+            tokio::select! {
+                r = notified.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            let snap = app.snapshot.load_full();
+            let joined: Vec<&ContainerInfo> = snap
+                .containers
+                .values()
+                .filter(|c| {
+                    c.deployment() == deployment
+                        && service.as_deref().is_none_or(|s| c.service_name() == s)
+                        && c.is_running()
+                        && !followed.contains(&c.id)
+                })
+                .collect();
+            for c in joined {
+                followed.insert(c.id.clone());
+                let _ = follow_one(&app, c, width.max(c.name.len()), None, &tx);
+            }
+        }
+    });
+    Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok(b), rx))
+    }))
+}
+
+/// One container's log lines, followed, into `tx`.
+fn follow_one(
+    app: &App,
+    c: &ContainerInfo,
+    width: usize,
+    tail: Option<u64>,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<(), ApiError> {
+    let prefix = format!("{:<width$} | ", c.name);
+    let lines = app
+        .engine
+        .logs(&c.id, prefix, tail, true)
+        .map_err(engine_error)?;
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let mut lines = std::pin::pin!(lines);
+        while let Some(b) = lines.next().await {
+            if tx.send(b).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(())
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -43,6 +43,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub engine: Engine,
     pub snapshot: SharedSnapshot,
+    /// Moves on each published snapshot.
+    pub notified: tokio::sync::watch::Receiver<u64>,
     pub inputs: Inputs,
     pub deploys: Deploys,
     pub token: Arc<str>,
@@ -539,6 +541,7 @@ mod tests {
         let app = router(App {
             config: Arc::default(),
             engine,
+            notified: tokio::sync::watch::channel(0).1,
             snapshot,
             inputs,
             deploys,

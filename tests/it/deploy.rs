@@ -238,3 +238,69 @@ async fn the_deploy_history_survives_a_restart_of_berth() {
     let saved = std::fs::read_to_string(dir.path().join("history.json")).unwrap();
     assert!(saved.contains("\"kind\": \"scale\""), "{saved}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_a_service_across_a_rollout() {
+    use tokio::io::AsyncReadExt;
+    let r = replicas("logsf", 1, &HTTP_CHECK, "").await;
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["logs", "web", "-f", "--tail", "0"])
+        .args(["--admin", &r.admin, "--token", TOKEN])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let got = got.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let before = running(&r.env).await;
+    let (code, out, err) = cli(&r.admin, &["rollout", "web", "--image", IMAGE_V2]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let new: Vec<String> = running(&r.env)
+        .await
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    let name = docker(&["inspect", "-f", "{{.Name}}", &new[0]]).await;
+    let name = name.trim_start_matches('/');
+    let marker = format!("from-the-new-replica-{}", r.env.id);
+    docker(&[
+        "exec",
+        &new[0],
+        "sh",
+        "-c",
+        &format!("echo {marker} > /proc/1/fd/1"),
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the new replica's line through the same berth logs -f",
+        || async {
+            let text = got.lock().unwrap().clone();
+            text.lines()
+                .any(|l| l.starts_with(name) && l.ends_with(&marker))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "the follower did not end with the old replica"
+    );
+    let _ = follow.kill().await;
+    reader.abort();
+}
