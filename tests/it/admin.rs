@@ -2,16 +2,12 @@
 //! auth on every endpoint, `berth ps/logs/stats/restart`, `/metrics`, the
 //! access log, and schemathesis against the OpenAPI document.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::io::AsyncReadExt;
 
 use crate::harness::{
     api, berth_cli, cli, docker, eventually, failures, free_port, replicas, Berth, Env, HttpClient,
-    Load, TempDir, TOKEN,
+    Load, LogFollower, TempDir, TOKEN,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,30 +159,7 @@ async fn ps_logs_and_stats_follow_the_engine() {
     assert_eq!(db_json["state"], "stopped", "{json}");
 
     // logs -f shows what the container writes after the command started.
-    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["logs", "web", "-f", "--tail", "0"])
-        .args(["--admin", &admin, "--token", TOKEN])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = follow.stdout.take().unwrap();
-    let got = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let got = got.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                got.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
+    let follow = LogFollower::start(&admin, "web");
     let write = |line: String| {
         let web_id = web_id.clone();
         async move {
@@ -201,7 +174,7 @@ async fn ps_logs_and_stats_follow_the_engine() {
         Duration::from_secs(10),
         "a probe line through berth logs -f",
         || async {
-            if got.lock().unwrap().contains(&probe) {
+            if follow.text().contains(&probe) {
                 return Some(());
             }
             write(format!("{probe}{}", n.fetch_add(1, Ordering::Relaxed))).await;
@@ -216,14 +189,13 @@ async fn ps_logs_and_stats_follow_the_engine() {
         Duration::from_secs(10),
         "the marker through berth logs -f",
         || async {
-            let text = got.lock().unwrap().clone();
+            let text = follow.text();
             text.contains(&marker).then_some(text)
         },
     )
     .await;
     assert!(text.contains(&format!("{web_name} | {marker}")), "{text}");
-    let _ = follow.kill().await;
-    reader.abort();
+    drop(follow);
     // By container name too (a compose container: its project's logs, that one only).
     let (code, out, err) = cli(&admin, &["logs", &web_name, "--tail", "5"]).await;
     assert_eq!(code, 0, "{err}");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::harness::{
     api, cli, docker, eventually, failures, replicas, replicas_seen, Berth, Env, HttpClient, Load,
-    TempDir, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
+    LogFollower, TempDir, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
 };
 
 async fn running(env: &Env) -> Vec<String> {
@@ -241,31 +241,8 @@ async fn the_deploy_history_survives_a_restart_of_berth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_follow_a_service_across_a_rollout() {
-    use tokio::io::AsyncReadExt;
     let r = replicas("logsf", 1, &HTTP_CHECK, "").await;
-    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["logs", "web", "-f", "--tail", "0"])
-        .args(["--admin", &r.admin, "--token", TOKEN])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = follow.stdout.take().unwrap();
-    let got = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let got = got.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                got.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
+    let mut follow = LogFollower::start(&r.admin, "web");
     let before = running(&r.env).await;
     let (code, out, err) = cli(&r.admin, &["rollout", "web", "--image", IMAGE_V2]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -290,7 +267,7 @@ async fn logs_follow_a_service_across_a_rollout() {
         Duration::from_secs(10),
         "the new replica's line through the same berth logs -f",
         || async {
-            let text = got.lock().unwrap().clone();
+            let text = follow.text();
             text.lines()
                 .any(|l| l.starts_with(name) && l.ends_with(&marker))
                 .then_some(())
@@ -298,9 +275,7 @@ async fn logs_follow_a_service_across_a_rollout() {
     )
     .await;
     assert!(
-        follow.try_wait().unwrap().is_none(),
+        follow.running(),
         "the follower did not end with the old replica"
     );
-    let _ = follow.kill().await;
-    reader.abort();
 }

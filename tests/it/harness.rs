@@ -652,3 +652,56 @@ pub async fn replicas(name: &str, n: usize, labels: &[&str], extra: &str) -> Rep
         ids,
     }
 }
+
+/// A running `berth logs TARGET -f --tail 0` against the admin API, its
+/// output collected as it comes; killed on drop.
+pub struct LogFollower {
+    child: tokio::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl LogFollower {
+    pub fn start(admin: &str, target: &str) -> LogFollower {
+        use tokio::io::AsyncReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["logs", target, "-f", "--tail", "0"])
+            .args(["--admin", admin, "--token", TOKEN])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn berth logs -f");
+        let mut stdout = child.stdout.take().expect("its stdout");
+        let out: std::sync::Arc<std::sync::Mutex<String>> = Default::default();
+        let collected = out.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                collected.lock().unwrap().push_str(&text);
+            }
+        });
+        LogFollower { child, out, reader }
+    }
+
+    /// What it printed so far.
+    pub fn text(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Still following (it did not end by itself).
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().is_ok_and(|s| s.is_none())
+    }
+}
+
+impl Drop for LogFollower {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        self.reader.abort();
+    }
+}
