@@ -171,8 +171,11 @@ enum Command {
     },
     /// CPU, memory, network and block I/O of running containers.
     Stats {
-        /// A deployment (compose project or lone container); default: all.
-        deployment: Option<String>,
+        /// A deployment, SERVICE, PROJECT/SERVICE or a container; default: every deployment.
+        target: Option<String>,
+        /// The compose project of SERVICE, when several have one of that name.
+        #[arg(long)]
+        project: Option<String>,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -243,10 +246,11 @@ fn run(command: Command) -> Outcome {
             api,
         } => api.run(|c| cli::logs(c, &target, project.as_deref(), follow, tail)),
         Command::Stats {
-            deployment,
+            target,
+            project,
             json,
             api,
-        } => api.run(|c| cli::stats(c, deployment.as_deref(), json)),
+        } => api.run(|c| cli::stats(c, target.as_deref(), project.as_deref(), json)),
         Command::Restart(a) => a.run(Action::Restart),
         Command::Stop(a) => a.run(Action::Stop),
         Command::Start(a) => a.run(Action::Start),

@@ -112,15 +112,39 @@ pub async fn logs(
 
 /// One sample of CPU, memory, network and block I/O of the running
 /// containers of a deployment, or of every deployment.
-pub async fn stats(client: Client, deployment: Option<&str>, json: bool) -> Outcome {
-    let names: Vec<String> = match deployment {
-        Some(d) => vec![d.to_string()],
-        None => running_deployments(&deployments(&client).await?),
+pub async fn stats(
+    client: Client,
+    target: Option<&str>,
+    project: Option<&str>,
+    json: bool,
+) -> Outcome {
+    let list = deployments(&client).await?;
+    // (deployment, only this service, only this container)
+    let wanted: Vec<(String, Option<String>, Option<String>)> = match target {
+        None => running_deployments(&list)
+            .into_iter()
+            .map(|d| (d, None, None))
+            .collect(),
+        Some(t) => vec![match resolve(&list, t, project)? {
+            Target::Deployment {
+                deployment,
+                service,
+            } => (
+                deployment.name.clone(),
+                service.map(|s| s.name.clone()),
+                None,
+            ),
+            Target::Container(c) => (c.deployment().to_string(), None, Some(c.id.clone())),
+        }],
     };
     let mut all: Vec<StatsView> = Vec::new();
-    for n in names {
-        let path = format!("/api/deployments/{}/stats", encode(&n));
-        all.extend(client.get::<Vec<StatsView>>(&path).await?);
+    for (d, service, container) in wanted {
+        let path = format!("/api/deployments/{}/stats", encode(&d));
+        let sampled = client.get::<Vec<StatsView>>(&path).await?;
+        all.extend(sampled.into_iter().filter(|s| {
+            service.as_ref().is_none_or(|x| &s.service == x)
+                && container.as_ref().is_none_or(|x| &s.container_id == x)
+        }));
     }
     if json {
         return print_json(&all);

@@ -216,6 +216,28 @@ async fn ps_logs_and_stats_follow_the_engine() {
         table.contains(&web_name) && table.contains("MiB"),
         "{table}"
     );
+    // By service and by container too, with both services running.
+    docker(&["start", &db_name]).await;
+    eventually(
+        Duration::from_secs(10),
+        "db running in berth ps",
+        || async {
+            let (_, out, _) = cli(&admin, &["ps"]).await;
+            row(&out, &db_name).contains("running").then_some(())
+        },
+    )
+    .await;
+    for (target, only) in [
+        ("web", &web_name),
+        (web_name.as_str(), &web_name),
+        ("db", &db_name),
+    ] {
+        let (code, out, err) = cli(&admin, &["stats", target, "--json"]).await;
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1, "{target}: {out}");
+        assert_eq!(v[0]["container"], only.as_str(), "{target}: {out}");
+    }
 
     // Exit codes: a target that does not exist is 3.
     let (code, _, err) = cli(&admin, &["stop", "no-such-thing"]).await;
