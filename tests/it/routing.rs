@@ -253,6 +253,15 @@ async fn websocket_upgrade_passes_through() {
     let extra = format!("routes:\n  - host: {host}\n    backends: [127.0.0.1:{backend}]\n");
     let _berth = Berth::start(&env.config(port, &extra), port).await;
 
+    let mut s = websocket(port, &host).await;
+    // After the upgrade the connection is a byte pipe both ways.
+    for msg in [&b"\x81\x05hello"[..], b"\x81\x05again"] {
+        echo(&mut s, msg).await;
+    }
+}
+
+/// A WebSocket through berth to `host`: the upgraded connection.
+async fn websocket(port: u16, host: &str) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let req = format!(
         "GET /chat HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -270,16 +279,49 @@ async fn websocket_upgrade_passes_through() {
     }
     let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    // After the upgrade the connection is a byte pipe both ways.
-    for msg in [&b"\x81\x05hello"[..], b"\x81\x05again"] {
-        s.write_all(msg).await.unwrap();
-        let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(got, msg);
+    s
+}
+
+/// Sends `msg` and expects it back (the test backend echoes).
+async fn echo(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("the echo")
+        .expect("the connection still open");
+    assert_eq!(got, msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_survives_twenty_unrelated_changes() {
+    let env = Env::new("wslive").await;
+    let backend = websocket_echo().await;
+    let host = env.host("ws");
+    let port = free_port();
+    let extra = format!("routes:\n  - host: {host}\n    backends: [127.0.0.1:{backend}]\n");
+    let berth = Berth::start(&env.config(port, &extra), port).await;
+    berth
+        .wait_log("resynced with the Docker engine", Duration::from_secs(10))
+        .await;
+    let mut s = websocket(port, &host).await;
+    echo(&mut s, b"\x81\x05first").await;
+    // Other services come and go: ten routed containers started, ten removed,
+    // each a new snapshot.
+    let generation = |log: String| log.matches("snapshot published").count();
+    let before = generation(berth.log());
+    for i in 0..10 {
+        let label = format!("berth.host={}", env.host(&format!("other{i}")));
+        env.run(&format!("other{i}"), &["--label", &label]).await;
     }
+    for i in 0..10 {
+        docker(&["rm", "-f", &env.container_name(&format!("other{i}"))]).await;
+    }
+    eventually(Duration::from_secs(10), "20 changes seen", || async {
+        (generation(berth.log()) >= before + 20).then_some(())
+    })
+    .await;
+    echo(&mut s, b"\x81\x05after").await;
 }
 
 /// Sends `request` as raw bytes on a new connection; the status code of the
