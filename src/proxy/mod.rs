@@ -163,6 +163,15 @@ fn request_host(req: &RequestHeader) -> HostField<'_> {
     }
 }
 
+/// Stopping: the client must not send another request on this connection.
+fn close_if_stopping(session: &mut Session, response: &mut ResponseHeader) -> Result<()> {
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+        response.insert_header(header::CONNECTION, "close")?;
+    }
+    Ok(())
+}
+
 /// Answers the request itself; `extra` (Retry-After, Location) goes along.
 async fn respond(
     session: &mut Session,
@@ -172,10 +181,7 @@ async fn respond(
 ) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(5))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    if session.is_process_shutting_down() {
-        session.set_keepalive(None);
-        resp.insert_header(header::CONNECTION, "close")?;
-    }
+    close_if_stopping(session, &mut resp)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     if let Some((name, value)) = extra {
@@ -395,11 +401,7 @@ impl ProxyHttp for BerthProxy {
         response: &mut ResponseHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        if session.is_process_shutting_down() {
-            // Stopping: the client must not send another request here.
-            session.set_keepalive(None);
-            response.insert_header(header::CONNECTION, "close")?;
-        }
+        close_if_stopping(session, response)?;
         if self.tls_listener {
             if let Some(hsts) = self.https.as_ref().and_then(|h| h.hsts.as_deref()) {
                 response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;

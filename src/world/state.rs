@@ -214,7 +214,7 @@ impl WorldState {
                     info!(container = %c.name, result = %detail, "check passed: back in rotation after connect failures");
                 }
                 // Failing long enough since the start: now a problem to show.
-                let not_ready = !entry.ever_healthy && entry.fail_streak == NOT_READY_AFTER;
+                let not_ready = entry.never_passed() && entry.fail_streak == NOT_READY_AFTER;
                 InputOutcome {
                     // A new result text is worth a snapshot too: rollouts report it.
                     changed: flipped || recovered || not_ready || before != detail,

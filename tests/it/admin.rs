@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    api, berth_cli, cli, docker, eventually, failures, free_port, replicas, Berth, Env, HttpClient,
-    Load, LogFollower, TempDir, TOKEN,
+    admin_ready, api, berth_cli, cli, docker, eventually, failures, free_port, replicas, Berth,
+    Env, HttpClient, Load, LogFollower, TempDir, TOKEN,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,11 +16,7 @@ async fn every_endpoint_but_health_needs_the_token() {
     let (http, admin) = (free_port(), free_port());
     let _berth = Berth::start(&env.config_admin(http, admin, ""), http).await;
     let admin = format!("127.0.0.1:{admin}");
-    // berth answers HTTP first; the admin listener may come a moment later.
-    eventually(Duration::from_secs(5), "the admin API", || async {
-        (api(&admin, "GET", "/api/health", None).await.0 == 200).then_some(())
-    })
-    .await;
+    admin_ready(&admin).await;
     let doc: serde_json::Value = serde_json::from_str(berth::api::OPENAPI).unwrap();
     let mut checked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {

@@ -1,9 +1,7 @@
 //! The CLI's own commands and exit codes, from the real binary: `version`,
 //! `completions`, and exit 3 for a service the running berth does not know.
 
-use std::time::Duration;
-
-use crate::harness::{api, berth_cli, cli, eventually, free_port, Berth, Env};
+use crate::harness::{admin_ready, berth_cli, cli, free_port, Berth, Env};
 
 #[tokio::test]
 async fn version_prints_the_cargo_version() {
@@ -37,11 +35,7 @@ async fn scaling_an_unknown_service_exits_3() {
     let (http, admin) = (free_port(), free_port());
     let _berth = Berth::start(&env.config_admin(http, admin, ""), http).await;
     let admin = format!("127.0.0.1:{admin}");
-    // berth answers HTTP first; the admin listener may come a moment later.
-    eventually(Duration::from_secs(5), "the admin API", || async {
-        (api(&admin, "GET", "/api/health", None).await.0 == 200).then_some(())
-    })
-    .await;
+    admin_ready(&admin).await;
     let (code, out, err) = cli(&admin, &["scale", "nosuch=2"]).await;
     assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
     assert!(err.contains("nosuch"), "{err}");

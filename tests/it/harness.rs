@@ -705,3 +705,53 @@ impl Drop for LogFollower {
         self.reader.abort();
     }
 }
+
+/// One routed test container (`web`, on `berth.host=web.<env>.test`) behind
+/// a berth on the test's config plus `extra`, its route answering.
+pub struct Served {
+    pub berth: Berth,
+    pub port: u16,
+    pub host: String,
+    /// The container's id.
+    pub id: String,
+}
+
+pub async fn serve_web(env: &Env, extra: &str) -> Served {
+    let host = env.host("web");
+    let id = env
+        .run("web", &["--label", &format!("berth.host={host}")])
+        .await;
+    let port = free_port();
+    let berth = Berth::start(&env.config(port, extra), port).await;
+    let client = HttpClient::new();
+    eventually(Duration::from_secs(10), "the route", || async {
+        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
+    })
+    .await;
+    Served {
+        berth,
+        port,
+        host,
+        id,
+    }
+}
+
+/// Waits (up to `limit`) until a slow CGI request (`?sleep=`/`?wait=`) runs
+/// in container `id`: its `sleep` is the only one there.
+pub async fn until_in_backend(id: &str, limit: Duration) {
+    eventually(limit, "the slow request in the backend", || async {
+        docker_ok(&["exec", id, "pidof", "sleep"])
+            .await
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until the admin API at `admin` answers: berth answers HTTP first,
+/// the admin listener may come a moment later.
+pub async fn admin_ready(admin: &str) {
+    eventually(Duration::from_secs(5), "the admin API", || async {
+        (api(admin, "GET", "/api/health", None).await.0 == 200).then_some(())
+    })
+    .await;
+}

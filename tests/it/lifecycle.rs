@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    api, docker, docker_ok, eventually, failures, free_port, replicas, replicas_seen, Berth, Env,
-    HttpClient, Load, HTTP_CHECK, TOKEN,
+    api, docker, eventually, failures, free_port, replicas, replicas_seen, until_in_backend, Berth,
+    Env, HttpClient, Load, HTTP_CHECK, TOKEN,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,16 +120,7 @@ async fn slow_request_finishes_while_its_replica_stops_and_no_new_one_reaches_it
         .collect();
     // The stop must catch a slow request in hand: wait until one runs in a
     // (its CGI's `sleep` is the only one in the container).
-    eventually(
-        Duration::from_secs(10),
-        "a slow request running inside the replica to stop",
-        || async {
-            docker_ok(&["exec", &a, "pidof", "sleep"])
-                .await
-                .then_some(())
-        },
-    )
-    .await;
+    until_in_backend(&a, Duration::from_secs(10)).await;
     let stop_a = env.container_name("web-1");
     let stopping = tokio::spawn(async move { docker(&["stop", "-t", "20", &stop_a]).await });
     // Once berth has applied the kill event (the API shows a out of the ready

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{docker, eventually, free_port, Berth, Env, HttpClient};
+use crate::harness::{docker, eventually, free_port, serve_web, Berth, Env, HttpClient, Served};
 
 /// The hostname (container id prefix) that served `GET /`.
 fn served_by(body: &str) -> String {
@@ -346,16 +346,12 @@ async fn raw(port: u16, request: &[u8]) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_that_are_not_names_are_400_and_an_absolute_uri_needs_its_host() {
     let env = Env::new("hosts").await;
-    let host = env.host("web");
-    env.run("web", &["--label", &format!("berth.host={host}")])
-        .await;
-    let port = free_port();
-    let _berth = Berth::synced(&env, port).await;
-    let client = HttpClient::new();
-    eventually(Duration::from_secs(10), "the route", || async {
-        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
-    })
-    .await;
+    let Served {
+        berth: _berth,
+        port,
+        host,
+        ..
+    } = serve_web(&env, "").await;
     let close = "Connection: close\r\n\r\n";
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (
@@ -405,16 +401,12 @@ async fn hosts_that_are_not_names_are_400_and_an_absolute_uri_needs_its_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_get_every_answer_in_order() {
     let env = Env::new("pipe").await;
-    let host = env.host("web");
-    env.run("web", &["--label", &format!("berth.host={host}")])
-        .await;
-    let port = free_port();
-    let _berth = Berth::synced(&env, port).await;
-    let client = HttpClient::new();
-    eventually(Duration::from_secs(10), "the route", || async {
-        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
-    })
-    .await;
+    let Served {
+        berth: _berth,
+        port,
+        host,
+        ..
+    } = serve_web(&env, "").await;
     // Three requests in one write; the last closes the connection.
     let request = format!(
         "GET /cgi-bin/who?n=1 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /cgi-bin/who?n=2 HTTP/1.1\r\nHost: {host}\r\n\r\nGET /cgi-bin/who?n=3 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
@@ -436,17 +428,12 @@ async fn pipelined_requests_get_every_answer_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_its_timeout() {
     let env = Env::new("idle").await;
-    let host = env.host("web");
-    let id = env
-        .run("web", &["--label", &format!("berth.host={host}")])
-        .await;
-    let port = free_port();
-    let _berth = Berth::start(&env.config(port, "proxy:\n  keepalive_timeout: 1s\n"), port).await;
-    let client = HttpClient::new();
-    eventually(Duration::from_secs(10), "the route", || async {
-        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
-    })
-    .await;
+    let Served {
+        berth: _berth,
+        port,
+        host,
+        id,
+    } = serve_web(&env, "proxy:\n  keepalive_timeout: 1s\n").await;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await

@@ -4,26 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{docker_ok, eventually, free_port, Berth, Env, HttpClient};
+use crate::harness::{eventually, serve_web, until_in_backend, Berth, Env, HttpClient};
 
-/// A berth routing one test container, and that container's id.
+/// A berth with this shutdown grace routing one test container.
 async fn serving(env: &Env, grace: &str) -> (Berth, u16, String, String) {
-    let host = env.host("web");
-    let id = env
-        .run("web", &["--label", &format!("berth.host={host}")])
-        .await;
-    let port = free_port();
-    let berth = Berth::start(
-        &env.config(port, &format!("shutdown:\n  grace: {grace}\n")),
-        port,
-    )
-    .await;
-    let client = HttpClient::new();
-    eventually(Duration::from_secs(10), "the route", || async {
-        (client.get(port, &host, "/").await.ok()?.status == 200).then_some(())
-    })
-    .await;
-    (berth, port, host, id)
+    let s = serve_web(env, &format!("shutdown:\n  grace: {grace}\n")).await;
+    (s.berth, s.port, s.host, s.id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,16 +25,7 @@ async fn sigterm_answers_the_request_in_flight_then_exits() {
                 .await
         })
     };
-    eventually(
-        Duration::from_secs(5),
-        "the slow request in the backend",
-        || async {
-            docker_ok(&["exec", &id, "pidof", "sleep"])
-                .await
-                .then_some(())
-        },
-    )
-    .await;
+    until_in_backend(&id, Duration::from_secs(5)).await;
     berth.signal("TERM");
     eventually(Duration::from_secs(3), "the listener to close", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -89,16 +66,7 @@ async fn a_second_signal_exits_at_once() {
             .get(port, &host, "/cgi-bin/who?sleep=30")
             .await
     });
-    eventually(
-        Duration::from_secs(5),
-        "the slow request in the backend",
-        || async {
-            docker_ok(&["exec", &id, "pidof", "sleep"])
-                .await
-                .then_some(())
-        },
-    )
-    .await;
+    until_in_backend(&id, Duration::from_secs(5)).await;
     berth.signal("INT");
     berth
         .wait_log("stopping: no new connections", Duration::from_secs(5))
