@@ -14,7 +14,8 @@
 //! - [`plan`]: world + config → the immutable [`plan::Snapshot`]: routing
 //!   table, DNS table, backends, checks, problems. Pure.
 //! - [`proxy`]: the Pingora data plane; [`proxy::decide`] says what a
-//!   request gets, the proxy carries it out.
+//!   request gets, the proxy carries it out; [`proxy::conn`] caps client
+//!   connections and closes those whose request header is too slow.
 //! - [`health`]: berth's own active checks, reported back as inputs.
 //! - [`dns`]: the hickory server answering the internal zone from the snapshot.
 //! - [`tls`]: certificates by SNI, PEM files, the ACME manager.
@@ -26,7 +27,8 @@
 //! - [`server`]: wires it all into one Pingora server; [`shutdown`]: how it
 //!   stops (requests in flight finish).
 //! - [`error`], [`private`], [`state`]: a failed API call; files only berth
-//!   may read; what survives a restart.
+//!   may read; what survives a restart. [`resources`]: berth's own file
+//!   descriptors or memory running out, never counted against a backend.
 
 pub mod api;
 pub mod check;
@@ -45,10 +47,13 @@ pub mod names;
 pub mod plan;
 pub mod private;
 pub mod proxy;
+pub mod reload;
+pub mod resources;
 pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod tls;
+pub mod upgrade;
 pub mod world;
 
 use std::sync::Arc;

@@ -68,6 +68,22 @@ enum Command {
         /// Configuration file; without it, the embedded default.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Take over the listeners of the berth running with the same state
+        /// directory, with no failed request (what `berth upgrade` runs).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Replace the running berth with the binary on disk and the current
+    /// configuration, with no failed request (for `systemctl reload`).
+    Upgrade {
+        /// Configuration file; without it, the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Re-read the running berth's configuration file and apply what can change live.
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Validate the configuration and every container's labels; exits 1 on any problem.
     Check {
@@ -212,7 +228,13 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Outcome {
     match command {
-        Command::Serve { config } => cli::serve(logged(config.as_deref())?),
+        Command::Serve { config, upgrade } => {
+            cli::serve(logged(config.as_deref())?, config.as_deref(), upgrade)
+        }
+        Command::Upgrade { config } => {
+            cli::upgrade(&cli::load_config(config.as_deref())?, config.as_deref())
+        }
+        Command::Reload { api } => api.run(cli::reload),
         Command::Check { config } => cli::block_on(cli::check(logged(config.as_deref())?)),
         Command::Token { config } => cli::token(&cli::load_config(config.as_deref())?),
         Command::Version => cli::print_version(),
@@ -297,22 +319,43 @@ fn logged(path: Option<&Path>) -> Result<Config, Abort> {
     Ok(config)
 }
 
+/// The filter for `log.level`: hickory logs every DNS query at info, its
+/// warnings are enough.
+fn level_filter(level: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(format!(
+        "{level},hickory_server=warn,hickory_resolver=warn,hickory_net=warn"
+    ))
+    .map_err(|e| e.to_string())
+}
+
+/// Logs to stderr as the config says; a reload may change `log.level` later
+/// (unless `RUST_LOG` decides).
 fn init_logs(config: &Config) {
-    // hickory logs every DNS query at info: its warnings are enough.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{},hickory_server=warn,hickory_resolver=warn,hickory_net=warn",
-            config.log_level
-        ))
-    });
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let live = from_env.is_none();
+    let filter = from_env
+        .or_else(|| level_filter(&config.log_level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            if live {
+                let handle = builder.reload_handle();
+                let _ = berth::reload::LOG_LEVEL.set(Box::new(move |level: &str| {
+                    let filter = level_filter(level)?;
+                    handle.reload(filter).map_err(|e| e.to_string())
+                }));
+            }
+            builder.init();
+        }};
+    }
     if config.log_json {
-        fmt.json().flatten_event(true).init();
+        install!(fmt.json().flatten_event(true));
     } else {
-        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        install!(fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())));
     }
 }
 

@@ -4,15 +4,15 @@
 //! and HTTPS proxies and every background service (watcher, checks, DNS,
 //! certificates, deploys, admin API).
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::{http_proxy_service_with_name, HttpProxy};
-use pingora::server::configuration::ServerConf;
+use pingora::proxy::HttpProxy;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -29,19 +29,25 @@ use crate::engine::Engine;
 use crate::health::Checker;
 use crate::metrics::Metrics;
 use crate::plan::Planner;
+use crate::proxy::conn::{self, Gate, Limits};
 use crate::proxy::{self, BerthProxy};
+use crate::reload::{HangUp, Reloader};
 use crate::shutdown::{Requests, StopSignals};
 use crate::state::{self, StateDir};
 use crate::tls::acme::{AcmeManager, CertStatus};
 use crate::tls::files::CertFiles;
 use crate::tls::{self, CertStore, Challenges, Https};
+use crate::upgrade;
 use crate::world::{Input, Signals, World};
 use crate::{Inputs, SharedSnapshot};
 
+/// Requests that may wait at start at once (`proxy.startup_hold`).
+const HOLD_MAX: usize = 10_000;
+
 /// What start-up checked and bound before anything runs.
 struct Preflight {
-    /// The admin API's address and token, when it is on.
-    admin: Option<(SocketAddr, String)>,
+    /// The admin API's listener and token, when it is on.
+    admin: Option<(std::net::TcpListener, String)>,
     dns_sockets: Vec<Sockets>,
 }
 
@@ -56,21 +62,41 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Requests in flight, for a graceful stop.
     requests: Arc<Requests>,
+    /// Client connections open, every listener together.
+    conns: Arc<Gate>,
     state: StateDir,
+    reloader: Arc<Reloader>,
+    hold: proxy::Hold,
 }
 
-pub fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs berth until it is stopped. `path`: the file `config` came from, for
+/// reloads. `upgrade`: take the listeners of the berth running with the same
+/// state directory (see [`crate::upgrade`]).
+pub fn serve(config: Config, path: Option<PathBuf>, upgrade: bool) -> anyhow::Result<()> {
     // ring is the only TLS provider in the build (listener, ACME client).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let pre = preflight(&config)?;
-    let engine = Engine::new(&config.docker).map_err(anyhow::Error::new)?;
     let dir = config.state_dir.clone().unwrap_or_else(state::default_dir);
     let state = StateDir::open(&dir).map_err(anyhow::Error::msg)?;
+    let old = if upgrade {
+        Some(upgrade::running_pid(&dir).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let pre = preflight(&config, upgrade)?;
+    let engine = Engine::new(&config.docker).map_err(anyhow::Error::new)?;
+    let token = pre.admin.as_ref().map(|a| a.1.clone()).unwrap_or_default();
     let config = Arc::new(config);
+    let (reloader, reloads) = Reloader::new(path, config.clone(), token);
     // Static routes serve from the first request, Docker or not.
     let first = Planner::new(config.clone()).build(&World::new(), &Signals::default());
     let (notify, notified) = watch::channel(0u64);
     let (inputs, inputs_rx) = mpsc::unbounded_channel();
+    let hold = proxy::Hold {
+        notified: notified.clone(),
+        until: std::time::Instant::now() + config.proxy.startup_hold,
+        waiting: Arc::default(),
+        max: HOLD_MAX,
+    };
     let shared = Shared {
         config,
         engine,
@@ -80,18 +106,34 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         inputs,
         metrics: Arc::new(Metrics::new()),
         requests: Arc::default(),
+        conns: Arc::default(),
         state,
+        reloader,
+        hold,
     };
 
-    let mut server = Server::new_with_opt_and_conf(None, server_conf(&shared.config));
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(&shared.config, &dir));
+    if let Some(old) = old {
+        upgrade::ask_for_listeners(upgrade::upgrade_sock(&dir), old);
+    }
+    // With --upgrade: blocks until the running berth has sent its listeners.
     server.bootstrap();
+    upgrade::write_pid(&dir).map_err(anyhow::Error::msg)?;
+    if let Some(old) = old {
+        info!(old, "listeners taken over from the running berth");
+    }
     let (https, cert_status) = add_https(&mut server, &shared)?;
     add_http(&mut server, &shared, https);
     let signals = StopSignals {
         requests: shared.requests.clone(),
         grace: shared.config.shutdown_grace,
     };
-    add_background(&mut server, shared, inputs_rx, pre, cert_status);
+    add_background(&mut server, shared, (inputs_rx, reloads), pre, cert_status);
+    upgrade::notify_systemd();
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });
@@ -101,12 +143,18 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
 /// Binds every listener once: Pingora would retry a busy port for 30 s and
 /// then panic in its runtime. Refuses an admin API that other machines can
 /// reach without a token someone chose.
-fn preflight(config: &Config) -> anyhow::Result<Preflight> {
-    std::net::TcpListener::bind(config.http_listen)
-        .with_context(|| format!("http.listen {}: cannot listen", config.http_listen))?;
-    if let Some(addr) = config.tls.listen {
-        std::net::TcpListener::bind(addr)
-            .with_context(|| format!("tls.listen {addr}: cannot listen"))?;
+///
+/// Taking over (`upgrade`), the HTTP and HTTPS listeners come from the
+/// running berth; the admin API and DNS sockets are shared with it
+/// (`SO_REUSEPORT`) until it exits.
+fn preflight(config: &Config, upgrade: bool) -> anyhow::Result<Preflight> {
+    if !upgrade {
+        std::net::TcpListener::bind(config.http_listen)
+            .with_context(|| format!("http.listen {}: cannot listen", config.http_listen))?;
+        if let Some(addr) = config.tls.listen {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("tls.listen {addr}: cannot listen"))?;
+        }
     }
     let admin = match config.admin.listen {
         None => None,
@@ -128,21 +176,25 @@ fn preflight(config: &Config) -> anyhow::Result<Preflight> {
                 }
                 TokenSource::Chosen => {}
             }
-            std::net::TcpListener::bind(addr)
+            if !upgrade {
+                // Another program on the port: refused here, although the
+                // shared socket below would bind beside a berth.
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
+            }
+            let listener = upgrade::shared_tcp(addr)
                 .with_context(|| format!("admin.listen {addr}: cannot listen"))?;
-            Some((addr, token))
+            Some((listener, token))
         }
     };
-    let dns_sockets = crate::dns::bind(&config.dns).map_err(anyhow::Error::msg)?;
+    let dns_sockets = crate::dns::bind(&config.dns, upgrade).map_err(anyhow::Error::msg)?;
     if !dns_sockets.is_empty() && config.dns.forward {
         crate::dns::check_upstreams(&config.dns).map_err(anyhow::Error::msg)?;
     }
     Ok(Preflight { admin, dns_sockets })
 }
 
-fn server_conf(config: &Config) -> ServerConf {
-    let run_dir = std::env::temp_dir();
-    let pid = std::process::id();
+fn server_conf(config: &Config, state: &std::path::Path) -> ServerConf {
     ServerConf {
         threads: config.proxy.threads,
         // One current-thread runtime per worker, like nginx workers: no
@@ -152,14 +204,10 @@ fn server_conf(config: &Config) -> ServerConf {
         // `shutdown`); Pingora's grace period is only the backstop.
         grace_period_seconds: Some(config.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: run_dir
-            .join(format!("berth-{pid}.pid"))
-            .display()
-            .to_string(),
-        upgrade_sock: run_dir
-            .join(format!("berth-{pid}-upgrade.sock"))
-            .display()
-            .to_string(),
+        // Pingora writes it only when it daemonizes, which berth does not:
+        // berth writes it itself (see `upgrade`).
+        pid_file: upgrade::pid_file(state).display().to_string(),
+        upgrade_sock: upgrade::upgrade_sock(state).display().to_string(),
         ..Default::default()
     }
 }
@@ -170,9 +218,9 @@ fn proxy(shared: &Shared, https: Option<Arc<Https>>, tls_listener: bool) -> Bert
         inputs: shared.inputs.clone(),
         metrics: shared.metrics.clone(),
         requests: shared.requests.clone(),
-        access_log: shared.config.access_log,
+        hold: shared.hold.clone(),
     };
-    BerthProxy::new(parts, &shared.config.proxy, https, tls_listener)
+    BerthProxy::new(parts, https, tls_listener)
 }
 
 /// The HTTPS listener (certificates by SNI), the certificate files watcher
@@ -190,18 +238,18 @@ fn add_https(
     let https = Arc::new(Https {
         store: store.clone(),
         challenges: Challenges::default(),
-        redirect: config.tls.redirect,
         port: addr.port(),
-        hsts: config.tls.hsts.map(|d| format!("max-age={}", d.as_secs())),
     });
     let mut settings =
         TlsSettings::intermediate("", "").map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
     settings.set_cert_resolver(store.clone());
     settings.enable_h2();
-    let mut tls_proxy = http_proxy_service_with_name(
+    let mut tls_proxy = conn::service(
         &server.configuration,
         proxy(shared, Some(https.clone()), true),
         "berth https",
+        shared.conns.clone(),
+        shared.snapshot.clone(),
     );
     set_server_options(&mut tls_proxy, config);
     tls_proxy.add_tls_with_settings(&addr.to_string(), None, settings);
@@ -227,8 +275,8 @@ fn add_https(
 }
 
 /// HTTP/2 connections idle past `proxy.keepalive_timeout` are closed too.
-fn set_server_options(service: &mut Service<HttpProxy<BerthProxy>>, config: &Config) {
-    if let Some(proxy) = service.app_logic_mut() {
+fn set_server_options(service: &mut Service<Limits<HttpProxy<BerthProxy>>>, config: &Config) {
+    if let Some(proxy) = service.app_logic_mut().and_then(Limits::inner_mut) {
         // Non-exhaustive: set the field on the default.
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(config.proxy.keepalive_timeout);
@@ -237,10 +285,12 @@ fn set_server_options(service: &mut Service<HttpProxy<BerthProxy>>, config: &Con
 }
 
 fn add_http(server: &mut Server, shared: &Shared, https: Option<Arc<Https>>) {
-    let mut http = http_proxy_service_with_name(
+    let mut http = conn::service(
         &server.configuration,
         proxy(shared, https, false),
         "berth http",
+        shared.conns.clone(),
+        shared.snapshot.clone(),
     );
     set_server_options(&mut http, &shared.config);
     http.add_tcp(&shared.config.http_listen.to_string());
@@ -251,7 +301,7 @@ fn add_http(server: &mut Server, shared: &Shared, https: Option<Arc<Https>>) {
 fn add_background(
     server: &mut Server,
     shared: Shared,
-    inputs_rx: mpsc::UnboundedReceiver<Input>,
+    (inputs_rx, reloads): (mpsc::UnboundedReceiver<Input>, watch::Receiver<Arc<Config>>),
     pre: Preflight,
     certs: Option<CertStatus>,
 ) {
@@ -264,7 +314,10 @@ fn add_background(
         inputs,
         metrics,
         requests: _,
+        conns,
         state,
+        reloader,
+        hold: _,
     } = shared;
     server.add_service(background_service(
         "docker watcher",
@@ -275,12 +328,15 @@ fn add_background(
             snapshot.clone(),
             notify,
             (inputs.clone(), inputs_rx),
-        ),
+        )
+        .with_reloads(reloads.clone()),
     ));
+    server.add_service(background_service("reload", HangUp(reloader.clone())));
     server.add_service(background_service(
         "health checks",
         Checker::new(snapshot.clone(), notified.clone(), inputs.clone()),
     ));
+    server.add_service(background_service("memory", conn::Trimmer(conns)));
     let dns_counters = Arc::new(DnsCounters::default());
     if !pre.dns_sockets.is_empty() {
         server.add_service(background_service(
@@ -291,7 +347,8 @@ fn add_background(
                 notified.clone(),
                 dns_counters.clone(),
                 pre.dns_sockets,
-            ),
+            )
+            .with_reloads(reloads),
         ));
     }
     let (controller, deploys) = Controller::new(
@@ -303,7 +360,7 @@ fn add_background(
         Some(state),
     );
     server.add_service(background_service("deploys", controller));
-    if let Some((addr, token)) = pre.admin {
+    if let Some((listener, _)) = pre.admin {
         let router = api::router(api::App {
             config: config.clone(),
             engine,
@@ -311,14 +368,15 @@ fn add_background(
             snapshot,
             inputs,
             deploys,
-            token: Arc::from(token),
+            token: reloader.token.clone(),
+            reloader: Some(reloader),
             certs,
             dns: (!config.dns.listen.is_empty()).then_some(dns_counters),
             metrics,
         });
         server.add_service(background_service(
             "admin api",
-            AdminService::new(addr, router),
+            AdminService::new(listener, router),
         ));
     }
     info!(http = %config.http_listen, threads = config.proxy.threads, "berth serving");

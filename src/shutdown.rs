@@ -2,9 +2,11 @@
 //! idle keep-alive connections; requests in flight are answered to the end
 //! (their responses say `Connection: close`), and berth exits as soon as none
 //! is left, or when `shutdown.grace` is over. A second signal exits at once.
-//! SIGQUIT stays Pingora's graceful upgrade.
+//! SIGQUIT is Pingora's graceful upgrade (sent by `berth serve --upgrade`,
+//! see [`crate::upgrade`]): the listeners go to the new berth, and this one
+//! exits the same way once it has stopped accepting.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,16 @@ use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
+
+/// Set when this berth hands its listeners to a new one: from then on every
+/// response says `Connection: close`, so that keep-alive clients move to the
+/// new berth between two requests of theirs, not while sending one to a
+/// connection this berth is about to drop.
+static HANDING_OVER: AtomicBool = AtomicBool::new(false);
+
+pub fn handing_over() -> bool {
+    HANDING_OVER.load(Ordering::Relaxed)
+}
 
 /// Requests between their header and the end of their response, across
 /// every proxy listener.
@@ -69,7 +81,17 @@ impl ShutdownSignalWatch for StopSignals {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
-            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = quit.recv() => {
+                HANDING_OVER.store(true, Ordering::Relaxed);
+                info!(beside = ?crate::upgrade::HANDOVER, "SIGQUIT: handing the listeners to the new berth; serving beside it a while, then answering what is in flight and exiting");
+                let (requests, grace) = (self.requests.clone(), self.grace);
+                std::thread::spawn(move || {
+                    // Pingora stops this berth's listeners after the hand-over.
+                    std::thread::sleep(crate::upgrade::HANDOVER + Duration::from_millis(100));
+                    exit_when_done(requests, grace)
+                });
+                return ShutdownSignal::GracefulUpgrade;
+            }
         };
         let open = self.requests.count();
         info!(signal = name, open, grace = ?self.grace, "stopping: no new connections; requests in flight are answered, then berth exits (a second signal exits at once)");

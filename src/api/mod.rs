@@ -47,7 +47,10 @@ pub struct App {
     pub notified: tokio::sync::watch::Receiver<u64>,
     pub inputs: Inputs,
     pub deploys: Deploys,
-    pub token: Arc<str>,
+    /// The bearer token; a reload may change it.
+    pub token: Arc<arc_swap::ArcSwap<String>>,
+    /// `POST /api/reload`; `None` in tests of other endpoints.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     pub certs: Option<CertStatus>,
     /// Query counters, when the DNS server runs.
     pub dns: Option<Arc<DnsCounters>>,
@@ -120,6 +123,7 @@ pub fn router(app: App) -> Router {
         .route("/api/dns", get(dns_records))
         .route("/api/services/{service}/rollout", post(rollout))
         .route("/api/services/{service}/scale", post(scale))
+        .route("/api/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .route("/api/health", get(health))
@@ -128,6 +132,28 @@ pub fn router(app: App) -> Router {
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn(json_errors))
         .with_state(app)
+}
+
+/// Re-reads the configuration file and applies what can change live; an
+/// invalid file is refused (400) and the running configuration stays.
+async fn reload(State(app): State<App>) -> Result<Json<crate::reload::ReloadReport>, ApiError> {
+    let Some(reloader) = app.reloader.clone() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload is not available here".into(),
+        ));
+    };
+    match tokio::task::spawn_blocking(move || reloader.reload()).await {
+        Ok(Ok(report)) => Ok(Json(report)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "configuration refused; the running one stays");
+            Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("configuration refused, the running one stays: {e}"),
+            ))
+        }
+        Err(e) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 /// Prometheus text format.
@@ -198,7 +224,7 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if token::authorized(header, &app.token) {
+    if token::authorized(header, &app.token.load()) {
         next.run(req).await
     } else {
         let mut r = ApiError(
@@ -455,27 +481,35 @@ fn resolve_service(
 }
 
 pub struct AdminService {
-    listen: SocketAddr,
+    /// Bound at start-up (shared with the next berth in an upgrade).
+    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
     router: Router,
 }
 
 impl AdminService {
-    pub fn new(listen: SocketAddr, router: Router) -> AdminService {
-        AdminService { listen, router }
+    pub fn new(listener: std::net::TcpListener, router: Router) -> AdminService {
+        AdminService {
+            listener: std::sync::Mutex::new(Some(listener)),
+            router,
+        }
     }
 }
 
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.listen).await {
+        let Some(std) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        let listen = std.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let listener = match tokio::net::TcpListener::from_std(std) {
             Ok(l) => l,
             Err(e) => {
-                error!(listen = %self.listen, error = %e, "admin.listen: cannot listen; the admin API is off");
+                error!(listen, error = %e, "admin.listen: cannot listen; the admin API is off");
                 return;
             }
         };
-        info!(listen = %self.listen, "admin API listening");
+        info!(listen, "admin API listening");
         let serve = axum::serve(listener, self.router.clone()).with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         });
@@ -545,7 +579,10 @@ mod tests {
             snapshot,
             inputs,
             deploys,
-            token: Arc::from("t0123456789abcdef"),
+            token: Arc::new(arc_swap::ArcSwap::from_pointee(
+                "t0123456789abcdef".to_string(),
+            )),
+            reloader: None,
             certs: None,
             dns: None,
             metrics: Arc::default(),

@@ -4,15 +4,57 @@
 //! `completions` describe the binary itself.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use super::{Abort, Exit, Outcome};
 use crate::api::token::{client_token, token_file};
 use crate::config::Config;
 
 /// Runs the proxy until it is stopped; exit 2 when it cannot start.
-pub fn serve(config: Config) -> Outcome {
-    crate::server::serve(config).map_err(|e| Abort::new(Exit::NotAsked, format!("{e:#}")))?;
+/// `upgrade`: take over from the berth running with the same state directory.
+pub fn serve(config: Config, path: Option<&Path>, upgrade: bool) -> Outcome {
+    crate::server::serve(config, path.map(Path::to_path_buf), upgrade)
+        .map_err(|e| Abort::new(Exit::NotAsked, format!("{e:#}")))?;
+    Ok(Exit::Done)
+}
+
+/// Starts the binary on disk as the successor of the running berth and
+/// returns once it has taken over (exit 1 if it could not; the running
+/// berth then goes on serving).
+pub fn upgrade(config: &Config, path: Option<&Path>) -> Outcome {
+    let dir = config
+        .state_dir
+        .clone()
+        .unwrap_or_else(crate::state::default_dir);
+    match crate::upgrade::run_upgrade(path, &dir, Duration::from_secs(60)) {
+        Ok(pid) => {
+            println!("berth {pid} took over");
+            Ok(Exit::Done)
+        }
+        Err(e) => Err(Abort::new(Exit::Failed, e)),
+    }
+}
+
+/// Asks the running berth to re-read its configuration file.
+pub async fn reload(client: crate::client::Client) -> Outcome {
+    let report: crate::reload::ReloadReport = client.post("/api/reload").await?;
+    let list = |keys: &[String]| {
+        if keys.is_empty() {
+            "nothing".to_string()
+        } else {
+            keys.join(", ")
+        }
+    };
+    println!("{}: reloaded", report.file);
+    println!("applied: {}", list(&report.applied));
+    if !report.needs_restart.is_empty() {
+        println!(
+            "needs a restart (berth upgrade): {}",
+            list(&report.needs_restart)
+        );
+    }
     Ok(Exit::Done)
 }
 

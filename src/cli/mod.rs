@@ -37,7 +37,7 @@ use crate::error::CallError;
 
 pub use deploy::{rollout, rollouts, scale, DeployTimeouts};
 pub use host::{act, logs, ps, stats, Action};
-pub use local::{check, completions, print_version, serve, token, version};
+pub use local::{check, completions, print_version, reload, serve, token, upgrade, version};
 pub use routing::{backends, certs, dns, problems, routes};
 pub use target::{resolve, Target};
 

@@ -161,6 +161,19 @@ pub struct ProxyConfig {
     /// How long a client's keep-alive connection (HTTP/1.1 or HTTP/2) may
     /// stay idle between requests.
     pub keepalive_timeout: Duration,
+    /// At start, how long a request may wait for berth to list the
+    /// containers (and check them once) rather than get a 404 or 503.
+    pub startup_hold: Duration,
+    /// How long a client may take to send a whole request header: from
+    /// its connection for the first request, from the previous answer
+    /// (plus `keepalive_timeout`) for the next ones. Then it is closed.
+    pub header_timeout: Duration,
+    /// How long a request body may pause (no byte) before the request is
+    /// answered 408.
+    pub body_timeout: Duration,
+    /// Client connections open at once, every listener together; more are
+    /// closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +236,10 @@ impl Default for Config {
                 idle_timeout: Duration::from_secs(60),
                 retry_after: Duration::from_secs(5),
                 keepalive_timeout: Duration::from_secs(75),
+                startup_hold: Duration::from_secs(10),
+                header_timeout: Duration::from_secs(60),
+                body_timeout: Duration::from_secs(60),
+                max_connections: 10_000,
             },
             routes: Vec::new(),
             admin: AdminConfig {
@@ -368,6 +385,10 @@ struct RawProxy {
     idle_timeout: Option<Spanned<String>>,
     retry_after: Option<Spanned<String>>,
     keepalive_timeout: Option<Spanned<String>>,
+    startup_hold: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    body_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -472,7 +493,7 @@ mod tests {
             // `y` is a key here, not YAML 1.1's `true`.
             (
                 "proxy:\n  y: 1\n",
-                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after, keepalive_timeout",
+                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after, keepalive_timeout, startup_hold, header_timeout, body_timeout, max_connections",
             ),
             (
                 "proxy:\n  threads: 1\n  threads: 2\n",
@@ -548,6 +569,8 @@ mod tests {
             ("proxy", "read_timeout", false),
             ("proxy", "idle_timeout", false),
             ("proxy", "retry_after", false),
+            ("proxy", "header_timeout", false),
+            ("proxy", "body_timeout", false),
             ("deploy", "health_timeout", false),
             ("deploy", "autoheal_grace", false),
             ("tls", "hsts", true),
@@ -567,6 +590,8 @@ mod tests {
                 "read_timeout" => c.proxy.read_timeout,
                 "idle_timeout" => c.proxy.idle_timeout,
                 "retry_after" => c.proxy.retry_after,
+                "header_timeout" => c.proxy.header_timeout,
+                "body_timeout" => c.proxy.body_timeout,
                 "health_timeout" => c.deploy.health_timeout,
                 "autoheal_grace" => c.deploy.autoheal_grace,
                 "hsts" => c.tls.hsts.unwrap(),
@@ -651,6 +676,21 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("routes[0].host") && e.contains("scheme"), "{e}");
+        for (yaml, want) in [
+            (
+                "proxy:\n  max_connections: 0\n",
+                "t.yaml: line 2 column 20: proxy.max_connections: \"0\": at least 1",
+            ),
+            (
+                "proxy:\n  max_connections: 1.5\n",
+                "t.yaml: line 2 column 20: proxy.max_connections: \"1.5\": `max_connections` takes a whole number from 0 to 4294967295",
+            ),
+        ] {
+            let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
+            assert_eq!(e, want, "{yaml:?}");
+        }
+        let c = Config::parse("proxy:\n  max_connections: 512\n", "t.yaml").unwrap();
+        assert_eq!(c.proxy.max_connections, 512);
     }
 
     #[test]

@@ -207,6 +207,18 @@ impl Validator<'_> {
             read_timeout: self.positive_or("proxy.read_timeout", r.read_timeout, d.read_timeout)?,
             idle_timeout: self.positive_or("proxy.idle_timeout", r.idle_timeout, d.idle_timeout)?,
             retry_after: self.positive_or("proxy.retry_after", r.retry_after, d.retry_after)?,
+            startup_hold: self.positive_or("proxy.startup_hold", r.startup_hold, d.startup_hold)?,
+            header_timeout: self.positive_or(
+                "proxy.header_timeout",
+                r.header_timeout,
+                d.header_timeout,
+            )?,
+            body_timeout: self.positive_or("proxy.body_timeout", r.body_timeout, d.body_timeout)?,
+            max_connections: match r.max_connections {
+                None => d.max_connections,
+                Some(n) if n.value >= 1 => n.value as usize,
+                Some(n) => return Err(self.invalid("proxy.max_connections", &n, "at least 1")),
+            },
             keepalive_timeout: match r.keepalive_timeout {
                 None => d.keepalive_timeout,
                 Some(v) => {

@@ -73,7 +73,8 @@ pub(super) fn parse_error(text: &str, origin: &str, e: &serde_saphyr::Error) -> 
         origin: origin.to_string(),
         line,
         column,
-        key,
+        // A quoted key may span lines: the error stays on one.
+        key: plain(&key),
         value,
         message: plain(&message),
     }

@@ -4,10 +4,17 @@
 //! back their results and the published snapshots until the plan is final.
 //! Progress lines go to the requester as they happen; finished runs are kept
 //! in a short history.
+//!
+//! Crash safety: the run in progress is saved in the state dir before each of
+//! its steps and the replicas it creates carry its key as a label, so that
+//! after a berth killed mid-run, the next one (once synced with the engine)
+//! rolls the run back or finishes it ([`plan::recover`]) before taking new
+//! requests; then it brings each service back to the replica count `berth
+//! scale` last reached.
 
 pub mod plan;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::engine::clone::{OPERATION_LABEL, UNIT_LABEL};
 use crate::engine::Engine;
 use crate::names::short_id;
 use crate::plan::{BackendInfo, ContainerInfo, Snapshot};
@@ -23,7 +31,7 @@ use crate::state::{self, StateDir};
 use crate::world::{BackendState, Input};
 use crate::{Inputs, SharedSnapshot};
 pub use plan::Status;
-use plan::{Action, Event, Plan, Unit};
+use plan::{Action, Event, OpKind, Operation, Plan, Recovery, Unit};
 
 /// How many finished runs the history keeps.
 const HISTORY: usize = 100;
@@ -48,6 +56,14 @@ impl Kind {
             Kind::Rollout { .. } => "rollout",
             Kind::Scale { .. } => "scale",
             Kind::Restart => "restart",
+        }
+    }
+
+    fn op_kind(&self) -> OpKind {
+        match self {
+            Kind::Rollout { .. } => OpKind::Rollout,
+            Kind::Scale { .. } => OpKind::Scale,
+            Kind::Restart => OpKind::Restart,
         }
     }
 }
@@ -173,11 +189,58 @@ impl Deploys {
             }
         }
     }
+
+    /// The run in progress, saved before its next step.
+    fn save_op(&self, op: &Operation) {
+        if let Some(state) = &self.state {
+            if let Err(e) = state.save(state::OPERATION, op) {
+                warn!(deploy = op.id, error = %e, "the run in progress could not be saved");
+            }
+        }
+    }
+
+    /// The run is over (its record says how).
+    fn end_op(&self) {
+        if let Some(state) = &self.state {
+            if let Err(e) = state.remove(state::OPERATION) {
+                warn!(error = %e, "the finished run could not be forgotten");
+            }
+        }
+    }
+
+    /// `berth scale` brought `service` to `replicas`: what a restart of
+    /// berth brings it back to.
+    fn remember_replicas(&self, service: &str, replicas: usize) {
+        let Some(state) = &self.state else { return };
+        let mut desired: BTreeMap<String, usize> = match state.load(state::REPLICAS) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                warn!(error = %e, "the saved replica counts are unreadable: starting over");
+                BTreeMap::new()
+            }
+        };
+        desired.insert(service.to_string(), replicas);
+        if let Err(e) = state.save(state::REPLICAS, &desired) {
+            warn!(error = %e, "the replica count could not be saved");
+        }
+    }
+}
+
+/// The run an earlier berth left unfinished, if any.
+fn unfinished_run(state: Option<&StateDir>) -> Option<Operation> {
+    match state?.load(state::OPERATION) {
+        Ok(op) => op,
+        Err(e) => {
+            warn!(error = %e, "the saved run in progress is unreadable: not recovering it");
+            None
+        }
+    }
 }
 
 /// The history an earlier run saved; a run that was not over when berth
-/// stopped is marked failed, with why.
-fn restored_history(state: Option<&StateDir>) -> Vec<Record> {
+/// stopped is marked failed, with why, but for `recovering` (the run in
+/// progress), which its recovery ends.
+fn restored_history(state: Option<&StateDir>, recovering: Option<u64>) -> Vec<Record> {
     let mut history: Vec<Record> = match state.map(|s| s.load(state::HISTORY)) {
         Some(Ok(Some(h))) => h,
         Some(Err(e)) => {
@@ -186,7 +249,10 @@ fn restored_history(state: Option<&StateDir>) -> Vec<Record> {
         }
         _ => Vec::new(),
     };
-    for r in history.iter_mut().filter(|r| !r.status.is_final()) {
+    for r in history
+        .iter_mut()
+        .filter(|r| !r.status.is_final() && Some(r.id) != recovering)
+    {
         let was = r.status;
         r.status = Status::Failed;
         r.reason = Some(format!("berth stopped while the run was {was}"));
@@ -209,11 +275,15 @@ pub struct Controller {
     inputs: Inputs,
     deploys: Deploys,
     jobs: Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    /// The run an earlier berth left unfinished: recovered first.
+    unfinished: Mutex<Option<Operation>>,
 }
 
 /// One job being run: where its progress and record go.
 struct Run<'a> {
     id: u64,
+    /// What its new replicas carry as [`OPERATION_LABEL`].
+    key: String,
     request: &'a Request,
     progress: &'a mpsc::UnboundedSender<Progress>,
     deploys: &'a Deploys,
@@ -251,8 +321,14 @@ impl Controller {
         state: Option<StateDir>,
     ) -> (Controller, Deploys) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let history = restored_history(state.as_ref());
-        let last_id = history.iter().map(|r| r.id).max().unwrap_or(0);
+        let unfinished = unfinished_run(state.as_ref());
+        let history = restored_history(state.as_ref(), unfinished.as_ref().map(|op| op.id));
+        let last_id = history
+            .iter()
+            .map(|r| r.id)
+            .chain(unfinished.as_ref().map(|op| op.id))
+            .max()
+            .unwrap_or(0);
         let deploys = Deploys {
             jobs: tx,
             history: Arc::new(Mutex::new(history)),
@@ -268,6 +344,7 @@ impl Controller {
             inputs,
             deploys: deploys.clone(),
             jobs: Mutex::new(Some(rx)),
+            unfinished: Mutex::new(unfinished),
         };
         (c, deploys)
     }
@@ -283,9 +360,15 @@ impl Controller {
             self.notify.clone(),
             self.deploys.restarts.clone(),
         ));
+        let unfinished = self.unfinished.lock().ok().and_then(|mut u| u.take());
+        if let Some(op) = unfinished {
+            self.recover(op).await;
+        }
+        self.restore_replicas().await;
         while let Some(job) = jobs.recv().await {
             let run = Run {
                 id: job.id,
+                key: format!("{}@{}", job.id, unix_now()),
                 request: &job.request,
                 progress: &job.progress,
                 deploys: &self.deploys,
@@ -310,26 +393,54 @@ impl Controller {
             .health_timeout
             .unwrap_or(self.config.deploy.health_timeout);
         let mut plan = Plan::new(units, batch, image, health_timeout, request.drain_timeout);
-        self.drive(run, &mut plan).await;
-        let message = match (&plan.status, &plan.reason, &request.kind) {
-            (Status::Completed, _, Kind::Restart) => {
-                format!("{} containers restarted", plan.restarted())
-            }
-            (Status::Completed, _, _) => format!("{} replicas done", plan.units.len()),
-            (_, Some(r), _) => r.clone(),
+        self.drive(run, &mut plan, Vec::new()).await;
+        let message = match (&plan.status, &plan.reason) {
+            (Status::Completed, _) => done(&plan, &request.kind),
+            (_, Some(r)) => r.clone(),
             _ => plan.status.to_string(),
         };
         run.finish(plan.status, message, plan.reason.clone());
+        self.ended(run, &plan);
     }
 
-    /// Performs the plan's actions and feeds it engine results, published
-    /// snapshots and the time until it is final.
-    async fn drive(&self, run: &Run<'_>, plan: &mut Plan) {
+    /// After a run's record is final: the saved run goes, and a scale that
+    /// completed is remembered.
+    fn ended(&self, run: &Run<'_>, plan: &Plan) {
+        self.deploys.end_op();
+        if let (Kind::Scale { replicas }, Status::Completed) = (&run.request.kind, plan.status) {
+            self.deploys
+                .remember_replicas(&run.request.service, *replicas);
+        }
+    }
+
+    /// Performs the plan's actions (`initial` first) and feeds it engine
+    /// results, published snapshots and the time until it is final. Where
+    /// the run stands is saved before each step is taken.
+    async fn drive(&self, run: &Run<'_>, plan: &mut Plan, initial: Vec<Action>) {
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
         let mut notify = self.notify.clone();
         let mut last_status = Status::Queued;
-        let mut actions = plan.advance(&self.snapshot.load(), Instant::now());
+        let mut actions = initial;
+        actions.extend(plan.advance(&self.snapshot.load(), Instant::now()));
+        let replicas = match run.request.kind {
+            Kind::Scale { replicas } => Some(replicas),
+            _ => None,
+        };
+        let mut op = Operation::new(
+            run.id,
+            run.key.clone(),
+            run.request.kind.op_kind(),
+            run.request.service.clone(),
+            replicas,
+            plan,
+        );
+        let mut saved: Option<Operation> = None;
         loop {
+            op.update(plan);
+            if saved.as_ref() != Some(&op) {
+                run.deploys.save_op(&op);
+                saved = Some(op.clone());
+            }
             let snap = self.snapshot.load_full();
             for a in actions.drain(..) {
                 self.perform(&ev_tx, a, &snap, plan.status, run);
@@ -394,8 +505,10 @@ impl Controller {
                     Status::Starting,
                     format!("creating a replica from {}{with}", name(&template)),
                 );
+                let key = run.key.clone();
                 tokio::spawn(async move {
-                    let ev = match engine.create_clone(&template, image.as_deref(), unit).await {
+                    let made = engine.create_clone(&template, image.as_deref(), unit, &key);
+                    let ev = match made.await {
                         Ok(id) => Event::Created { unit, id },
                         Err(e) => Event::DockerFailed {
                             unit,
@@ -443,6 +556,244 @@ impl Controller {
     }
 }
 
+/// What berth does at start about what an earlier berth left.
+impl Controller {
+    /// Waits until the watcher has listed the engine once: until then the
+    /// snapshot knows no container.
+    async fn synced(&self) {
+        let mut notify = self.notify.clone();
+        while !self.snapshot.load().docker.synced {
+            if notify.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Rolls back or finishes the run an earlier berth was killed in, and
+    /// ends its record with what happened.
+    async fn recover(&self, op: Operation) {
+        let over = {
+            let h = self
+                .deploys
+                .history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            h.iter().any(|r| r.id == op.id && r.status.is_final())
+        };
+        if over {
+            // Killed between its final record and forgetting it.
+            return self.deploys.end_op();
+        }
+        self.synced().await;
+        let clones = self.clones_of(&op.key).await;
+        let was = op.status;
+        let recovery = plan::recover(&op, &self.snapshot.load(), &clones, Instant::now());
+        let request = Request {
+            kind: match op.kind {
+                OpKind::Rollout => Kind::Rollout {
+                    image: op.image.clone(),
+                    batch: op.batch,
+                },
+                OpKind::Scale => Kind::Scale {
+                    replicas: op.replicas.unwrap_or(op.units.len()),
+                },
+                OpKind::Restart => Kind::Restart,
+            },
+            service: op.service.clone(),
+            health_timeout: Some(op.health_timeout),
+            drain_timeout: op.drain_timeout,
+        };
+        self.ensure_record(&op);
+        let (progress, _rx) = mpsc::unbounded_channel();
+        let run = Run {
+            id: op.id,
+            key: op.key.clone(),
+            request: &request,
+            progress: &progress,
+            deploys: &self.deploys,
+        };
+        let interrupted = format!("interrupted by a berth restart while {was}");
+        match recovery {
+            Recovery::RollBack { remove, undrain } => {
+                warn!(deploy = op.id, service = %op.service, "{interrupted}: rolling it back");
+                for id in undrain {
+                    let _ = self.inputs.send(Input::Undrain { id });
+                }
+                self.remove_all(&remove).await;
+                let why = match &op.reason {
+                    Some(r) => format!("; it was failing: {r}"),
+                    None => String::new(),
+                };
+                let message = format!(
+                    "{interrupted}: rolled back, {} new replicas removed{why}",
+                    remove.len()
+                );
+                run.finish(Status::RolledBack, message.clone(), Some(message));
+                self.deploys.end_op();
+            }
+            Recovery::Resume {
+                mut plan,
+                remove,
+                actions,
+            } => {
+                warn!(deploy = op.id, service = %op.service, "{interrupted}: finishing it");
+                self.remove_all(&remove).await;
+                self.drive(&run, &mut plan, actions).await;
+                let message = match (&plan.status, &plan.reason) {
+                    (Status::Completed, _) => {
+                        format!("{interrupted}: finished, {}", done(&plan, &request.kind))
+                    }
+                    (_, Some(r)) => format!("{interrupted}, then: {r}"),
+                    (status, None) => format!("{interrupted}, then {status}"),
+                };
+                run.finish(plan.status, message.clone(), Some(message));
+                self.ended(&run, &plan);
+            }
+        }
+    }
+
+    /// The containers labelled with the run `key`, with their unit (one
+    /// without a readable unit belongs to none).
+    async fn clones_of(&self, key: &str) -> Vec<(String, usize)> {
+        for attempt in 1..=5 {
+            match self.engine.list().await {
+                Ok(world) => {
+                    return world
+                        .values()
+                        .filter(|c| c.labels.get(OPERATION_LABEL).map(String::as_str) == Some(key))
+                        .map(|c| {
+                            let unit = c.labels.get(UNIT_LABEL).and_then(|u| u.parse().ok());
+                            (c.id.clone(), unit.unwrap_or(usize::MAX))
+                        })
+                        .collect();
+                }
+                Err(e) => {
+                    warn!(error = %e, attempt, "listing the new replicas of the interrupted run failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Stops and removes these containers, and waits (10 s at most) until the
+    /// snapshot no longer shows them, so that counting replicas after this
+    /// does not count them.
+    async fn remove_all(&self, ids: &[String]) {
+        for id in ids {
+            info!(container = %short_id(id), "removing a new replica of the interrupted run");
+            if let Err(e) = self.engine.stop_and_remove(id, 1).await {
+                warn!(container = %short_id(id), error = %e, "removing a container failed");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut notify = self.notify.clone();
+        while Instant::now() < deadline {
+            let snap = self.snapshot.load();
+            if !ids.iter().any(|id| snap.containers.contains_key(id)) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notify.changed()).await;
+        }
+    }
+
+    /// A history that lost the interrupted run's record gets one back.
+    fn ensure_record(&self, op: &Operation) {
+        let mut h = self
+            .deploys
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if h.iter().any(|r| r.id == op.id) {
+            return;
+        }
+        h.push(Record {
+            id: op.id,
+            kind: match op.kind {
+                OpKind::Rollout => "rollout",
+                OpKind::Scale => "scale",
+                OpKind::Restart => "restart",
+            }
+            .into(),
+            service: op.service.clone(),
+            image: op.image.clone(),
+            status: op.status,
+            reason: None,
+            replicas: op.units.len(),
+            started_unix: unix_now(),
+            finished_unix: None,
+        });
+        self.deploys.save(&h);
+    }
+
+    /// Submits a scale run for each service whose replica count is not the
+    /// one `berth scale` last brought it to (saved in the state dir).
+    async fn restore_replicas(&self) {
+        let Some(state) = &self.deploys.state else {
+            return;
+        };
+        let desired: BTreeMap<String, usize> = match state.load(state::REPLICAS) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "the saved replica counts are unreadable: not restoring them");
+                return;
+            }
+        };
+        if desired.is_empty() {
+            return;
+        }
+        self.synced().await;
+        for (service, replicas) in replicas_to_restore(&desired, &self.snapshot.load()) {
+            info!(%service, replicas, "restoring the replica count berth scale asked for");
+            let _ = self.deploys.submit(Request {
+                kind: Kind::Scale { replicas },
+                service,
+                health_timeout: None,
+                drain_timeout: None,
+            });
+        }
+    }
+}
+
+/// The final line of a completed run.
+fn done(plan: &Plan, kind: &Kind) -> String {
+    match kind {
+        Kind::Restart => format!("{} containers restarted", plan.restarted()),
+        _ => format!("{} replicas done", plan.units.len()),
+    }
+}
+
+/// The replicas of `service` that take or will take requests: running, not
+/// on their way out; by name.
+fn live_replicas<'a>(snap: &'a Snapshot, service: &str) -> Vec<&'a BackendInfo> {
+    let mut replicas: Vec<&BackendInfo> = snap
+        .backends
+        .values()
+        .filter(|b| b.service == service)
+        .filter(|b| !matches!(b.state, BackendState::Stopped | BackendState::Draining))
+        .collect();
+    replicas.sort_by(|a, b| a.name.cmp(&b.name));
+    replicas
+}
+
+/// The services whose live replica count is not the one `berth scale` last
+/// brought them to (`desired`), with that count. A service with no replica
+/// running was stopped on purpose and stays so.
+pub fn replicas_to_restore(
+    desired: &BTreeMap<String, usize>,
+    snap: &Snapshot,
+) -> Vec<(String, usize)> {
+    desired
+        .iter()
+        .filter(|(service, n)| {
+            let live = live_replicas(snap, service).len();
+            live > 0 && live != **n
+        })
+        .map(|(service, n)| (service.clone(), *n))
+        .collect()
+}
+
 /// The units and batch size for a request: the running replicas of its
 /// service (oldest names first), or for a restart the running containers of
 /// the deployment (by service, then name).
@@ -462,13 +813,7 @@ pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize
         }
         return Ok((targets.iter().map(|c| Unit::restart(&c.id)).collect(), 1));
     }
-    let mut replicas: Vec<&BackendInfo> = snap
-        .backends
-        .values()
-        .filter(|b| b.service == request.service)
-        .filter(|b| !matches!(b.state, BackendState::Stopped | BackendState::Draining))
-        .collect();
-    replicas.sort_by(|a, b| a.name.cmp(&b.name));
+    let replicas = live_replicas(snap, &request.service);
     let Some(first) = replicas.first() else {
         return Err(format!(
             "service {} has no running replica",
@@ -607,6 +952,33 @@ mod tests {
         assert!(units_for(&other, &backends)
             .unwrap_err()
             .contains("no running replica"));
+    }
+
+    #[test]
+    fn replica_counts_come_back_to_what_berth_scale_asked_for() {
+        let snap = Snapshot {
+            backends: [
+                backend("1", "p-web-1", "p/web", BackendState::Ready),
+                backend("2", "p-web-2", "p/web", BackendState::Starting),
+                backend("3", "p-web-3", "p/web", BackendState::Draining),
+                backend("4", "p-api-1", "p/api", BackendState::Ready),
+                backend("5", "p-db-1", "p/db", BackendState::Stopped),
+            ]
+            .into(),
+            ..Snapshot::default()
+        };
+        let desired: BTreeMap<String, usize> = [
+            ("p/web".to_string(), 3),
+            ("p/api".to_string(), 1),
+            ("p/db".to_string(), 2),
+            ("p/gone".to_string(), 2),
+        ]
+        .into();
+        assert_eq!(
+            replicas_to_restore(&desired, &snap),
+            vec![("p/web".to_string(), 3)],
+            "a draining replica does not count; a service with none running stays stopped"
+        );
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! the old one is drained only once the new one is Ready. A restart unit
 //! drains a container (when berth routes it), restarts it in place and waits
 //! until its new run is Ready.
+//!
+//! [`recover`] decides what becomes of a run a killed berth left unfinished.
+
+mod recover;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -19,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::short_id;
 use crate::plan::Snapshot;
 use crate::world::BackendState;
+pub use recover::{recover, OpKind, Operation, Recovery, SavedUnit};
 
 /// How long an old replica gets to exit after its in-flight requests finished.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -70,7 +75,8 @@ impl fmt::Display for Status {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     Pending,
     Creating,

@@ -24,10 +24,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, DnsAllow, DnsConfig};
+use crate::config::{Config, DnsConfig};
 use crate::plan::dns::{answer, must_learn, Answer, Query, QueryType};
 use crate::plan::Snapshot;
 use crate::SharedSnapshot;
+use arc_swap::ArcSwap;
 
 /// How queries ended, for the admin API and metrics.
 #[derive(Debug, Default)]
@@ -76,11 +77,8 @@ pub struct Handler {
     notified: watch::Receiver<u64>,
     /// The zone as configured (`internal`).
     zone: String,
-    soa: Record,
-    ttl: u32,
-    allow: DnsAllow,
-    /// `None`: forwarding is off, other names are REFUSED.
-    resolver: Option<TokioResolver>,
+    /// What a reload may change: TTL, who may ask, forwarding.
+    live: Arc<ArcSwap<Live>>,
     /// Rotates the answers, one step per query.
     next: AtomicUsize,
     /// Sources that stayed unknown after [`LEARN_WAIT`], and when.
@@ -108,14 +106,19 @@ impl Reply {
     }
 }
 
-impl Handler {
-    pub fn new(
-        config: &DnsConfig,
-        snapshot: SharedSnapshot,
-        notified: watch::Receiver<u64>,
-        resolver: Option<TokioResolver>,
-        counters: Arc<DnsCounters>,
-    ) -> Result<Handler, String> {
+/// The settings of the DNS server that a reload may change.
+pub struct Live {
+    dns: DnsConfig,
+    soa: Record,
+    ttl: u32,
+    /// `None`: forwarding is off, other names are REFUSED.
+    resolver: Option<TokioResolver>,
+}
+
+impl Live {
+    /// From `dns.*`; builds the forwarding resolver (on the DNS runtime).
+    pub fn new(config: &DnsConfig) -> Result<Live, String> {
+        let resolver = resolver(config)?;
         let zone = Name::from_ascii(format!("{}.", config.zone))
             .map_err(|e| format!("dns.zone {:?}: {e}", config.zone))?;
         let mname = Name::from_ascii(format!("berth.{}.", config.zone))
@@ -124,14 +127,34 @@ impl Handler {
             .map_err(|e| format!("dns.zone {:?}: {e}", config.zone))?;
         let ttl = config.ttl.as_secs().min(u32::MAX as u64) as u32;
         let soa = SOA::new(mname, rname, 1, 60, 30, 3600, ttl);
+        Ok(Live {
+            dns: config.clone(),
+            soa: Record::from_rdata(zone, ttl, RData::SOA(soa)),
+            ttl,
+            resolver,
+        })
+    }
+
+    /// Whether `new` changes what this answers with.
+    fn differs(&self, new: &DnsConfig) -> bool {
+        let d = &self.dns;
+        (d.ttl, d.forward, &d.upstreams, &d.allow)
+            != (new.ttl, new.forward, &new.upstreams, &new.allow)
+    }
+}
+
+impl Handler {
+    pub fn new(
+        config: &DnsConfig,
+        snapshot: SharedSnapshot,
+        notified: watch::Receiver<u64>,
+        counters: Arc<DnsCounters>,
+    ) -> Result<Handler, String> {
         Ok(Handler {
             snapshot,
             notified,
-            soa: Record::from_rdata(zone, ttl, RData::SOA(soa)),
             zone: config.zone.clone(),
-            ttl,
-            allow: config.allow.clone(),
-            resolver,
+            live: Arc::new(ArcSwap::from_pointee(Live::new(config)?)),
             next: AtomicUsize::new(0),
             unknown: Mutex::default(),
             counters,
@@ -146,7 +169,8 @@ impl Handler {
         // An IPv4 client of a dual-stack `[::]` socket arrives as ::ffff:a.b.c.d.
         let src = request.src().ip().to_canonical();
         let mut snapshot = self.snapshot.load_full();
-        if !self.allow.allows(src, &snapshot.dns.subnets) {
+        let live = self.live.load_full();
+        if !live.dns.allow.allows(src, &snapshot.dns.subnets) {
             debug!(%src, "DNS query from a source outside dns.allow: refused");
             self.count(&self.counters.refused);
             return Reply::code(ResponseCode::Refused);
@@ -186,12 +210,17 @@ impl Handler {
             code,
             authoritative: true,
             answers: Vec::new(),
-            soa: Some(self.soa.clone()),
+            soa: Some(live.soa.clone()),
         };
         match answer(&snapshot.dns, &self.zone, &query, turn) {
             Answer::Forward => {
-                self.forward(name, info.query.query_type(), info.query.query_class())
-                    .await
+                self.forward(
+                    &live,
+                    name,
+                    info.query.query_type(),
+                    info.query.query_class(),
+                )
+                .await
             }
             Answer::Refused => {
                 self.count(&self.counters.refused);
@@ -210,7 +239,7 @@ impl Handler {
                 Reply {
                     code: ResponseCode::NoError,
                     authoritative: true,
-                    answers: vec![self.soa.clone()],
+                    answers: vec![live.soa.clone()],
                     soa: None,
                 }
             }
@@ -221,7 +250,7 @@ impl Handler {
                     authoritative: true,
                     answers: addrs
                         .into_iter()
-                        .map(|ip| Record::from_rdata(name.clone(), self.ttl, RData::from(ip)))
+                        .map(|ip| Record::from_rdata(name.clone(), live.ttl, RData::from(ip)))
                         .collect(),
                     soa: None,
                 }
@@ -269,8 +298,8 @@ impl Handler {
         }
     }
 
-    async fn forward(&self, name: Name, qtype: RecordType, class: DNSClass) -> Reply {
-        let Some(resolver) = &self.resolver else {
+    async fn forward(&self, live: &Live, name: Name, qtype: RecordType, class: DNSClass) -> Reply {
+        let Some(resolver) = &live.resolver else {
             self.count(&self.counters.refused);
             return Reply::code(ResponseCode::Refused);
         };
@@ -318,7 +347,7 @@ impl RequestHandler for Handler {
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = reply.code;
         metadata.authoritative = reply.authoritative;
-        metadata.recursion_available = self.resolver.is_some();
+        metadata.recursion_available = self.live.load().resolver.is_some();
         let edns = request.edns.as_ref().map(|asked| {
             let mut e = Edns::new();
             e.set_max_payload(asked.max_payload().max(512));
@@ -435,6 +464,7 @@ pub struct DnsService {
     notified: watch::Receiver<u64>,
     counters: Arc<DnsCounters>,
     sockets: Mutex<Vec<Sockets>>,
+    reloads: Mutex<Option<watch::Receiver<Arc<Config>>>>,
 }
 
 pub struct Sockets {
@@ -444,19 +474,24 @@ pub struct Sockets {
 }
 
 /// Binds UDP and TCP on every `dns.listen` address.
-pub fn bind(config: &DnsConfig) -> Result<Vec<Sockets>, String> {
+/// Binds the DNS sockets so that the next berth can bind them too in an
+/// upgrade (`SO_REUSEPORT`); `upgrade`: this is that next berth. Otherwise a
+/// plain bind first makes sure no other program has the port.
+pub fn bind(config: &DnsConfig, upgrade: bool) -> Result<Vec<Sockets>, String> {
     config
         .listen
         .iter()
         .map(|&addr| {
-            let udp = std::net::UdpSocket::bind(addr).map_err(|e| {
+            let busy_udp = |e: std::io::Error| {
                 format!("dns.listen {addr}: cannot listen (UDP): {e} (another DNS or mDNS server on that port?): set dns.listen to a free address, or off")
-            })?;
-            let tcp = std::net::TcpListener::bind(addr)
-                .map_err(|e| format!("dns.listen {addr}: cannot listen (TCP): {e}"))?;
-            udp.set_nonblocking(true)
-                .and_then(|_| tcp.set_nonblocking(true))
-                .map_err(|e| format!("dns.listen {addr}: {e}"))?;
+            };
+            let busy_tcp = |e: std::io::Error| format!("dns.listen {addr}: cannot listen (TCP): {e}");
+            if !upgrade {
+                drop(std::net::UdpSocket::bind(addr).map_err(busy_udp)?);
+                drop(std::net::TcpListener::bind(addr).map_err(busy_tcp)?);
+            }
+            let udp = crate::upgrade::shared_udp(addr).map_err(busy_udp)?;
+            let tcp = crate::upgrade::shared_tcp(addr).map_err(busy_tcp)?;
             Ok(Sockets { addr, udp, tcp })
         })
         .collect()
@@ -476,7 +511,16 @@ impl DnsService {
             notified,
             counters,
             sockets: Mutex::new(sockets),
+            reloads: Mutex::new(None),
         }
+    }
+
+    /// Applies the `dns.*` settings of each reloaded configuration.
+    pub fn with_reloads(self, reloads: watch::Receiver<Arc<Config>>) -> DnsService {
+        if let Ok(mut r) = self.reloads.lock() {
+            *r = Some(reloads);
+        }
+        self
     }
 
     pub async fn run(&self) {
@@ -489,15 +533,12 @@ impl DnsService {
             return;
         }
         // The resolver lives on this service's runtime.
-        let handler = resolver(&self.config.dns).and_then(|r| {
-            Handler::new(
-                &self.config.dns,
-                self.snapshot.clone(),
-                self.notified.clone(),
-                r,
-                self.counters.clone(),
-            )
-        });
+        let handler = Handler::new(
+            &self.config.dns,
+            self.snapshot.clone(),
+            self.notified.clone(),
+            self.counters.clone(),
+        );
         let handler = match handler {
             Ok(h) => h,
             Err(e) => {
@@ -505,6 +546,24 @@ impl DnsService {
                 return;
             }
         };
+        if let Some(mut reloads) = self.reloads.lock().ok().and_then(|mut r| r.take()) {
+            let live = handler.live.clone();
+            tokio::spawn(async move {
+                while reloads.changed().await.is_ok() {
+                    let dns = reloads.borrow_and_update().dns.clone();
+                    if !live.load().differs(&dns) {
+                        continue;
+                    }
+                    match Live::new(&dns) {
+                        Ok(l) => {
+                            live.store(Arc::new(l));
+                            info!("DNS settings reloaded");
+                        }
+                        Err(e) => warn!(error = %e, "DNS settings not reloaded"),
+                    }
+                }
+            });
+        }
         let mut server = hickory_server::Server::new(handler);
         for s in sockets {
             let (udp, tcp) = match (

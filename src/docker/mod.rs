@@ -32,6 +32,8 @@ pub struct Watcher {
     notify: watch::Sender<u64>,
     inputs_tx: Inputs,
     inputs: Mutex<Option<mpsc::UnboundedReceiver<Input>>>,
+    /// Reloaded configurations: each is planned with at once.
+    reloads: Mutex<Option<watch::Receiver<Arc<Config>>>>,
 }
 
 /// What an inspection (or a full re-list) found, sent back to the event loop.
@@ -55,6 +57,20 @@ struct Owner {
     planner: Planner,
     /// The problems of the last snapshot: new ones are logged once.
     problems: Vec<Problem>,
+    reloads: Option<watch::Receiver<Arc<Config>>>,
+    /// Drains kept across restarts of berth.
+    drains: state::Drains,
+}
+
+/// The next reloaded configuration; never, without reloads.
+async fn reloaded(reloads: &mut Option<watch::Receiver<Arc<Config>>>) -> Arc<Config> {
+    if let Some(rx) = reloads {
+        if rx.changed().await.is_ok() {
+            return rx.borrow_and_update().clone();
+        }
+    }
+    *reloads = None;
+    std::future::pending().await
 }
 
 fn unix_now() -> Duration {
@@ -81,7 +97,16 @@ impl Watcher {
             notify,
             inputs_tx,
             inputs: Mutex::new(Some(inputs)),
+            reloads: Mutex::new(None),
         }
+    }
+
+    /// Plans with each configuration sent here from now on.
+    pub fn with_reloads(self, reloads: watch::Receiver<Arc<Config>>) -> Watcher {
+        if let Ok(mut r) = self.reloads.lock() {
+            *r = Some(reloads);
+        }
+        self
     }
 
     pub async fn run(&self) {
@@ -89,10 +114,13 @@ impl Watcher {
             warn!("Docker watcher started twice; the second one does nothing");
             return;
         };
+        let reloads = self.reloads.lock().ok().and_then(|mut r| r.take());
         let mut own = Owner {
             world: WorldState::new(self.config.docker.constraint.clone()),
             planner: Planner::new(self.config.clone()),
             problems: Vec::new(),
+            reloads,
+            drains: state::Drains::open(self.state.as_ref()),
         };
         if let Some(state) = &self.state {
             match state.load(state::LABELS) {
@@ -122,10 +150,16 @@ impl Watcher {
                 tokio::select! {
                     _ = &mut wait => break,
                     Some(i) = inputs.recv() => self.on_input(&mut own, i),
+                    config = reloaded(&mut own.reloads) => self.on_reload(&mut own, config),
                 }
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    fn on_reload(&self, own: &mut Owner, config: Arc<Config>) {
+        own.planner.set_config(config);
+        self.publish(own, None);
     }
 
     fn on_input(&self, own: &mut Owner, input: Input) {
@@ -198,6 +232,7 @@ impl Watcher {
                     None => return CallError::unreached("the Docker event stream ended"),
                 },
                 Some(i) = inputs.recv() => self.on_input(own, i),
+                config = reloaded(&mut own.reloads) => self.on_reload(own, config),
                 Some(f) = found.recv() => match f {
                     Found::One { seq, result, event } => match result {
                         Ok(c) => {
@@ -245,6 +280,7 @@ impl Watcher {
             }
         };
         let r = own.world.apply_list(seq, fresh, unix_now().as_secs());
+        own.drains.restore(&mut own.world.signals.drain);
         if why == "periodic" && r.any() {
             warn!(
                 added = r.added,
@@ -268,6 +304,7 @@ impl Watcher {
     /// changed it, for the event → snapshot lag.
     fn publish(&self, own: &mut Owner, cause: Option<&EngineEvent>) {
         own.world.prune_signals();
+        own.drains.save(&own.world.signals.drain);
         let mut snap = own.planner.build(&own.world.containers, &own.world.signals);
         if let (Some(state), Some(labels)) = (&self.state, own.planner.last_good_changed()) {
             if let Err(e) = state.save(state::LABELS, &labels) {

@@ -3,7 +3,8 @@
 //! healthcheck and restart policy, except where those only came from the old
 //! image, so that the new image's own defaults apply. Host port bindings are
 //! dropped: the old replica still holds them, and traffic comes through berth
-//! anyway.
+//! anyway. Each clone is labelled with the run that made it (and its unit in
+//! that run), so that after a crash berth finds that run's new replicas.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,6 +12,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, ImageConfig, NetworkingConfig,
 };
+
+/// The run that made a clone: `<deploy id>@<its start, unix seconds>` (the
+/// start tells runs apart when a lost history made ids start over).
+pub const OPERATION_LABEL: &str = "io.berth.operation";
+/// Which unit of that run the clone is for.
+pub const UNIT_LABEL: &str = "io.berth.unit";
+
+/// Who makes a clone: the run's [`OPERATION_LABEL`] value and the unit.
+#[derive(Debug, Clone, Copy)]
+pub struct MadeBy<'a> {
+    pub operation: &'a str,
+    pub unit: usize,
+}
 
 /// Takes the container's value unless it equals what the image set.
 fn own<T: PartialEq>(container: Option<T>, image: Option<&T>) -> Option<T> {
@@ -20,11 +34,13 @@ fn own<T: PartialEq>(container: Option<T>, image: Option<&T>) -> Option<T> {
     }
 }
 
-/// The create request for a clone of `old` running `image` (pure).
+/// The create request for a clone of `old` running `image`, made by `by`
+/// (pure). A clone of a clone carries its own run's labels, not its template's.
 pub fn clone_body(
     old: &ContainerInspectResponse,
     old_image: Option<&ImageConfig>,
     image: &str,
+    by: MadeBy<'_>,
 ) -> ContainerCreateBody {
     let cfg = old.config.clone().unwrap_or_default();
     let img = old_image.cloned().unwrap_or_default();
@@ -36,12 +52,14 @@ pub fn clone_body(
         .filter(|e| !image_env.contains(e))
         .collect();
     let image_labels = img.labels.clone().unwrap_or_default();
-    let labels: HashMap<String, String> = cfg
+    let mut labels: HashMap<String, String> = cfg
         .labels
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, v)| image_labels.get(k) != Some(v))
         .collect();
+    labels.insert(OPERATION_LABEL.into(), by.operation.into());
+    labels.insert(UNIT_LABEL.into(), by.unit.to_string());
     let mut host = old.host_config.clone().unwrap_or_default();
     host.port_bindings = None;
     host.publish_all_ports = None;
@@ -158,6 +176,8 @@ mod tests {
                     [
                         ("berth.host", "blog.test"),
                         ("org.opencontainers.image.version", "1"),
+                        (OPERATION_LABEL, "3@1700000000"),
+                        (UNIT_LABEL, "2"),
                     ]
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -214,7 +234,11 @@ mod tests {
 
     #[test]
     fn clone_keeps_what_the_container_set_and_leaves_image_defaults_to_the_new_image() {
-        let body = clone_body(&old(), Some(&image()), "blog:2");
+        let by = MadeBy {
+            operation: "7@1700000100",
+            unit: 0,
+        };
+        let body = clone_body(&old(), Some(&image()), "blog:2", by);
         assert_eq!(body.image.as_deref(), Some("blog:2"));
         assert_eq!(body.env, Some(vec!["DB=postgres://db".to_string()]));
         assert_eq!(body.cmd, None, "the command came from the image");
@@ -224,6 +248,14 @@ mod tests {
             Some("blog.test")
         );
         assert!(!labels.contains_key("org.opencontainers.image.version"));
+        assert_eq!(
+            (
+                labels[OPERATION_LABEL].as_str(),
+                labels[UNIT_LABEL].as_str()
+            ),
+            ("7@1700000100", "0"),
+            "the clone of a clone names the run that made it"
+        );
         let host = body.host_config.unwrap();
         assert_eq!(
             host.port_bindings, None,

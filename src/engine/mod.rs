@@ -251,13 +251,14 @@ impl Engine {
     }
 
     /// Creates (not starts) a clone of `template`, optionally with another
-    /// image (see [`clone`]); returns its id. `n` tells clones made together
-    /// apart.
+    /// image (see [`clone`]), labelled with the run `operation` and its unit
+    /// `n`; returns its id. `n` also tells clones made together apart.
     pub async fn create_clone(
         &self,
         template: &str,
         image: Option<&str>,
         n: usize,
+        operation: &str,
     ) -> Result<String, CallError> {
         let docker = self.docker()?;
         let old = docker
@@ -275,7 +276,8 @@ impl Engine {
             Some(id) => docker.inspect_image(id).await.ok().and_then(|i| i.config),
             None => None,
         };
-        let body = clone::clone_body(&old, old_image.as_ref(), &image);
+        let by = clone::MadeBy { operation, unit: n };
+        let body = clone::clone_body(&old, old_image.as_ref(), &image, by);
         let name = clone::clone_name(
             old.name
                 .as_deref()

@@ -42,6 +42,53 @@ pub struct Snapshot {
     pub docker: DockerStatus,
     /// Counts rebuilds, for logs and tests.
     pub generation: u64,
+    /// The configuration this snapshot was planned with: a reload reaches
+    /// every part through the next snapshot.
+    pub config: Arc<Config>,
+    /// What the proxy reads on every request, computed once per config.
+    pub settings: Arc<ProxySettings>,
+    /// Routed replicas whose first check has not answered yet (no failure
+    /// seen): at start, requests for them wait rather than get a 503.
+    pub unchecked: usize,
+}
+
+/// The proxy's per-request settings, from `proxy.*` and `tls.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Seconds a client's keep-alive connection may idle between requests.
+    pub keepalive_secs: u64,
+    /// The Retry-After value of a 503, in seconds.
+    pub retry_after: String,
+    /// HTTP → HTTPS where a certificate exists.
+    pub redirect: bool,
+    /// `Strict-Transport-Security` value on HTTPS answers.
+    pub hsts: Option<String>,
+    pub access_log: bool,
+}
+
+impl ProxySettings {
+    pub fn new(config: &Config) -> ProxySettings {
+        let p = &config.proxy;
+        ProxySettings {
+            connect_timeout: p.connect_timeout,
+            read_timeout: p.read_timeout,
+            idle_timeout: p.idle_timeout,
+            keepalive_secs: p.keepalive_timeout.as_secs().max(1),
+            retry_after: p.retry_after.as_secs().max(1).to_string(),
+            redirect: config.tls.redirect,
+            hsts: config.tls.hsts.map(|d| format!("max-age={}", d.as_secs())),
+            access_log: config.access_log,
+        }
+    }
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings::new(&Config::default())
+    }
 }
 
 /// A container as `berth ps` and the admin API show it.
@@ -175,6 +222,7 @@ impl fmt::Display for Problem {
 /// parsed cleanly, the round-robin counters and the backend counters.
 pub struct Planner {
     config: Arc<Config>,
+    settings: Arc<ProxySettings>,
     /// Service → its last labels (under the prefix) that parsed cleanly,
     /// and what they say.
     last_good: HashMap<String, (LastLabels, LabelSpec)>,
@@ -204,6 +252,7 @@ pub use crate::world::NOT_READY_AFTER;
 impl Planner {
     pub fn new(config: Arc<Config>) -> Planner {
         Planner {
+            settings: Arc::new(ProxySettings::new(&config)),
             config,
             last_good: HashMap::new(),
             last_good_dirty: false,
@@ -211,6 +260,12 @@ impl Planner {
             stats: HashMap::new(),
             generation: 0,
         }
+    }
+
+    /// A reloaded configuration: the next snapshot is planned with it.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        self.settings = Arc::new(ProxySettings::new(&config));
+        self.config = config;
     }
 
     fn stats_for(&mut self, key: &str) -> Arc<BackendStats> {
@@ -241,6 +296,9 @@ impl Planner {
             containers,
             docker: DockerStatus::default(),
             generation: self.generation,
+            config: self.config.clone(),
+            settings: self.settings.clone(),
+            unchecked: b.unchecked,
         }
     }
 
@@ -306,6 +364,9 @@ impl Planner {
                 rise: spec.health.rise,
                 fall: if tcp_only { 2 } else { spec.health.fall },
             };
+            if check.is_none_or(|ch| !ch.ever_healthy && ch.fail_streak == 0) {
+                b.unchecked += 1;
+            }
             let never_passed = check.filter(|ch| ch.never_passed());
             if let Some(ch) = never_passed {
                 b.problems.push(self.not_ready(c, &spec, &target, &ch.last));
@@ -572,6 +633,7 @@ struct Build {
     backends: BTreeMap<String, BackendInfo>,
     checks: Vec<CheckTarget>,
     dns: DnsTable,
+    unchecked: usize,
 }
 
 /// Every container as `berth ps` shows it.

@@ -85,7 +85,10 @@ pub fn decide(
     }
     if let (Some(https), false) = (https, tls_listener) {
         // Plain HTTP to a route that wants HTTPS and has a certificate.
-        if https.redirect && route.tls && https.store.lookup(&normalize_host(host)).is_some() {
+        if snapshot.settings.redirect
+            && route.tls
+            && https.store.lookup(&normalize_host(host)).is_some()
+        {
             return Decision::Redirect(https.redirect_to(host, req.path_and_query));
         }
     }
@@ -96,7 +99,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::names::{HostPattern, PathPrefix};
-    use crate::plan::{Backend, RouteTable};
+    use crate::plan::{Backend, ProxySettings, RouteTable};
     use crate::tls::{store::self_signed, CertStore, Challenges};
 
     fn route(host: &str, ready: bool, tls: bool) -> Route {
@@ -118,7 +121,8 @@ mod tests {
         }
     }
 
-    fn https(redirect: bool, port: u16) -> Https {
+    /// The HTTPS side, and whether `tls.redirect` is on.
+    fn https(redirect: bool, port: u16) -> (Https, bool) {
         let store = CertStore::new(self_signed("berth.invalid").unwrap());
         store.set("secure.test", Some(self_signed("secure.test").unwrap()));
         store.set("plain.test", Some(self_signed("plain.test").unwrap()));
@@ -127,13 +131,12 @@ mod tests {
             .lock()
             .unwrap()
             .insert("tok".into(), "tok.key".into());
-        Https {
+        let https = Https {
             store: Arc::new(store),
             challenges,
-            redirect,
             port,
-            hsts: None,
-        }
+        };
+        (https, redirect)
     }
 
     fn word(d: &Decision) -> String {
@@ -151,13 +154,17 @@ mod tests {
 
     #[test]
     fn decisions_by_table() {
-        let snap = Snapshot {
+        let snap = |redirect: bool| Snapshot {
             table: RouteTable::new([
                 route("secure.test", true, true),
                 route("plain.test", true, false),
                 route("nocert.test", true, true),
                 route("down.test", false, true),
             ]),
+            settings: Arc::new(ProxySettings {
+                redirect,
+                ..ProxySettings::default()
+            }),
             ..Snapshot::default()
         };
         let on = https(true, 8443);
@@ -170,8 +177,9 @@ mod tests {
         };
         let challenge = "/.well-known/acme-challenge/tok";
         let unknown = "/.well-known/acme-challenge/other";
+        type Side = (Https, bool);
         #[rustfmt::skip]
-        let cases: Vec<(Option<&Https>, bool, RequestLine, &str)> = vec![
+        let cases: Vec<(Option<&Side>, bool, RequestLine, &str)> = vec![
             (Some(&on), false, req(Some("secure.test"), challenge), "challenge tok.key"),
             (Some(&on), false, req(None, challenge), "challenge tok.key"),
             (Some(&on), false, req(Some("x.test"), unknown), "challenge 404"),
@@ -193,7 +201,8 @@ mod tests {
             (None, false, req(Some("secure.test"), "/"), "proxy secure.test"),
         ];
         for (https, tls_listener, r, want) in cases {
-            let got = word(&decide(&snap, https, tls_listener, &r));
+            let snap = snap(https.is_none_or(|h| h.1));
+            let got = word(&decide(&snap, https.map(|h| &h.0), tls_listener, &r));
             assert_eq!(got, want, "{r:?} tls_listener={tls_listener}");
         }
     }

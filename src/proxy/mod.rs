@@ -4,7 +4,9 @@
 //! rest round robin to the route's ready backends, retrying on the next one
 //! when a backend refuses or drops a request before answering.
 
+pub mod conn;
 pub mod decide;
+pub mod fail;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,13 +18,13 @@ use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::{HttpPeer, Session};
-use pingora::proxy::ProxyHttp;
+use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
-use crate::plan::{BackendStats, Route};
+use crate::plan::{BackendStats, ProxySettings, Route, Snapshot};
+use crate::resources::{self, Burst};
 use crate::shutdown::{Open, Requests};
 use crate::tls::Https;
 use crate::world::Input;
@@ -38,7 +40,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Requests in flight, for a graceful stop.
     pub requests: Arc<Requests>,
-    pub access_log: bool,
+    /// Until when requests wait for the first Docker sync (and first checks)
+    /// instead of getting a 404 or 503, and how many may wait at once.
+    pub hold: Hold,
 }
 
 pub struct BerthProxy {
@@ -47,16 +51,37 @@ pub struct BerthProxy {
     https: Option<Arc<Https>>,
     /// This instance serves the HTTPS listener.
     tls_listener: bool,
-    connect_timeout: Duration,
-    read_timeout: Duration,
-    idle_timeout: Duration,
-    retry_after: String,
-    /// Seconds a client's keep-alive connection may idle between requests.
-    keepalive_secs: u64,
     metrics: Arc<Metrics>,
-    access_log: bool,
     requests: Arc<Requests>,
+    hold: Hold,
 }
+
+/// Holding requests at start: berth has not listed the containers yet (or
+/// not checked them once), so "no route" or "no ready backend" would be
+/// berth's ignorance, not the truth.
+#[derive(Clone)]
+pub struct Hold {
+    /// Snapshot generations: a held request looks again at each one.
+    pub notified: tokio::sync::watch::Receiver<u64>,
+    /// No request waits past this instant (start + `proxy.startup_hold`).
+    pub until: Instant,
+    /// Requests waiting now, and the cap on them.
+    pub waiting: Arc<std::sync::atomic::AtomicUsize>,
+    pub max: usize,
+}
+
+/// What a held request waits for.
+fn warming(snap: &Snapshot, decision: &Decision) -> bool {
+    match decision {
+        Decision::NoRoute => !snap.docker.synced,
+        Decision::NotReady(_) => !snap.docker.synced || snap.unchecked > 0,
+        _ => false,
+    }
+}
+
+/// Connects berth could not even try (out of file descriptors or memory),
+/// every listener together: logged once per burst.
+static OWN_SHORTAGE: Burst = Burst::new(Duration::from_secs(10), Duration::from_secs(60));
 
 /// Connect failures in a row after which a backend is taken out (passive check).
 const PASSIVE_FAILURES: u32 = 3;
@@ -64,6 +89,8 @@ const PASSIVE_FAILURES: u32 = 3;
 pub struct Ctx {
     /// Counts this request as in flight until the context is dropped.
     _open: Open,
+    /// The settings of the snapshot this request was decided on.
+    settings: Arc<ProxySettings>,
     started: Instant,
     upstream: Option<std::net::SocketAddr>,
     route: Option<Arc<Route>>,
@@ -83,6 +110,7 @@ impl Ctx {
     fn new(open: Open) -> Ctx {
         Ctx {
             _open: open,
+            settings: Arc::default(),
             started: Instant::now(),
             upstream: None,
             route: None,
@@ -119,33 +147,63 @@ impl Ctx {
 }
 
 impl BerthProxy {
-    pub fn new(
-        shared: Shared,
-        conf: &ProxyConfig,
-        https: Option<Arc<Https>>,
-        tls_listener: bool,
-    ) -> BerthProxy {
+    pub fn new(shared: Shared, https: Option<Arc<Https>>, tls_listener: bool) -> BerthProxy {
         let Shared {
             snapshot,
             inputs,
             metrics,
             requests,
-            access_log,
+            hold,
         } = shared;
         BerthProxy {
             snapshot,
             inputs,
             https,
             tls_listener,
-            connect_timeout: conf.connect_timeout,
-            read_timeout: conf.read_timeout,
-            idle_timeout: conf.idle_timeout,
-            retry_after: conf.retry_after.as_secs().max(1).to_string(),
-            keepalive_secs: conf.keepalive_timeout.as_secs().max(1),
             metrics,
-            access_log,
             requests,
+            hold,
         }
+    }
+
+    fn decide(&self, session: &Session) -> (Arc<Snapshot>, Decision) {
+        let snap = self.snapshot.load_full();
+        let req = session.req_header();
+        let line = RequestLine {
+            host: request_host(req),
+            path: req.uri.path(),
+            path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        };
+        let decision = decide(&snap, self.https.as_deref(), self.tls_listener, &line);
+        (snap, decision)
+    }
+
+    /// Waits, while berth is starting, for a snapshot that knows better
+    /// than "no route" or "no ready backend"; bounded in time and count.
+    async fn hold(
+        &self,
+        session: &Session,
+        first: (Arc<Snapshot>, Decision),
+    ) -> (Arc<Snapshot>, Decision) {
+        let (mut snap, mut decision) = first;
+        if !warming(&snap, &decision) || Instant::now() >= self.hold.until {
+            return (snap, decision);
+        }
+        let waiting = &self.hold.waiting;
+        if waiting.fetch_add(1, Ordering::Relaxed) >= self.hold.max {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            return (snap, decision);
+        }
+        let mut notified = self.hold.notified.clone();
+        let until = tokio::time::Instant::from_std(self.hold.until);
+        while warming(&snap, &decision) {
+            match tokio::time::timeout_at(until, notified.changed()).await {
+                Ok(Ok(())) => (snap, decision) = self.decide(session),
+                _ => break,
+            }
+        }
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        (snap, decision)
     }
 }
 
@@ -163,9 +221,10 @@ fn request_host(req: &RequestHeader) -> HostField<'_> {
     }
 }
 
-/// Stopping: the client must not send another request on this connection.
+/// Stopping, or handing over to a new berth: the client must not send
+/// another request on this connection.
 fn close_if_stopping(session: &mut Session, response: &mut ResponseHeader) -> Result<()> {
-    if session.is_process_shutting_down() {
+    if session.is_process_shutting_down() || crate::shutdown::handing_over() {
         session.set_keepalive(None);
         response.insert_header(header::CONNECTION, "close")?;
     }
@@ -206,27 +265,26 @@ impl ProxyHttp for BerthProxy {
     /// module that still runs on every request and response chunk.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        conn::header_read(session);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // A client that pipelines (request N+1 sent before response N) gets
         // every answer, in order, rather than EOF after the first one.
         session.set_pipelining_enabled(true);
         // HTTP/1.1 keeps a connection for ever by default: bounded idle time
         // between requests (Connection: close from the client still wins).
-        session.set_keepalive(Some(self.keepalive_secs));
-        let decision = {
-            let req = session.req_header();
-            let line = RequestLine {
-                host: request_host(req),
-                path: req.uri.path(),
-                path_and_query: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            };
-            decide(
-                &self.snapshot.load(),
-                self.https.as_deref(),
-                self.tls_listener,
-                &line,
-            )
-        };
+        let first = self.decide(session);
+        let (snap, decision) = self.hold(session, first).await;
+        session.set_keepalive(Some(snap.settings.keepalive_secs));
+        // A body that stops coming: 408 after this long without a byte
+        // (not for an upgrade: its reads are the tunnel's).
+        if !session.is_upgrade_req() {
+            session.set_read_timeout(Some(snap.config.proxy.body_timeout));
+        }
+        ctx.settings = snap.settings.clone();
         match decision {
             Decision::Proxy(route) => {
                 ctx.start = route.start();
@@ -247,6 +305,13 @@ impl ProxyHttp for BerthProxy {
                 let body = format!("berth: bad Host: {why}\n");
                 respond(session, 400, body, None).await
             }
+            Decision::NoRoute if !snap.docker.synced => {
+                // Not a 404 for a host that may well exist: berth has not
+                // listed the containers yet.
+                let body = "berth: starting, the containers are not listed yet\n".to_string();
+                let retry = Some((header::RETRY_AFTER, snap.settings.retry_after.as_str()));
+                respond(session, 503, body, retry).await
+            }
             Decision::NoRoute => {
                 let host = request_host(session.req_header())
                     .as_str()
@@ -259,7 +324,7 @@ impl ProxyHttp for BerthProxy {
                     "berth: no ready backend for {}{}\n",
                     route.host, route.prefix
                 );
-                let retry = Some((header::RETRY_AFTER, self.retry_after.as_str()));
+                let retry = Some((header::RETRY_AFTER, snap.settings.retry_after.as_str()));
                 respond(session, 503, body, retry).await
             }
             Decision::Redirect(to) => {
@@ -283,9 +348,9 @@ impl ProxyHttp for BerthProxy {
         ctx.backend_id = Some(id);
         ctx.upstream = Some(backend.addr);
         ctx.switch_to(Some(stats));
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timeout);
-        peer.options.idle_timeout = Some(self.idle_timeout);
+        peer.options.connection_timeout = Some(ctx.settings.connect_timeout);
+        peer.options.read_timeout = Some(ctx.settings.read_timeout);
+        peer.options.idle_timeout = Some(ctx.settings.idle_timeout);
         Ok(Box::new(peer))
     }
 
@@ -296,6 +361,18 @@ impl ProxyHttp for BerthProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if resources::in_chain(&e) {
+            // berth could not open a socket: not the backend's failure, and
+            // the next backend would meet the same shortage.
+            if let Some(before) = OWN_SHORTAGE.note() {
+                warn!(error = %e, failed_before = before, "cannot connect to backends: berth is out of file descriptors or memory; answering 503, backends keep their state");
+            }
+            return Error::because(
+                ErrorType::HTTPStatus(503),
+                "berth is out of file descriptors or memory",
+                e,
+            );
+        }
         if let (Some(stats), Some(id)) = (&ctx.current, &ctx.backend_id) {
             let failures = stats.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
             if failures == PASSIVE_FAILURES {
@@ -399,11 +476,11 @@ impl ProxyHttp for BerthProxy {
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         close_if_stopping(session, response)?;
         if self.tls_listener {
-            if let Some(hsts) = self.https.as_ref().and_then(|h| h.hsts.as_deref()) {
+            if let Some(hsts) = ctx.settings.hsts.as_deref() {
                 response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
             }
         }
@@ -411,12 +488,15 @@ impl ProxyHttp for BerthProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        conn::request_done(session);
         ctx.switch_to(None);
         let elapsed = ctx.started.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.metrics
             .request(ctx.route_label(), status, elapsed.as_secs_f64());
-        if self.access_log && tracing::enabled!(target: "berth::access", tracing::Level::INFO) {
+        if ctx.settings.access_log
+            && tracing::enabled!(target: "berth::access", tracing::Level::INFO)
+        {
             let req = session.req_header();
             let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
             let client = session
@@ -441,7 +521,44 @@ impl ProxyHttp for BerthProxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
-        // Clients that hang up are routine, not errors of berth's.
-        matches!(e.esource(), ErrorSource::Downstream)
+        // Clients that hang up are routine, not errors of berth's; berth's
+        // own shortages are logged once per burst (`fail_to_connect`).
+        matches!(e.esource(), ErrorSource::Downstream) || resources::in_chain(e)
+    }
+
+    /// Pingora's answers ([`fail::classify`]), but a stalled request body is
+    /// the client's 408 and berth's own shortage a 503.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (mut status, fault) = fail::classify(e, session.is_body_done());
+        // An answer that has begun cannot change its status.
+        if session.response_written().is_some() {
+            status = 0;
+        }
+        if fault == fail::Fault::Client && fail::stalled_body(e, session.is_body_done()) {
+            let client = session
+                .client_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            info!(
+                client,
+                route = ctx.route_label(),
+                body_bytes = session.body_bytes_read(),
+                answered = status,
+                error = %e,
+                "the client stopped sending its request body"
+            );
+        }
+        if status > 0 {
+            // No next request on this connection: the rest of a body may
+            // still be on its way.
+            session.set_keepalive(None);
+            if let Err(e) = session.respond_error(status).await {
+                info!(error = %e, status, "could not answer the failed request");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 }

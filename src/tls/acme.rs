@@ -482,9 +482,11 @@ impl AcmeManager {
         {
             st.orders.pop_front();
         }
+        // Live settings: a reload reaches them through the snapshot.
+        let acme = self.snapshot.load().config.acme.clone();
         let limits = Limits {
-            orders_per_hour: self.config.acme.orders_per_hour,
-            renew_before: self.config.acme.renew_before,
+            orders_per_hour: acme.orders_per_hour,
+            renew_before: acme.renew_before,
         };
         let mut wake = now + Duration::from_secs(60);
         for host in &wanted {
@@ -571,7 +573,7 @@ impl AcmeManager {
                 info!(host = %host, valid_until = unix(cert.not_after), "certificate issued");
                 let until = unix(cert.not_after);
                 // Wake up for its renewal, not only when routes change.
-                let renew = renew_at(&cert, self.config.acme.renew_before);
+                let renew = renew_at(&cert, self.snapshot.load().config.acme.renew_before);
                 let wake =
                     Instant::now() + renew.duration_since(SystemTime::now()).unwrap_or_default();
                 self.store.set(host, Some(cert));

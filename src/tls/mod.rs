@@ -19,12 +19,9 @@ pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 pub struct Https {
     pub store: Arc<CertStore>,
     pub challenges: Challenges,
-    /// Redirect plain HTTP to HTTPS where a certificate exists.
-    pub redirect: bool,
     /// The HTTPS port to redirect to (omitted from the URL when 443).
+    /// (Whether to redirect, and HSTS, are live settings: `ProxySettings`.)
     pub port: u16,
-    /// `Strict-Transport-Security` value, when enabled.
-    pub hsts: Option<String>,
 }
 
 impl Https {

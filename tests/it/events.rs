@@ -166,7 +166,10 @@ async fn serves_static_routes_while_docker_is_unreachable_then_catches_up() {
     });
     let port = free_port();
     let stat = env.host("static");
-    let extra = format!("routes:\n  - host: {stat}\n    backends: [127.0.0.1:{backend}]\n");
+    // Requests for hosts berth cannot know yet wait half a second, then 503.
+    let extra = format!(
+        "routes:\n  - host: {stat}\n    backends: [127.0.0.1:{backend}]\nproxy:\n  startup_hold: 500ms\n"
+    );
     let cfg = env.config(port, &extra).replacen(
         "docker:\n",
         &format!("docker:\n  host: unix://{}\n", sock.display()),
@@ -181,7 +184,10 @@ async fn serves_static_routes_while_docker_is_unreachable_then_catches_up() {
         .await;
     let client = HttpClient::new();
     assert_eq!(client.get(port, &stat, "/").await.unwrap().body, "static\n");
-    assert_eq!(client.get(port, &web, "/").await.unwrap().status, 404);
+    // Not a 404: the host may well exist, berth has not listed the engine.
+    let r = client.get(port, &web, "/").await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("not listed yet"), "{}", r.body);
 
     let _relay = Relay::start(&sock);
     eventually(

@@ -252,10 +252,14 @@ impl Drop for Env {
     }
 }
 
-/// A running `berth serve`, killed on drop.
+/// A running `berth serve`, killed on drop (with the berths that took over
+/// from it through `berth upgrade`).
 pub struct Berth {
     child: Child,
     log: PathBuf,
+    cfg: PathBuf,
+    /// The berths that took over through upgrades, the one serving now last.
+    successors: Vec<u32>,
     _dir: TempDir,
 }
 
@@ -300,7 +304,12 @@ impl Berth {
         }
         std::fs::write(&cfg, config_yaml).expect("write config");
         let log = dir.path().join("berth.log");
-        let logf = std::fs::File::create(&log).expect("create log");
+        // Appended to: a berth that takes over in an upgrade logs here too.
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("create log");
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--config"])
             .arg(&cfg)
@@ -313,8 +322,68 @@ impl Berth {
         Berth {
             child,
             log,
+            cfg,
+            successors: Vec::new(),
             _dir: dir,
         }
+    }
+
+    /// Replaces the config file with `yaml`, keeping this berth's state_dir.
+    pub fn rewrite_config(&self, yaml: &str) {
+        let old = std::fs::read_to_string(&self.cfg).expect("read config");
+        let state = old
+            .lines()
+            .find(|l| l.starts_with("state_dir:"))
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default();
+        let keep = if yaml.contains("\nstate_dir:") {
+            ""
+        } else {
+            &state
+        };
+        std::fs::write(&self.cfg, format!("{yaml}{keep}")).expect("write config");
+    }
+
+    /// Runs `berth upgrade` (as `systemctl reload` would) with this berth's
+    /// config: a new berth takes over; its log goes to the same file.
+    /// Returns `berth upgrade`'s exit code and output.
+    pub async fn upgrade(&mut self) -> (i32, String) {
+        let logf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["upgrade", "--config"])
+            .arg(&self.cfg)
+            .env("RUST_LOG", "info,berth=debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(logf)
+            // Not `output()`: tokio's would pipe stderr too, and the new
+            // berth would hold that pipe open.
+            .spawn()
+            .expect("run berth upgrade")
+            .wait_with_output()
+            .await
+            .expect("run berth upgrade");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(pid) = text
+            .strip_prefix("berth ")
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+        {
+            self.successors.push(pid);
+        }
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// The pid of the berth serving now.
+    pub fn pid(&self) -> u32 {
+        self.successors.last().copied().unwrap_or(self.child.id())
+    }
+
+    /// Whether the berth started here (not its successor) has exited.
+    pub fn first_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     pub fn log(&self) -> String {
@@ -324,7 +393,7 @@ impl Berth {
     /// Sends the signal (`TERM`, `INT`, ...) to the berth process.
     pub fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
+            .args(["-s", name, &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -s {name}");
@@ -366,6 +435,9 @@ impl Drop for Berth {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in &self.successors {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
         if std::thread::panicking() {
             eprintln!("---- berth log ----\n{}", self.log());
         }

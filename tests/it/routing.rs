@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{docker, eventually, free_port, serve_web, Berth, Env, HttpClient, Served};
+use crate::harness::{
+    cli, docker, eventually, free_port, serve_web, Berth, Env, HttpClient, Served,
+};
 
 /// The hostname (container id prefix) that served `GET /`.
 fn served_by(body: &str) -> String {
@@ -298,12 +300,18 @@ async fn a_websocket_survives_twenty_unrelated_changes() {
     let env = Env::new("wslive").await;
     let backend = websocket_echo().await;
     let host = env.host("ws");
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
+    let admin = format!("127.0.0.1:{admin_port}");
     let extra = format!("routes:\n  - host: {host}\n    backends: [127.0.0.1:{backend}]\n");
-    let berth = Berth::start(&env.config(port, &extra), port).await;
+    let berth = Berth::start(&env.config_admin(port, admin_port, &extra), port).await;
     berth
         .wait_log("resynced with the Docker engine", Duration::from_secs(10))
         .await;
+    // Another compose service, for a rollout and a scale.
+    let mut api_args = env.service_labels("api");
+    api_args.extend(["--label".into(), format!("berth.host={}", env.host("api"))]);
+    let api_args: Vec<&str> = api_args.iter().map(String::as_str).collect();
+    env.run("api-1", &api_args).await;
     let mut s = websocket(port, &host).await;
     echo(&mut s, b"\x81\x05first").await;
     // Other services come and go: ten routed containers started, ten removed,
@@ -322,6 +330,25 @@ async fn a_websocket_survives_twenty_unrelated_changes() {
     })
     .await;
     echo(&mut s, b"\x81\x05after").await;
+    // A reload that adds a route and changes timeouts.
+    let more = format!(
+        "{extra}  - host: {}\n    backends: [127.0.0.1:{backend}]\nproxy:\n  connect_timeout: 3s\n",
+        env.host("more")
+    );
+    berth.rewrite_config(&env.config_admin(port, admin_port, &more));
+    berth.signal("HUP");
+    berth
+        .wait_log("configuration reloaded", Duration::from_secs(5))
+        .await;
+    echo(&mut s, b"\x81\x06reload").await;
+    // Another service rolled out, then scaled.
+    let project = env.id.clone();
+    let (code, out, err) = cli(&admin, &["rollout", "api", "--project", &project]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    echo(&mut s, b"\x81\x07rollout").await;
+    let (code, out, err) = cli(&admin, &["scale", "api=2", "--project", &project]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    echo(&mut s, b"\x81\x05scale").await;
 }
 
 /// Sends `request` as raw bytes on a new connection; the status code of the
