@@ -13,7 +13,7 @@
 //! clock by its socket digest, which every session of a connection shares.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -211,6 +211,10 @@ struct Clock {
     /// `None`: stopped (a request is being answered).
     deadline: Mutex<Option<Instant>>,
     changed: Notify,
+    /// The waiter sleeps on `changed` (no deadline to sleep to): only then
+    /// does a restart need to wake it. Otherwise its timer fires at the old
+    /// deadline and it finds the new one: no wake-up per request.
+    parked: AtomicBool,
     /// After an answer, how long the next request header may take to be
     /// complete (the keep-alive wait, then the header); `None`: not
     /// restarted (HTTP/2).
@@ -223,6 +227,7 @@ impl Clock {
         Clock {
             deadline: Mutex::new(Some(now + first)),
             changed: Notify::new(),
+            parked: AtomicBool::new(false),
             next,
         }
     }
@@ -245,7 +250,9 @@ impl Clock {
     fn restart(&self, now: Instant) {
         if let Some(next) = self.next {
             self.set(Some(now + next));
-            self.changed.notify_one();
+            if self.parked.load(Ordering::SeqCst) {
+                self.changed.notify_one();
+            }
         }
     }
 
@@ -253,13 +260,18 @@ impl Clock {
     async fn expired(&self) {
         loop {
             match self.deadline() {
-                None => self.changed.notified().await,
+                None => {
+                    self.parked.store(true, Ordering::SeqCst);
+                    // A restart between the load above and `parked` saw no
+                    // waiter: look again before sleeping.
+                    if self.deadline().is_none() {
+                        self.changed.notified().await;
+                    }
+                    self.parked.store(false, Ordering::SeqCst);
+                }
                 Some(at) if at <= Instant::now() => return,
                 Some(at) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = self.changed.notified() => {}
-                    }
+                    tokio::time::sleep_until(at).await;
                 }
             }
         }
