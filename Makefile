@@ -17,9 +17,11 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 run:
 	$(CARGO) run --bin berth -- serve
 
-## Install what is missing, build the test image, check formatting and lints, run every test.
+## Install what is missing, build the test image, check formatting and lints, run every test,
+## then a short pass of every fuzz target.
 test: deps test-images lint
 	$(CARGO) test --all-targets
+	$(MAKE) --no-print-directory fuzz-smoke
 
 deps:
 	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -55,3 +57,27 @@ IMAGE ?= berth:latest
 ## libraries it links, CA certificates. `make image IMAGE=berth:dev` for another tag.
 image: release
 	deploy/image.sh target/dist/berth $(IMAGE)
+
+# cargo-fuzz targets (fuzz/, README "Fuzzing"). Built without a sanitizer:
+# the fuzzed code is safe Rust, so what there is to find is a panic, and that
+# needs no nightly -Z flag. The smoke pass builds with `--dev` (unoptimised,
+# debug assertions): the quickest build from scratch for a pass of seconds.
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_TARGET ?= labels
+FUZZ_TIME ?= 600
+
+.PHONY: fuzz-deps fuzz-smoke fuzz
+
+fuzz-deps:
+	@$(CARGO) fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' || \
+		$(CARGO) install --locked cargo-fuzz@$(CARGO_FUZZ_VERSION)
+
+## Every fuzz target over its committed seeds and corpus, then a few seconds of mutations each.
+fuzz-smoke: fuzz-deps
+	CARGO=$(CARGO) fuzz/smoke.sh
+
+## One target for a while, optimised, adding to its corpus: make fuzz FUZZ_TARGET=dns FUZZ_TIME=600
+fuzz: fuzz-deps
+	cd fuzz && $(CARGO) fuzz run -s none $(FUZZ_TARGET) corpus/$(FUZZ_TARGET) seeds/$(FUZZ_TARGET) -- \
+		$(if $(wildcard fuzz/dict/$(FUZZ_TARGET).dict),-dict=dict/$(FUZZ_TARGET).dict) \
+		-max_total_time=$(FUZZ_TIME) -print_final_stats=1

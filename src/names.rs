@@ -175,7 +175,10 @@ impl<V> HostMap<V> {
     ) -> impl Iterator<Item = &'s V> + use<'s, 'h, V> {
         // The wildcard is looked up only when the exact entry did not do.
         let wild = std::iter::once_with(move || {
-            let (_, parent) = host.split_once('.')?;
+            let (label, parent) = host.split_once('.')?;
+            // One label: not `.a.test`, nor `x/y.a.test` (a redirect to
+            // `https://x/y.a.test/` would leave for host `x`).
+            check_label(label, true).ok()?;
             self.wildcard.get(parent)
         })
         .flatten();
@@ -435,6 +438,9 @@ mod tests {
         assert_eq!(m.candidates("a.test").collect::<Vec<_>>(), vec![&1, &2]);
         assert_eq!(m.get("b.test"), Some(&2));
         assert_eq!(m.get("x.y.test"), None, "a wildcard covers one label");
+        for not_a_label in [".test", "x/y.test", "x@y.test", "a b.test"] {
+            assert_eq!(m.get(not_a_label), None, "{not_a_label:?}");
+        }
         assert_eq!(m.get("test"), None);
         assert_eq!(check_label("a_b", true), Ok(()));
         assert!(check_label("a_b", false).is_err());

@@ -307,21 +307,40 @@ pub async fn restart_deployment(
     Path(name): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let q = params(&q, &["health_timeout"])?;
+    let q = params(&q, &["health_timeout", "service"])?;
     let health_timeout = super::duration("health_timeout", &q.get("health_timeout").cloned())?;
     let snap = app.snapshot.load_full();
     let cs = deployment(&snap, &name)?;
+    // One service of it: rolling too, each replica Ready before the next.
+    let service = q.get("service");
+    let cs: Vec<_> = match service {
+        Some(s) => {
+            let of: Vec<_> = cs.into_iter().filter(|c| c.service_name() == s).collect();
+            if of.is_empty() {
+                return Err(ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!("deployment {name:?}: no service {s:?}"),
+                ));
+            }
+            of
+        }
+        None => cs,
+    };
     if !cs.iter().any(|c| c.is_running()) {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("deployment {name:?}: no running container to restart"),
         ));
     }
+    let target = match service {
+        Some(s) => format!("{name}/{s}"),
+        None => name,
+    };
     Ok(stream(
         &app,
         DeployRequest {
             kind: Kind::Restart,
-            service: name,
+            service: target,
             health_timeout,
             drain_timeout: None,
         },

@@ -236,7 +236,14 @@ pub async fn act(
             deployment,
             service: None,
         } if action == Action::Restart => {
-            return rolling_restart(&client, &deployment.name, json).await;
+            return rolling_restart(&client, &deployment.name, None, json).await;
+        }
+        Target::Deployment {
+            deployment,
+            service: Some(service),
+        } if action == Action::Restart && deployment.compose => {
+            let name = Some(service.name.as_str());
+            return rolling_restart(&client, &deployment.name, name, json).await;
         }
         Target::Container(c) => vec![*c],
         Target::Deployment { .. } => target
@@ -265,10 +272,19 @@ pub async fn act(
     Ok(exit)
 }
 
-/// Each running container of the deployment drained, restarted and Ready
-/// before the next; progress lines like a rollout's.
-async fn rolling_restart(client: &Client, deployment: &str, json: bool) -> Outcome {
-    let path = format!("/api/deployments/{}/restart", encode(deployment));
+/// Each running container of the deployment (or of one service of it)
+/// drained, restarted and Ready before the next; progress lines like a
+/// rollout's.
+async fn rolling_restart(
+    client: &Client,
+    deployment: &str,
+    service: Option<&str>,
+    json: bool,
+) -> Outcome {
+    let mut path = format!("/api/deployments/{}/restart", encode(deployment));
+    if let Some(s) = service {
+        path.push_str(&format!("?service={}", encode(s)));
+    }
     follow_progress(client, &path, None::<&()>, json).await
 }
 

@@ -796,13 +796,19 @@ pub fn replicas_to_restore(
 
 /// The units and batch size for a request: the running replicas of its
 /// service (oldest names first), or for a restart the running containers of
-/// the deployment (by service, then name).
+/// the deployment, or of one service of it (`deployment/service`), by
+/// service, then name.
 pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize), String> {
     if let Kind::Restart = request.kind {
+        let (deployment, service) = match request.service.split_once('/') {
+            Some((d, s)) => (d, Some(s)),
+            None => (request.service.as_str(), None),
+        };
         let mut targets: Vec<&ContainerInfo> = snap
             .containers
             .values()
-            .filter(|c| c.deployment() == request.service && c.is_running())
+            .filter(|c| c.deployment() == deployment && c.is_running())
+            .filter(|c| service.is_none_or(|s| c.service_name() == s))
             .collect();
         targets.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
         if targets.is_empty() {

@@ -39,6 +39,13 @@ impl Https {
     /// Where to send a plain-HTTP request for `host` + `path_and_query`.
     pub fn redirect_to(&self, host: &str, path_and_query: &str) -> String {
         let host = crate::names::normalize_host(host);
+        // `OPTIONS *` (asterisk form): `https://host*` would name another
+        // host; only a path goes after the authority.
+        let path_and_query = if path_and_query.starts_with('/') {
+            path_and_query
+        } else {
+            "/"
+        };
         if self.port == 443 {
             format!("https://{host}{path_and_query}")
         } else {

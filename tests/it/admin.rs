@@ -278,6 +278,19 @@ async fn rolling_restart_under_load_fails_no_request() {
     }
     let (_, runs, _) = cli(&r.admin, &["rollouts"]).await;
     assert!(runs.contains("restart"), "{runs}");
+
+    // One service of the project: rolling as well, never both replicas down.
+    let load = Load::start(r.port, &r.host, 4);
+    load.wait_count(50, "the load to run before the service restart")
+        .await;
+    let (code, out, err) = cli(&r.admin, &["restart", "web", "--project", &r.env.id]).await;
+    let done = load.count();
+    load.wait_count(done + 50, "requests served after the service restart")
+        .await;
+    let (log, _) = load.finish().await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 containers restarted"), "{out}");
+    assert!(failures(&log).is_empty(), "{:?}\n{out}", failures(&log));
 }
 
 /// Prometheus text format, line by line: comments, or `name{labels} value`.
