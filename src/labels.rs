@@ -9,9 +9,9 @@ use crate::names::{excerpt, parse_duration, suggest, HostPattern, PathPrefix};
 
 /// Keys of a route: `<prefix>.<key>` for the default route,
 /// `<prefix>.<name>.<key>` for a named one.
-const ROUTE_KEYS: &[&str] = &["host", "port", "path", "tls"];
+pub const ROUTE_KEYS: &[&str] = &["host", "port", "path", "tls"];
 /// Keys that apply to the whole container.
-const CONTAINER_KEYS: &[&str] = &[
+pub const CONTAINER_KEYS: &[&str] = &[
     "enable",
     "network",
     "dns",

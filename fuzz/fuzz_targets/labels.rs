@@ -16,22 +16,10 @@ use berth::labels::{self, LabelSpec};
 use berth::names::HostPattern;
 use berth::plan::{Planner, Snapshot};
 use berth::world::{CheckState, Container, NetAddress, Signals, World};
+use berth::labels::CONTAINER_KEYS;
 use libfuzzer_sys::fuzz_target;
 
 const PREFIX: &str = "berth";
-/// Keys that apply to the whole container (labels.rs `CONTAINER_KEYS`).
-const CONTAINER_KEYS: &[&str] = &[
-    "enable",
-    "network",
-    "dns",
-    "drain_timeout",
-    "health.path",
-    "health.interval",
-    "health.timeout",
-    "health.rise",
-    "health.fall",
-    "autoheal",
-];
 const FUZZED_IP: [u8; 4] = [10, 0, 0, 2];
 const OTHER_IP: [u8; 4] = [10, 0, 0, 9];
 

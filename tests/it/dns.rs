@@ -6,7 +6,9 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{cli, docker, eventually, free_port, Berth, Env, DNS_OFF, HTTP_CHECK, IMAGE};
+use crate::harness::{
+    cli, docker, eventually, free_port, ip_of, Berth, Env, DNS_OFF, HTTP_CHECK, IMAGE,
+};
 
 /// What `dig` printed: the status word and the answer values.
 #[derive(Debug, PartialEq)]
@@ -36,16 +38,6 @@ async fn dig(port: u16, name: &str, qtype: &str, extra: &[&str]) -> Dig {
         .filter_map(|l| l.split_whitespace().last().map(String::from))
         .collect();
     Dig { status, answers }
-}
-
-async fn ip_of(id: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        id,
-    ])
-    .await
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {

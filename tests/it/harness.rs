@@ -73,6 +73,17 @@ pub async fn docker(args: &[&str]) -> String {
 /// A free loopback port (Pingora cannot report a port bound as :0), never
 /// the same twice in one test run: two berths handed one port would both bind
 /// it (Pingora listens with SO_REUSEPORT) and share its connections.
+/// A container's address on its (one) network.
+pub async fn ip_of(id: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        id,
+    ])
+    .await
+}
+
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap();

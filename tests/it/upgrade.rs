@@ -6,19 +6,9 @@
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    admin_ready, api, cli, docker, eventually, failures, free_port, serve_web, Berth, Env,
+    admin_ready, api, cli, eventually, failures, free_port, ip_of, serve_web, Berth, Env,
     HttpClient, Load, DNS_OFF, TOKEN,
 };
-
-async fn ip_of(id: &str) -> String {
-    docker(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        id,
-    ])
-    .await
-}
 
 /// Waits until the berth started first has exited (it does by itself after
 /// handing over).
