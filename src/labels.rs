@@ -255,7 +255,9 @@ impl Parser<'_> {
     }
 }
 
-fn valid_route_name(name: &str) -> bool {
+/// A route name: lowercase letters, digits, `-`, `_`, and not the first
+/// part of a container-wide key.
+pub fn valid_route_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use berth::config::Config;
 use berth::labels::{self, LabelSpec};
+use berth::labels::{valid_route_name, CONTAINER_KEYS};
 use berth::names::HostPattern;
 use berth::plan::{Planner, Snapshot};
 use berth::world::{CheckState, Container, NetAddress, Signals, World};
-use berth::labels::CONTAINER_KEYS;
 use libfuzzer_sys::fuzz_target;
 
 const PREFIX: &str = "berth";
@@ -108,17 +108,6 @@ fn check_spec(spec: &LabelSpec, problems: &[labels::LabelProblem]) {
             );
         }
     }
-}
-
-/// labels.rs `valid_route_name`.
-fn valid_route_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && !CONTAINER_KEYS
-            .iter()
-            .any(|k| k.split('.').next() == Some(name))
 }
 
 fn assert_normalized(h: &HostPattern) {
