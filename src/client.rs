@@ -61,8 +61,36 @@ impl Client {
         self.call("POST", path).await
     }
 
+    /// Sends `body` as JSON with `method` and reads the answer as a `T`.
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, CallError> {
+        let json = serde_json::to_vec(body)
+            .map_err(|e| CallError::unreached(format!("{method} {path}: request body: {e}")))?;
+        self.call_with(method, path, Some(Bytes::from(json))).await
+    }
+
+    /// Sends `method` to `path` and leaves the answer's body unread (204).
+    pub async fn send_only(&self, method: &str, path: &str) -> Result<(), CallError> {
+        self.send(self.request(method, path, None)?)
+            .await
+            .map(|_| ())
+    }
+
     async fn call<T: DeserializeOwned>(&self, method: &str, path: &str) -> Result<T, CallError> {
-        let resp = self.send(self.request(method, path, None)?).await?;
+        self.call_with(method, path, None).await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<Bytes>,
+    ) -> Result<T, CallError> {
+        let resp = self.send(self.request(method, path, json)?).await?;
         let body = resp
             .into_body()
             .collect()

@@ -22,6 +22,7 @@ pub const CONTAINER_KEYS: &[&str] = &[
     "health.rise",
     "health.fall",
     "autoheal",
+    "deploy.replace",
 ];
 
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -305,6 +306,13 @@ fn container_key(spec: &mut LabelSpec, key: &str, value: &str) -> Result<(), Str
         "health.timeout" => spec.health.timeout = positive(parse_duration(v)?)?,
         "health.rise" => spec.health.rise = count(v)?,
         "health.fall" => spec.health.fall = count(v)?,
+        // Read by the deploy planner from the compose file; checked here so
+        // that a typo shows as a problem.
+        "deploy.replace" => {
+            if !matches!(v, "stop-first" | "start-first") {
+                return Err("use stop-first or start-first".into());
+            }
+        }
         _ => unreachable!("container_key is called only with CONTAINER_KEYS"),
     }
     Ok(())

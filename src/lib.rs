@@ -6,6 +6,8 @@
 //! - [`names`]: hostnames (one host map for routes, certificates and DNS),
 //!   path prefixes, durations, container ids. Pure.
 //! - [`labels`]: a container's labels → what berth should do with it. Pure.
+//! - [`compose`]: a Compose file → a validated [`compose::model::Project`]
+//!   (interpolated, long forms, dependency order). Pure.
 //! - [`engine`]: the one seam to the Docker engine (bollard), made once.
 //! - [`world`]: what berth knows of the containers and their health, and the
 //!   reducer that applies inspections, events and inputs to it. Pure.
@@ -34,6 +36,7 @@ pub mod api;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod compose;
 pub mod config;
 pub mod deploy;
 pub mod dns;
@@ -51,6 +54,7 @@ pub mod reload;
 pub mod resources;
 pub mod server;
 pub mod shutdown;
+pub mod source;
 pub mod state;
 pub mod tls;
 pub mod upgrade;

@@ -122,6 +122,83 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Deploy a compose project (from a file on this host or a git
+    /// repository): builds, then each changed service replaced with no
+    /// failed request; a failed build keeps the running version.
+    Deploy {
+        /// The compose file (with --git: its name in the repository);
+        /// default: compose.yaml, docker-compose.yml, ... here.
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        /// The deployment name; default: the file's name:, its directory,
+        /// or the repository's name.
+        #[arg(long)]
+        project: Option<String>,
+        /// Print what would change (per service) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Deploy from this git repository instead (cloned by berth).
+        #[arg(long)]
+        git: Option<String>,
+        /// The branch to follow (with --git); default: the remote's default.
+        #[arg(long)]
+        branch: Option<String>,
+        /// The directory of the compose file in the repository (with --git).
+        #[arg(long)]
+        path: Option<String>,
+        /// Print the API's progress lines as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The deployments berth owns: source, last deploy, its status.
+    Deployments {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The deploys of a deployment: trigger, status, commit, time, reason.
+    History {
+        project: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Run an earlier deploy's images again (zero downtime); default: the
+    /// last deploy with other images than now.
+    Rollback {
+        project: String,
+        /// The deploy to go back to (see `berth history`).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Print the API's progress lines as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a deployment's containers and networks (volumes with --volumes).
+    Down {
+        project: String,
+        /// Remove its named volumes too (their data is lost).
+        #[arg(long)]
+        volumes: bool,
+        /// Print the API's progress lines as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A deployment's environment and secrets, applied on its next deploy.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
     /// List recent rollouts and scale runs.
     Rollouts {
         #[command(flatten)]
@@ -222,6 +299,38 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// Set KEY=VALUE pairs (kept 0600 in berth's state dir).
+    Set {
+        project: String,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        pairs: Vec<String>,
+        /// Never show the value back (API and CLI).
+        #[arg(long)]
+        secret: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove keys.
+    Unset {
+        project: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the keys (secrets without their values).
+    List {
+        project: String,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
 fn main() -> ExitCode {
     cli::exit(run(Cli::parse().command))
 }
@@ -254,6 +363,55 @@ fn run(command: Command) -> Outcome {
             api,
         } => api.run(|c| cli::scale(c, &spec, project, timeouts.into())),
         Command::Rollouts { api } => api.run(cli::rollouts),
+        Command::Deploy {
+            file,
+            project,
+            dry_run,
+            git,
+            branch,
+            path,
+            json,
+            api,
+        } => {
+            let args = cli::DeployArgs {
+                file,
+                project,
+                dry_run,
+                git,
+                branch,
+                path,
+                json,
+            };
+            api.run(|c| cli::deploy(c, args))
+        }
+        Command::Deployments { json, api } => api.run(|c| cli::deployments(c, json)),
+        Command::History { project, json, api } => api.run(|c| cli::history(c, &project, json)),
+        Command::Rollback {
+            project,
+            to,
+            json,
+            api,
+        } => api.run(|c| cli::rollback(c, &project, to, json)),
+        Command::Down {
+            project,
+            volumes,
+            json,
+            api,
+        } => api.run(|c| cli::down(c, &project, volumes, json)),
+        Command::Env { command } => match command {
+            EnvCommand::Set {
+                project,
+                pairs,
+                secret,
+                api,
+            } => api.run(|c| cli::env_set(c, &project, &pairs, secret)),
+            EnvCommand::Unset { project, keys, api } => {
+                api.run(|c| cli::env_unset(c, &project, &keys))
+            }
+            EnvCommand::List { project, json, api } => {
+                api.run(|c| cli::env_list(c, &project, json))
+            }
+        },
         Command::Certs { api } => api.run(cli::certs),
         Command::Dns { api } => api.run(cli::dns),
         Command::Ps { json, api } => api.run(|c| cli::ps(c, json)),

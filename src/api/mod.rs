@@ -2,6 +2,7 @@
 //! everything but `/api/health`. Rollouts and scaling stream their progress as
 //! newline-delimited JSON, one object per line, the last with a final status.
 
+pub mod deployments;
 pub mod drain;
 pub mod host;
 pub mod token;
@@ -98,7 +99,26 @@ pub fn bad(msg: impl Into<String>) -> ApiError {
 
 pub fn router(app: App) -> Router {
     let protected = Router::new()
-        .route("/api/deployments", get(host::list_deployments))
+        .route(
+            "/api/deployments",
+            get(host::list_deployments).post(deployments::deploy),
+        )
+        .route("/api/deployments/owned", get(deployments::owned))
+        .route(
+            "/api/deployments/{name}",
+            get(deployments::show).delete(deployments::down),
+        )
+        .route("/api/deployments/{name}/down", post(deployments::down))
+        .route("/api/deployments/{name}/history", get(deployments::history))
+        .route(
+            "/api/deployments/{name}/rollback",
+            post(deployments::rollback),
+        )
+        .route("/api/deployments/{name}/env", get(deployments::env_list))
+        .route(
+            "/api/deployments/{name}/env/{key}",
+            axum::routing::put(deployments::env_set).delete(deployments::env_unset),
+        )
         .route(
             "/api/deployments/{name}/restart",
             post(host::restart_deployment),
@@ -128,6 +148,11 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/api/health", get(health))
         .route("/api/ready", get(host::ready))
+        // Authenticated by its HMAC signature, not the bearer token.
+        .route(
+            "/api/deployments/{name}/hooks/git",
+            post(deployments::git_hook),
+        )
         .merge(protected)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn(json_errors))
@@ -372,7 +397,7 @@ pub fn duration(key: &str, v: &Option<String>) -> Result<Option<Duration>, ApiEr
         .transpose()
 }
 
-fn json_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn json_body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}" as &[u8]
     } else {
@@ -431,12 +456,28 @@ async fn scale(
 
 /// Queues the request and streams its progress as NDJSON.
 pub fn stream(app: &App, request: DeployRequest) -> Response {
-    let (_, rx) = app.deploys.submit(request);
-    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
-        let p = rx.recv().await?;
+    stream_with(app, request, None)
+}
+
+/// As [`stream`], with `first` as the first line (its id set to the run's).
+pub fn stream_with(
+    app: &App,
+    request: DeployRequest,
+    first: Option<crate::deploy::Progress>,
+) -> Response {
+    let (id, rx) = app.deploys.submit(request);
+    let first = first.map(|mut p| {
+        p.id = id;
+        p
+    });
+    let lines = futures_util::stream::unfold((first, rx), |(first, mut rx)| async move {
+        let p = match first {
+            Some(p) => p,
+            None => rx.recv().await?,
+        };
         let mut line = serde_json::to_vec(&p).unwrap_or_default();
         line.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(line), rx))
+        Some((Ok::<_, std::convert::Infallible>(line), (None, rx)))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")

@@ -107,7 +107,7 @@ fn progress_line(p: &Progress) -> String {
 fn outcome(last: Option<&Progress>) -> Outcome {
     match last.map(|p| p.status) {
         Some(Status::Completed) => Ok(Exit::Done),
-        Some(Status::Failed | Status::RolledBack) => Ok(Exit::Failed),
+        Some(Status::Failed | Status::RolledBack | Status::BuildFailed) => Ok(Exit::Failed),
         Some(status) => Err(Abort::new(
             Exit::NotAsked,
             format!("the progress stream ended at {status}, before a final status: see `berth rollouts`"),

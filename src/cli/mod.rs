@@ -22,6 +22,7 @@
 mod deploy;
 mod host;
 mod local;
+mod project;
 mod routing;
 mod target;
 
@@ -37,6 +38,9 @@ use crate::error::CallError;
 
 pub use deploy::{rollout, rollouts, scale, DeployTimeouts};
 pub use host::{act, logs, ps, stats, Action};
+pub use project::{
+    deploy, deployments, down, env_list, env_set, env_unset, history, rollback, DeployArgs,
+};
 pub use local::{check, completions, print_version, reload, serve, token, upgrade, version};
 pub use routing::{backends, certs, dns, problems, routes};
 pub use target::{resolve, Target};

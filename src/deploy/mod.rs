@@ -13,6 +13,7 @@
 //! scale` last reached.
 
 pub mod plan;
+pub mod project;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,12 @@ pub enum Kind {
     /// Restart the running containers of a deployment (compose project, or
     /// a container outside compose) one at a time, each drained first.
     Restart,
+    /// Deploy a compose project (from a file or a git repository).
+    Deploy(Box<project::Order>),
+    /// Remove a deployment's containers and networks (and volumes).
+    Down {
+        volumes: bool,
+    },
 }
 
 impl Kind {
@@ -56,6 +63,8 @@ impl Kind {
             Kind::Rollout { .. } => "rollout",
             Kind::Scale { .. } => "scale",
             Kind::Restart => "restart",
+            Kind::Deploy(_) => "deploy",
+            Kind::Down { .. } => "down",
         }
     }
 
@@ -64,6 +73,8 @@ impl Kind {
             Kind::Rollout { .. } => OpKind::Rollout,
             Kind::Scale { .. } => OpKind::Scale,
             Kind::Restart => OpKind::Restart,
+            // Run through per-service rollouts of their own.
+            Kind::Deploy(_) | Kind::Down { .. } => OpKind::Rollout,
         }
     }
 }
@@ -116,6 +127,8 @@ pub struct Deploys {
     next_id: Arc<Mutex<u64>>,
     /// Where the history is kept across restarts, when berth has a state dir.
     state: Option<StateDir>,
+    /// The deployments berth owns, their env and their deploys.
+    pub projects: Arc<Mutex<project::store::Store>>,
 }
 
 impl Deploys {
@@ -140,7 +153,7 @@ impl Deploys {
             service: request.service.clone(),
             image: match &request.kind {
                 Kind::Rollout { image, .. } => image.clone(),
-                Kind::Scale { .. } | Kind::Restart => None,
+                _ => None,
             },
             status: Status::Queued,
             reason: None,
@@ -287,6 +300,9 @@ struct Run<'a> {
     request: &'a Request,
     progress: &'a mpsc::UnboundedSender<Progress>,
     deploys: &'a Deploys,
+    /// Makes a deploy's new replicas from its compose service (else they
+    /// are clones of their template).
+    maker: Option<Arc<project::Maker>>,
 }
 
 impl Run<'_> {
@@ -334,6 +350,7 @@ impl Controller {
             history: Arc::new(Mutex::new(history)),
             restarts: Arc::default(),
             next_id: Arc::new(Mutex::new(last_id)),
+            projects: Arc::new(Mutex::new(project::store::Store::open(state.clone()))),
             state,
         };
         let c = Controller {
@@ -372,6 +389,7 @@ impl Controller {
                 request: &job.request,
                 progress: &job.progress,
                 deploys: &self.deploys,
+                maker: None,
             };
             self.run_job(&run).await;
         }
@@ -379,6 +397,11 @@ impl Controller {
 
     async fn run_job(&self, run: &Run<'_>) {
         let request = run.request;
+        match &request.kind {
+            Kind::Deploy(order) => return self.run_deploy(run, order).await,
+            Kind::Down { volumes } => return self.run_down(run, *volumes).await,
+            _ => {}
+        }
         let (units, batch) = match units_for(request, &self.snapshot.load()) {
             Ok(found) => found,
             Err(e) => return run.finish(Status::Failed, e.clone(), Some(e)),
@@ -387,7 +410,7 @@ impl Controller {
         self.deploys.update(run.id, |r| r.replicas = n);
         let image = match &request.kind {
             Kind::Rollout { image, .. } => image.clone(),
-            Kind::Scale { .. } | Kind::Restart => None,
+            _ => None,
         };
         let health_timeout = request
             .health_timeout
@@ -501,14 +524,23 @@ impl Controller {
                     .as_ref()
                     .map(|i| format!(" with {i}"))
                     .unwrap_or_default();
-                run.say(
-                    Status::Starting,
-                    format!("creating a replica from {}{with}", name(&template)),
-                );
+                let text = match &run.maker {
+                    Some(m) => format!("creating {}", m.describe()),
+                    None => format!("creating a replica from {}{with}", name(&template)),
+                };
+                run.say(Status::Starting, text);
                 let key = run.key.clone();
+                let maker = run.maker.clone();
                 tokio::spawn(async move {
-                    let made = engine.create_clone(&template, image.as_deref(), unit, &key);
-                    let ev = match made.await {
+                    let made = match maker {
+                        Some(m) => m.create(unit, &key).await,
+                        None => {
+                            engine
+                                .create_clone(&template, image.as_deref(), unit, &key)
+                                .await
+                        }
+                    };
+                    let ev = match made {
                         Ok(id) => Event::Created { unit, id },
                         Err(e) => Event::DockerFailed {
                             unit,
@@ -611,6 +643,7 @@ impl Controller {
             request: &request,
             progress: &progress,
             deploys: &self.deploys,
+            maker: None,
         };
         let interrupted = format!("interrupted by a berth restart while {was}");
         match recovery {
@@ -843,7 +876,9 @@ pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize
             let batch = retire.len();
             (retire, batch)
         }
-        Kind::Restart => unreachable!("handled above"),
+        Kind::Restart | Kind::Deploy(_) | Kind::Down { .. } => {
+            return Err(format!("{} runs no replica units", request.kind.word()))
+        }
     })
 }
 

@@ -35,6 +35,10 @@ const STOP_CUT: Duration = Duration::from_secs(1);
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
+    /// A deploy builds its images.
+    Building,
+    /// A deploy makes networks and volumes and goes through its services.
+    Deploying,
     Starting,
     WaitingHealthy,
     Switching,
@@ -42,13 +46,15 @@ pub enum Status {
     Completed,
     Failed,
     RolledBack,
+    /// A deploy's build failed: nothing was changed.
+    BuildFailed,
 }
 
 impl Status {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Status::Completed | Status::Failed | Status::RolledBack
+            Status::Completed | Status::Failed | Status::RolledBack | Status::BuildFailed
         )
     }
 }
@@ -58,6 +64,9 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
+            Status::Building => "building",
+            Status::Deploying => "deploying",
+            Status::BuildFailed => "build_failed",
             Status::Starting => "starting",
             Status::WaitingHealthy => "waiting_healthy",
             Status::Switching => "switching",
@@ -374,11 +383,21 @@ impl Plan {
     fn wait_new(&mut self, i: usize, snap: &Snapshot, now: Instant) -> Vec<Action> {
         let u = &mut self.units[i];
         let new = u.new.clone().unwrap_or_default();
+        // A routed replica by its backend (berth's own checks count); any
+        // other by its container (Docker's health, or running).
         let b = snap.backends.get(&new);
-        if let Some(d) = b.and_then(|b| b.check.clone().or_else(|| b.health.clone())) {
+        let c = snap.containers.get(&new);
+        let detail = match b {
+            Some(b) => b.check.clone().or_else(|| b.health.clone()),
+            None => c.and_then(|c| c.health.clone()),
+        };
+        if let Some(d) = detail {
             u.detail = d;
         }
-        match b.map(|b| b.state) {
+        let status = b
+            .map(|b| b.status.as_str())
+            .or(c.map(|c| c.status.as_str()));
+        match b.map(|b| b.state).or(c.map(|c| c.state)) {
             Some(BackendState::Ready) => {
                 let name = name_of(snap, &new);
                 match u.old.clone() {
@@ -405,9 +424,7 @@ impl Plan {
                 }
             }
             // "created" is a container the engine has not started yet.
-            Some(BackendState::Stopped)
-                if b.is_some_and(|b| matches!(b.status.as_str(), "exited" | "dead")) =>
-            {
+            Some(BackendState::Stopped) if matches!(status, Some("exited" | "dead")) => {
                 let why = format!("{} exited before becoming ready", name_of(snap, &new));
                 self.fail(i, why)
             }

@@ -3,9 +3,11 @@
 //! controller, autoheal, the admin API, `berth check`). It speaks bollard and
 //! returns berth's own types; each container action exists once, here.
 
+pub mod build;
 pub mod clone;
 pub mod convert;
 pub mod logs;
+pub mod project;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -56,7 +58,7 @@ pub struct Engine {
 }
 
 /// The engine's error as a [`CallError`] naming what was asked.
-fn call_error(what: String, e: bollard::errors::Error) -> CallError {
+pub(crate) fn call_error(what: String, e: bollard::errors::Error) -> CallError {
     match e {
         bollard::errors::Error::DockerResponseServerError {
             status_code,
@@ -90,7 +92,7 @@ impl Engine {
     }
 
     /// The bollard client, connected on first use.
-    fn docker(&self) -> Result<Docker, CallError> {
+    pub(crate) fn docker(&self) -> Result<Docker, CallError> {
         let mut slot = self.docker.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());

@@ -339,6 +339,11 @@ impl Berth {
         }
     }
 
+    /// Its state dir (the one the harness gives it).
+    pub fn state_dir(&self) -> PathBuf {
+        self._dir.path().join("state")
+    }
+
     /// Replaces the config file with `yaml`, keeping this berth's state_dir.
     pub fn rewrite_config(&self, yaml: &str) {
         let old = std::fs::read_to_string(&self.cfg).expect("read config");

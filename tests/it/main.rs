@@ -13,6 +13,7 @@ mod harness;
 mod health;
 mod lifecycle;
 mod limits;
+mod project;
 mod routing;
 mod shutdown;
 mod upgrade;

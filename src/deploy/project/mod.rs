@@ -1,0 +1,1116 @@
+//! Deployments berth owns: a compose file (on the host or in a git
+//! repository) in, its services running out. A deploy reads the source,
+//! builds or finds each service's image, diffs what the file asks for
+//! against what runs ([`diff`]), and then goes through the services in
+//! dependency order: networks and volumes first, each service after the
+//! ones it depends on are started, healthy or done. Changed services go
+//! through the same rolling engine as `berth rollout` ([`super::plan`]),
+//! their new replicas made from the compose service ([`Maker`]) instead of
+//! cloned. A failed build, a replica that fails to start or never gets
+//! ready leaves the running version serving.
+
+pub mod diff;
+pub mod spec;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::plan::{Plan, Status, Unit};
+use super::{unix_now, Controller, Kind, Progress, Request, Run};
+use crate::compose::model::{Condition, Project};
+use crate::engine::build::BuildSpec;
+use crate::engine::clone::{OPERATION_LABEL, UNIT_LABEL};
+use crate::engine::Engine;
+use crate::error::CallError;
+use crate::source::SourceSpec;
+use crate::world::{COMPOSE_PROJECT, COMPOSE_SERVICE};
+use diff::{Desired, ServicePlan, Step};
+use spec::{Replica, COMPOSE_NETWORK, COMPOSE_VERSION, COMPOSE_VOLUME};
+use store::{DeployRecord, Deployed, Deployment};
+
+/// A deploy asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Order {
+    /// The deployment; `None`: the compose file's project name.
+    pub name: Option<String>,
+    /// Where the compose file is; `None`: the deployment's saved source.
+    pub source: Option<SourceSpec>,
+    pub dry_run: bool,
+    /// `cli`, `api`, `webhook`, `rollback`.
+    pub trigger: String,
+    /// Deploy this commit of the git source (a webhook's push).
+    pub commit: Option<String>,
+    /// A rollback: run these images (per service) instead of building.
+    pub images: Option<BTreeMap<String, String>>,
+    /// The webhook secret a new deployment gets.
+    pub secret: Option<String>,
+}
+
+/// Makes the new replicas of one service of a deploy.
+pub struct Maker {
+    engine: Engine,
+    project: Arc<Project>,
+    service: String,
+    image: String,
+    hash: String,
+    deploy: u64,
+    /// Container numbers in use (by any container of the service).
+    taken: Mutex<Vec<u32>>,
+}
+
+impl Maker {
+    pub fn describe(&self) -> String {
+        format!("a replica of {}/{}", self.project.name, self.service)
+    }
+
+    /// Creates (not starts) one replica, with the next free container
+    /// number, labelled with the run `key` and its `unit`.
+    pub async fn create(&self, unit: usize, key: &str) -> Result<String, CallError> {
+        let number = {
+            let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+            let n = spec::free_number(&taken);
+            taken.push(n);
+            n
+        };
+        let Some(service) = self.project.services.get(&self.service) else {
+            return Err(CallError::unreached(format!(
+                "service {} is not in the compose file",
+                self.service
+            )));
+        };
+        let r = Replica {
+            project: &self.project,
+            service,
+            image: &self.image,
+            number,
+            hash: &self.hash,
+            deploy: self.deploy,
+            extra_labels: vec![
+                (OPERATION_LABEL.to_string(), key.to_string()),
+                (UNIT_LABEL.to_string(), unit.to_string()),
+            ],
+        };
+        let body = spec::create_body(&r);
+        let more = spec::networks(&r).into_iter().skip(1).collect();
+        let name = spec::container_name(&self.project.name, &self.service, number);
+        self.engine.create_from(&name, body, more).await
+    }
+}
+
+/// How a deploy ended early: its final status and why.
+type Stop = (Status, String);
+
+/// What a deploy found for one service's image.
+struct Image {
+    /// What its containers are created from.
+    reference: String,
+    id: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    spec::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// The name a deployment gets from a git URL: its last path part without
+/// `.git`, as compose normalises project names.
+pub fn name_from_url(url: &str) -> String {
+    let last = url
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("");
+    normalise(last.trim_end_matches(".git"))
+}
+
+/// Compose's rule for project names: lowercase, `[a-z0-9_-]` only.
+pub fn normalise(name: &str) -> String {
+    name.to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+        .collect()
+}
+
+impl Run<'_> {
+    /// A progress line about one service of a deploy.
+    fn say_for(&self, service: &str, status: Status, message: String) {
+        info!(deploy = self.id, %service, %status, "{message}");
+        let _ = self.progress.send(Progress {
+            id: self.id,
+            service: service.to_string(),
+            status,
+            message,
+        });
+    }
+}
+
+impl Controller {
+    /// Runs a deploy to its end and keeps its record.
+    pub(super) async fn run_deploy(&self, run: &Run<'_>, order: &Order) {
+        let started = Instant::now();
+        let mut rec = DeployRecord {
+            id: run.id,
+            project: order.name.clone().unwrap_or_default(),
+            trigger: order.trigger.clone(),
+            source: String::new(),
+            commit: None,
+            compose_hash: None,
+            images: BTreeMap::new(),
+            steps: BTreeMap::new(),
+            status: Status::Queued,
+            reason: None,
+            dry_run: order.dry_run,
+            started_unix: unix_now(),
+            finished_unix: None,
+            build_seconds: None,
+            total_seconds: None,
+        };
+        let outcome = self.deploy(run, order, &mut rec).await;
+        let (status, message) = match outcome {
+            Ok(message) => (Status::Completed, message),
+            Err(stop) => stop,
+        };
+        rec.status = status;
+        rec.reason = (status != Status::Completed).then(|| message.clone());
+        rec.finished_unix = Some(unix_now());
+        rec.total_seconds = Some(started.elapsed().as_secs_f64());
+        if !rec.project.is_empty() {
+            let project = rec.project.clone();
+            self.deploys.update(run.id, |r| r.service = project);
+            self.lock_store().record(rec);
+        }
+        let reason = (status != Status::Completed).then(|| message.clone());
+        run.finish(status, message, reason);
+    }
+
+    fn lock_store(&self) -> std::sync::MutexGuard<'_, store::Store> {
+        self.deploys
+            .projects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where a git deployment's checkout lives.
+    fn checkout_dir(&self, name: &str) -> PathBuf {
+        match &self.deploys.state {
+            Some(s) => s.path("sources").join(name),
+            None => std::env::temp_dir().join("berth-sources").join(name),
+        }
+    }
+
+    /// Sets the deploy's status (the record in the run history too).
+    fn deploy_status(&self, run: &Run<'_>, status: Status, message: String) {
+        self.deploys.update(run.id, |r| r.status = status);
+        run.say(status, message);
+    }
+
+    async fn deploy(
+        &self,
+        run: &Run<'_>,
+        order: &Order,
+        rec: &mut DeployRecord,
+    ) -> Result<String, Stop> {
+        let failed = |m: String| (Status::Failed, m);
+        // The source: asked for, or the deployment's own.
+        let source = match (&order.source, &order.name) {
+            (Some(s), _) => s.clone(),
+            (None, Some(name)) => self
+                .lock_store()
+                .deployments
+                .get(name)
+                .map(|d| d.source.clone())
+                .ok_or_else(|| failed(format!("no deployment named {name}: make it with berth deploy -f FILE or --git URL")))?,
+            (None, None) => return Err(failed("a deploy needs a compose file or a deployment name".into())),
+        };
+        source.validate().map_err(failed)?;
+        let (file, commit) = match &source {
+            SourceSpec::File { path } => {
+                rec.source = path.display().to_string();
+                (path.clone(), None)
+            }
+            SourceSpec::Git {
+                url,
+                branch,
+                path,
+                file,
+            } => {
+                let name = order.name.clone().unwrap_or_else(|| name_from_url(url));
+                rec.source = format!("{url}@{}", branch.as_deref().unwrap_or("HEAD"));
+                run.say(
+                    Status::Queued,
+                    format!(
+                        "fetching {url} ({})",
+                        branch.as_deref().unwrap_or("default branch")
+                    ),
+                );
+                let dir = self.checkout_dir(&name);
+                let co = crate::source::git::fetch(
+                    url,
+                    branch.as_deref(),
+                    &dir,
+                    order.commit.as_deref(),
+                )
+                .await
+                .map_err(failed)?;
+                run.say(
+                    Status::Queued,
+                    format!(
+                        "at {} {}",
+                        &co.commit[..co.commit.len().min(12)],
+                        co.subject
+                    ),
+                );
+                let f = crate::source::find_compose_file(&co.dir, path.as_deref(), file.as_deref())
+                    .map_err(failed)?;
+                (f, Some(co.commit))
+            }
+        };
+        rec.commit = commit.clone();
+        let project = self.load_project(order, &file).await.map_err(failed)?;
+        rec.project = project.name.clone();
+        rec.compose_hash = std::fs::read(&file).ok().map(|t| sha256_hex(&t));
+        let name = project.name.clone();
+        if !order.dry_run {
+            self.register(&name, &source, order);
+        }
+        let project = Arc::new(project);
+        let running = self
+            .engine
+            .project_containers(&name)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // Images: built, found, or (rollback) the ones asked for.
+        let build_started = Instant::now();
+        let images = self.images(run, order, &project, &running).await?;
+        if project.services.values().any(|s| s.build.is_some()) && !order.dry_run {
+            rec.build_seconds = Some(build_started.elapsed().as_secs_f64());
+        }
+        rec.images = images
+            .iter()
+            .map(|(s, i)| (s.clone(), i.reference.clone()))
+            .collect();
+        // The plan.
+        let desired: Vec<Desired> = project
+            .order
+            .iter()
+            .filter_map(|s| {
+                let svc = project.services.get(s)?;
+                let id = images.get(s).map_or("", |i| i.id.as_str());
+                Some(Desired {
+                    service: s.clone(),
+                    hash: spec::config_hash(&project, svc, id),
+                    replicas: svc.replicas,
+                    single: spec::runs_twice(&project, svc).err(),
+                })
+            })
+            .collect();
+        let plans = diff::diff(&desired, &running);
+        for p in &plans {
+            let mut text = p.step.to_string();
+            if order.dry_run
+                && project
+                    .services
+                    .get(&p.service)
+                    .is_some_and(|s| s.build.is_some())
+            {
+                text.push_str(" (its image is built at deploy: a changed build replaces it)");
+            }
+            rec.steps.insert(p.service.clone(), text.clone());
+            run.say_for(
+                &format!("{name}/{}", p.service),
+                Status::Queued,
+                format!("{}: {text}", p.service),
+            );
+        }
+        let changing = plans
+            .iter()
+            .filter(|p| p.step.changes() || !p.stale.is_empty())
+            .count();
+        if order.dry_run {
+            return Ok(format!(
+                "dry run: {changing} of {} services would change; nothing was changed",
+                plans.len()
+            ));
+        }
+        if changing == 0 {
+            self.remember(&name, &desired, &images, run.id);
+            return Ok(format!(
+                "nothing to change: the {} services run what the file says",
+                plans.len()
+            ));
+        }
+        self.deploy_status(run, Status::Deploying, format!("deploying {name}"));
+        self.networks_and_volumes(run, &project)
+            .await
+            .map_err(failed)?;
+        let mut changed = Vec::new();
+        for p in &plans {
+            let full = format!("{name}/{}", p.service);
+            let stop = |changed: &Vec<String>, why: String| {
+                let status = if changed.is_empty() {
+                    Status::RolledBack
+                } else {
+                    Status::Failed
+                };
+                let done = if changed.is_empty() {
+                    "nothing was changed".to_string()
+                } else {
+                    format!("already changed: {}", changed.join(", "))
+                };
+                (status, format!("{full}: {why} ({done})"))
+            };
+            if let Some(svc) = project.services.get(&p.service) {
+                for (dep, cond) in &svc.depends_on {
+                    self.wait_dependency(run, &name, dep, *cond)
+                        .await
+                        .map_err(|e| stop(&changed, e))?;
+                }
+            }
+            let image = images.get(&p.service);
+            let hash = desired
+                .iter()
+                .find(|d| d.service == p.service)
+                .map(|d| d.hash.clone())
+                .unwrap_or_default();
+            match self.apply(run, &project, p, image, &hash).await {
+                Ok(()) => {}
+                Err((true, why)) => {
+                    changed.push(p.service.clone());
+                    return Err(stop(&changed, why));
+                }
+                Err((false, why)) => return Err(stop(&changed, why)),
+            }
+            for r in &p.stale {
+                run.say_for(
+                    &full,
+                    Status::Deploying,
+                    format!("removing {} ({})", r.name, r.status),
+                );
+                if let Err(e) = self.engine.stop_and_remove(&r.id, 10).await {
+                    warn!(container = %r.name, error = %e, "removing a stale container failed");
+                }
+            }
+            if p.step.changes() {
+                changed.push(p.service.clone());
+            }
+        }
+        self.remember(&name, &desired, &images, run.id);
+        Ok(format!(
+            "deployed {name}: {} changed, {} unchanged",
+            changed.len(),
+            plans.len() - changed.len()
+        ))
+    }
+
+    /// Reads and parses the compose file with its `.env` and the
+    /// deployment's env store (which wins), then puts the env store's
+    /// values into every service's environment.
+    async fn load_project(&self, order: &Order, file: &Path) -> Result<Project, String> {
+        let text = tokio::fs::read_to_string(file)
+            .await
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let dotenv = dir.join(".env");
+        if let Ok(t) = std::fs::read_to_string(&dotenv) {
+            for (k, v) in crate::compose::parse_dotenv(&dotenv.display().to_string(), &t)
+                .map_err(|e| e.to_string())?
+            {
+                vars.insert(k, v);
+            }
+        }
+        let read = |p: &Path| std::fs::read_to_string(p);
+        let parse = |vars: &HashMap<String, String>| {
+            crate::compose::load(&crate::compose::Source {
+                file,
+                text: &text,
+                project: order.name.as_deref(),
+                vars,
+                read: &read,
+            })
+            .map_err(|e| e.to_string())
+        };
+        // The name may come from the file: a first pass learns it.
+        let name = match &order.name {
+            Some(n) => n.clone(),
+            None => parse(&vars)?.name,
+        };
+        let env = self.lock_store().env(&name);
+        for (k, v) in &env {
+            vars.insert(k.clone(), v.value.clone());
+        }
+        let mut project = parse(&vars)?;
+        for s in project.services.values_mut() {
+            for (k, v) in &env {
+                s.environment.insert(k.clone(), v.value.clone());
+            }
+        }
+        Ok(project)
+    }
+
+    /// The deployment's record: made on its first deploy (with its webhook
+    /// secret), its source updated on each.
+    fn register(&self, name: &str, source: &SourceSpec, order: &Order) {
+        let mut st = self.lock_store();
+        let d = st
+            .deployments
+            .entry(name.to_string())
+            .or_insert_with(|| Deployment {
+                name: name.to_string(),
+                source: source.clone(),
+                webhook_secret: order.secret.clone(),
+                created_unix: unix_now(),
+                services: BTreeMap::new(),
+                last_deploy: None,
+            });
+        d.source = source.clone();
+        if d.webhook_secret.is_none() {
+            d.webhook_secret = order.secret.clone();
+        }
+        st.save_deployments();
+    }
+
+    /// After a deploy that completed: what each service runs, and the
+    /// replica counts a restart of berth brings them back to.
+    fn remember(&self, name: &str, desired: &[Desired], images: &BTreeMap<String, Image>, id: u64) {
+        {
+            let mut st = self.lock_store();
+            if let Some(d) = st.deployments.get_mut(name) {
+                d.services = desired
+                    .iter()
+                    .map(|x| {
+                        let image = images
+                            .get(&x.service)
+                            .map_or(String::new(), |i| i.reference.clone());
+                        (
+                            x.service.clone(),
+                            Deployed {
+                                image,
+                                hash: x.hash.clone(),
+                                replicas: x.replicas,
+                            },
+                        )
+                    })
+                    .collect();
+                d.last_deploy = Some(id);
+                st.save_deployments();
+            }
+        }
+        for d in desired.iter().filter(|d| d.replicas > 0) {
+            self.deploys
+                .remember_replicas(&format!("{name}/{}", d.service), d.replicas);
+        }
+    }
+
+    /// Each service's image: a rollback's, a build's, or the one its
+    /// `image:` names (pulled when the engine lacks it). A dry run builds
+    /// nothing: a service with `build:` is compared by the image it runs.
+    async fn images(
+        &self,
+        run: &Run<'_>,
+        order: &Order,
+        project: &Project,
+        running: &[diff::Running],
+    ) -> Result<BTreeMap<String, Image>, Stop> {
+        let failed = |m: String| (Status::Failed, m);
+        let mut out = BTreeMap::new();
+        let mut building = false;
+        for name in &project.order {
+            let Some(s) = project.services.get(name) else {
+                continue;
+            };
+            let full = format!("{}/{name}", project.name);
+            if let Some(reference) = order.images.as_ref().and_then(|i| i.get(name)) {
+                let id = self
+                    .engine
+                    .image_id(reference)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?
+                    .ok_or_else(|| {
+                        failed(format!(
+                            "{full}: image {reference} of that deploy is gone from the engine"
+                        ))
+                    })?;
+                out.insert(
+                    name.clone(),
+                    Image {
+                        reference: reference.clone(),
+                        id,
+                    },
+                );
+                continue;
+            }
+            if let Some(b) = &s.build {
+                if order.dry_run {
+                    let id = running
+                        .iter()
+                        .find(|r| &r.service == name && r.status == "running")
+                        .and_then(|r| r.image_id.clone())
+                        .unwrap_or_default();
+                    out.insert(
+                        name.clone(),
+                        Image {
+                            reference: String::new(),
+                            id,
+                        },
+                    );
+                    continue;
+                }
+                if !building {
+                    building = true;
+                    self.deploy_status(run, Status::Building, format!("building {}", project.name));
+                }
+                let tag = format!("{}-{}:{}", project.name, name.to_lowercase(), run.id);
+                let spec = BuildSpec {
+                    context: b.context.clone(),
+                    dockerfile: b.dockerfile.clone(),
+                    args: b.args.clone(),
+                    target: b.target.clone(),
+                    tag: tag.clone(),
+                    labels: [
+                        (COMPOSE_PROJECT.to_string(), project.name.clone()),
+                        // Nothing that changes per deploy: the same
+                        // source must give the same image id.
+                        (COMPOSE_SERVICE.to_string(), name.clone()),
+                    ]
+                    .into(),
+                };
+                run.say_for(
+                    &full,
+                    Status::Building,
+                    format!("building {full} from {}", b.context.display()),
+                );
+                let log_path = self
+                    .deploys
+                    .state
+                    .as_ref()
+                    .map(|s| s.path("builds").join(format!("{}-{name}.log", run.id)));
+                let mut log = BuildLog::open(log_path);
+                let progress = run.progress.clone();
+                let id = run.id;
+                let mut sink = |line: &str| {
+                    log.write(line);
+                    let _ = progress.send(Progress {
+                        id,
+                        service: full.clone(),
+                        status: Status::Building,
+                        message: line.to_string(),
+                    });
+                };
+                match self.engine.build(&spec, &mut sink).await {
+                    Ok(image_id) => {
+                        if let Some(img) = &s.image {
+                            if let Some((repo, t)) = split_reference(img) {
+                                if let Err(e) = self.engine.tag_image(&image_id, &repo, &t).await {
+                                    warn!(image = %img, error = %e, "tagging the built image failed");
+                                }
+                            }
+                        }
+                        run.say_for(&full, Status::Building, format!("built {tag}"));
+                        out.insert(
+                            name.clone(),
+                            Image {
+                                reference: tag,
+                                id: image_id,
+                            },
+                        );
+                    }
+                    Err(f) => {
+                        let tail = if f.log_tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; build log ends:\n{}", f.log_tail.join("\n"))
+                        };
+                        return Err((
+                            Status::BuildFailed,
+                            format!("{full}: build failed: {}{tail}", f.message),
+                        ));
+                    }
+                }
+                continue;
+            }
+            let Some(reference) = &s.image else { continue };
+            let id = match self
+                .engine
+                .image_id(reference)
+                .await
+                .map_err(|e| failed(e.to_string()))?
+            {
+                Some(id) => id,
+                None if order.dry_run => String::new(),
+                None => {
+                    run.say_for(&full, Status::Building, format!("pulling {reference}"));
+                    let mut sink = |_: &str| {};
+                    self.engine
+                        .pull(reference, &mut sink)
+                        .await
+                        .map_err(|e| failed(format!("{full}: image {reference} is not on this engine and pulling it failed: {e}")))?;
+                    self.engine
+                        .image_id(reference)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?
+                        .ok_or_else(|| {
+                            failed(format!(
+                                "{full}: image {reference} is not there after its pull"
+                            ))
+                        })?
+                }
+            };
+            out.insert(
+                name.clone(),
+                Image {
+                    reference: reference.clone(),
+                    id,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Makes the project's networks and volumes that are missing; an
+    /// external one must exist.
+    async fn networks_and_volumes(&self, run: &Run<'_>, project: &Project) -> Result<(), String> {
+        let used_nets: Vec<&String> = project
+            .services
+            .values()
+            .flat_map(|s| s.networks.keys())
+            .collect();
+        for (key, net) in project
+            .networks
+            .iter()
+            .filter(|(k, _)| used_nets.contains(k))
+        {
+            if net.external {
+                if !self
+                    .engine
+                    .network_exists(&net.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!(
+                        "network {key} is external, and the engine has no network {}",
+                        net.name
+                    ));
+                }
+                continue;
+            }
+            let mut labels: HashMap<String, String> = net.labels.clone().into_iter().collect();
+            labels.insert(COMPOSE_PROJECT.into(), project.name.clone());
+            labels.insert(COMPOSE_NETWORK.into(), key.clone());
+            labels.insert(COMPOSE_VERSION.into(), "2.0.0".into());
+            if self
+                .engine
+                .ensure_network(&net.name, net.driver.as_deref(), labels)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                run.say(Status::Deploying, format!("network {} created", net.name));
+            }
+        }
+        for (key, vol) in &project.volumes {
+            if vol.external {
+                if !self
+                    .engine
+                    .volume_exists(&vol.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!(
+                        "volume {key} is external, and the engine has no volume {}",
+                        vol.name
+                    ));
+                }
+                continue;
+            }
+            if self
+                .engine
+                .volume_exists(&vol.name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                continue;
+            }
+            let mut labels: HashMap<String, String> = vol.labels.clone().into_iter().collect();
+            labels.insert(COMPOSE_PROJECT.into(), project.name.clone());
+            labels.insert(COMPOSE_VOLUME.into(), key.clone());
+            labels.insert(COMPOSE_VERSION.into(), "2.0.0".into());
+            self.engine
+                .ensure_volume(&vol.name, vol.driver.as_deref(), labels)
+                .await
+                .map_err(|e| e.to_string())?;
+            run.say(Status::Deploying, format!("volume {} created", vol.name));
+        }
+        Ok(())
+    }
+
+    /// Waits until service `dep` of the project is as `cond` asks (within
+    /// the health timeout).
+    async fn wait_dependency(
+        &self,
+        run: &Run<'_>,
+        project: &str,
+        dep: &str,
+        cond: Condition,
+    ) -> Result<(), String> {
+        let timeout = self.config.deploy.health_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut notify = self.notify.clone();
+        let mut said = false;
+        loop {
+            let snap = self.snapshot.load_full();
+            let mine: Vec<&crate::plan::ContainerInfo> = snap
+                .containers
+                .values()
+                .filter(|c| {
+                    c.project.as_deref() == Some(project) && c.service.as_deref() == Some(dep)
+                })
+                .collect();
+            let live: Vec<_> = mine.iter().filter(|c| c.is_running()).collect();
+            let met = match cond {
+                Condition::ServiceStarted => !live.is_empty(),
+                Condition::ServiceHealthy => {
+                    !live.is_empty()
+                        && live
+                            .iter()
+                            .all(|c| c.health.as_deref().is_none_or(|h| h == "healthy"))
+                }
+                Condition::ServiceCompletedSuccessfully => {
+                    let mut done = false;
+                    for c in mine.iter().filter(|c| c.status == "exited") {
+                        match self.engine.exit_code(&c.id).await {
+                            Ok(Some(0)) => done = true,
+                            Ok(Some(code)) => {
+                                return Err(format!(
+                                "{dep} exited with {code}, and it must complete successfully first"
+                            ))
+                            }
+                            _ => {}
+                        }
+                    }
+                    done
+                }
+            };
+            if met {
+                return Ok(());
+            }
+            if !said {
+                said = true;
+                let word = match cond {
+                    Condition::ServiceStarted => "started",
+                    Condition::ServiceHealthy => "healthy",
+                    Condition::ServiceCompletedSuccessfully => "completed",
+                };
+                run.say(
+                    Status::WaitingHealthy,
+                    format!("waiting for {project}/{dep} to be {word}"),
+                );
+            }
+            if Instant::now() >= deadline {
+                let health = live
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.health.as_deref().unwrap_or(&c.status)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(format!(
+                    "dependency {dep} was not {cond:?} after {timeout:?} ({})",
+                    if health.is_empty() {
+                        "no container running".into()
+                    } else {
+                        health
+                    }
+                ));
+            }
+            tokio::select! {
+                _ = notify.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
+    /// Carries out one service's step through the rolling engine. `Err`:
+    /// whether it changed something, and why it failed.
+    async fn apply(
+        &self,
+        run: &Run<'_>,
+        project: &Arc<Project>,
+        p: &ServicePlan,
+        image: Option<&Image>,
+        hash: &str,
+    ) -> Result<(), (bool, String)> {
+        let olds: Vec<&str> = p.live.iter().map(|r| r.id.as_str()).collect();
+        let adds = |n: usize| (0..n).map(|_| Unit::add("")).collect::<Vec<_>>();
+        let retires = |ids: &[&str]| ids.iter().map(|id| Unit::retire(id)).collect::<Vec<_>>();
+        let stages: Vec<(Vec<Unit>, usize)> = match &p.step {
+            Step::Unchanged { .. } => Vec::new(),
+            Step::Create { replicas } => vec![(adds(*replicas), *replicas)],
+            Step::Scale { from, to } if to > from => vec![(adds(to - from), to - from)],
+            Step::Scale { from, to } => vec![(retires(&olds[*to..]), from - to)],
+            Step::ReplaceZeroDowntime { from, to } => {
+                let units = (0..*from.max(to))
+                    .map(|i| match (olds.get(i), i < *to) {
+                        (Some(old), true) => Unit::replace(old),
+                        (Some(old), false) => Unit::retire(old),
+                        (None, _) => Unit::add(""),
+                    })
+                    .collect();
+                vec![(units, 1)]
+            }
+            Step::ReplaceStopFirst { from, to, reason } => {
+                run.say_for(
+                    &format!("{}/{}", project.name, p.service),
+                    Status::Draining,
+                    format!("stopping the old replicas first: {reason}"),
+                );
+                vec![(retires(&olds), *from), (adds(*to), *to)]
+            }
+            Step::Remove { replicas } => vec![(retires(&olds), *replicas)],
+        };
+        let taken: Vec<u32> = self
+            .engine
+            .project_containers(&project.name)
+            .await
+            .map_err(|e| (false, e.to_string()))?
+            .iter()
+            .filter(|r| r.service == p.service)
+            .filter_map(|r| r.number)
+            .collect();
+        let image_ref = image.map(|i| i.reference.clone()).unwrap_or_default();
+        let maker = Arc::new(Maker {
+            engine: self.engine.clone(),
+            project: project.clone(),
+            service: p.service.clone(),
+            image: image_ref.clone(),
+            hash: hash.to_string(),
+            deploy: run.id,
+            taken: Mutex::new(taken),
+        });
+        let mut changed = false;
+        for (units, batch) in stages {
+            if units.is_empty() {
+                continue;
+            }
+            let request = Request {
+                kind: Kind::Rollout {
+                    image: Some(image_ref.clone()),
+                    batch,
+                },
+                service: format!("{}/{}", project.name, p.service),
+                health_timeout: None,
+                drain_timeout: None,
+            };
+            let sub = Run {
+                id: run.id,
+                key: run.key.clone(),
+                request: &request,
+                progress: run.progress,
+                deploys: run.deploys,
+                maker: Some(maker.clone()),
+            };
+            let mut plan = Plan::new(
+                units,
+                batch,
+                Some(image_ref.clone()),
+                self.config.deploy.health_timeout,
+                None,
+            );
+            self.drive(&sub, &mut plan, Vec::new()).await;
+            self.deploys.end_op();
+            if plan.status != Status::Completed {
+                let why = plan
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| plan.status.to_string());
+                let changed = changed || plan.status == Status::Failed;
+                let why = if changed && matches!(p.step, Step::ReplaceStopFirst { .. }) {
+                    format!("{why}; the old replicas were stopped first and are gone")
+                } else {
+                    why
+                };
+                return Err((changed, why));
+            }
+            changed = true;
+        }
+        Ok(())
+    }
+
+    /// `berth down`: the deployment's containers (drained first), then its
+    /// networks, and its volumes when asked; berth forgets the deployment
+    /// (its env and history stay).
+    pub(super) async fn run_down(&self, run: &Run<'_>, volumes: bool) {
+        let name = run.request.service.clone();
+        let result = self.down(run, &name, volumes).await;
+        match result {
+            Ok(message) => run.finish(Status::Completed, message, None),
+            Err(why) => run.finish(Status::Failed, why.clone(), Some(why)),
+        }
+    }
+
+    async fn down(&self, run: &Run<'_>, name: &str, volumes: bool) -> Result<String, String> {
+        let containers = self
+            .engine
+            .project_containers(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let owned = self.lock_store().deployments.contains_key(name);
+        if containers.is_empty() && !owned {
+            return Err(format!("no deployment named {name}"));
+        }
+        let live: Vec<&str> = containers
+            .iter()
+            .filter(|c| c.status == "running")
+            .map(|c| c.id.as_str())
+            .collect();
+        if !live.is_empty() {
+            let n = live.len();
+            let request = Request {
+                kind: Kind::Scale { replicas: 0 },
+                service: name.to_string(),
+                health_timeout: None,
+                drain_timeout: None,
+            };
+            let sub = Run {
+                id: run.id,
+                key: run.key.clone(),
+                request: &request,
+                progress: run.progress,
+                deploys: run.deploys,
+                maker: None,
+            };
+            let units = live.iter().map(|id| Unit::retire(id)).collect();
+            let mut plan = Plan::new(units, n, None, self.config.deploy.health_timeout, None);
+            self.drive(&sub, &mut plan, Vec::new()).await;
+            self.deploys.end_op();
+        }
+        for c in containers.iter().filter(|c| c.status != "running") {
+            self.engine
+                .stop_and_remove(&c.id, 1)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        // What the drain left (a container that would not stop).
+        for c in self
+            .engine
+            .project_containers(name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            self.engine
+                .stop_and_remove(&c.id, 1)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let nets = self
+            .engine
+            .project_resources(name, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        for n in &nets {
+            self.engine
+                .remove_network(n)
+                .await
+                .map_err(|e| e.to_string())?;
+            run.say(Status::Draining, format!("network {n} removed"));
+        }
+        let mut vols = Vec::new();
+        if volumes {
+            vols = self
+                .engine
+                .project_resources(name, true)
+                .await
+                .map_err(|e| e.to_string())?;
+            for v in &vols {
+                self.engine
+                    .remove_volume(v)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                run.say(Status::Draining, format!("volume {v} removed"));
+            }
+        }
+        self.lock_store().forget(name);
+        Ok(format!(
+            "{name} is down: {} containers, {} networks{} removed",
+            containers.len(),
+            nets.len(),
+            if volumes {
+                format!(", {} volumes", vols.len())
+            } else {
+                String::new()
+            }
+        ))
+    }
+}
+
+/// `repo:tag` → (`repo`, `tag`); a reference without a tag is `latest`; a
+/// digest reference cannot be a tag.
+fn split_reference(reference: &str) -> Option<(String, String)> {
+    if reference.contains('@') {
+        return None;
+    }
+    let slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[slash..].rfind(':') {
+        Some(i) => Some((
+            reference[..slash + i].to_string(),
+            reference[slash + i + 1..].to_string(),
+        )),
+        None => Some((reference.to_string(), "latest".to_string())),
+    }
+}
+
+/// A build's log, kept in the state dir (`builds/<deploy>-<service>.log`).
+struct BuildLog {
+    file: Option<std::fs::File>,
+}
+
+impl BuildLog {
+    fn open(path: Option<PathBuf>) -> BuildLog {
+        let file = path.and_then(|p| {
+            if let Some(dir) = p.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&p)
+                .map_err(|e| warn!(path = %p.display(), error = %e, "the build log cannot be kept"))
+                .ok()
+        });
+        BuildLog { file }
+    }
+
+    fn write(&mut self, line: &str) {
+        use std::io::Write;
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_references() {
+        assert_eq!(
+            name_from_url("https://github.com/acme/My.Blog.git"),
+            "myblog"
+        );
+        assert_eq!(name_from_url("git@github.com:acme/shop.git"), "shop");
+        assert_eq!(name_from_url("/srv/git/site/"), "site");
+        assert_eq!(
+            split_reference("registry:5000/app:v2"),
+            Some(("registry:5000/app".into(), "v2".into()))
+        );
+        assert_eq!(
+            split_reference("registry:5000/app"),
+            Some(("registry:5000/app".into(), "latest".into()))
+        );
+        assert_eq!(split_reference("app@sha256:abc"), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! A compose service → the engine's create request for one of its replicas,
+//! labelled exactly as docker compose labels its containers (so that
+//! `docker-compose ps`, berth's discovery, DNS and rollouts all see the same
+//! thing), and the config hash that tells a changed service from an
+//! unchanged one. Pure.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, Mount, MountType,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use serde::Serialize;
+
+use crate::compose::model::{MountKind, Project, Service};
+use crate::world::{COMPOSE_PROJECT, COMPOSE_SERVICE};
+
+pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
+pub const COMPOSE_HASH: &str = "com.docker.compose.config-hash";
+pub const COMPOSE_VERSION: &str = "com.docker.compose.version";
+pub const COMPOSE_WORKING_DIR: &str = "com.docker.compose.project.working_dir";
+pub const COMPOSE_CONFIG_FILES: &str = "com.docker.compose.project.config_files";
+pub const COMPOSE_NETWORK: &str = "com.docker.compose.network";
+pub const COMPOSE_VOLUME: &str = "com.docker.compose.volume";
+/// The deploy that created a container, network or volume (berth's own).
+pub const DEPLOY_LABEL: &str = "io.berth.deploy";
+/// Compose v1 compares this label as a version number: a version is what it
+/// must find. Compose 2 semantics are what berth follows.
+const VERSION: &str = "2.0.0";
+
+/// `blog-web-1`, as compose 2 names replicas.
+pub fn container_name(project: &str, service: &str, number: u32) -> String {
+    format!("{project}-{service}-{number}")
+}
+
+/// The smallest container number not in `taken` (compose numbers from 1).
+pub fn free_number(taken: &[u32]) -> u32 {
+    (1..).find(|n| !taken.contains(n)).unwrap_or(1)
+}
+
+/// What decides whether a running replica is still what the file asks for:
+/// the service's settings without its replica count and source position,
+/// the image it runs (by id, so a rebuilt or re-pulled image counts), and
+/// the engine names of its networks and volumes. sha256, hex.
+pub fn config_hash(project: &Project, service: &Service, image_id: &str) -> String {
+    #[derive(Serialize)]
+    struct Hashed<'a> {
+        service: Service,
+        image_id: &'a str,
+        networks: Vec<&'a str>,
+        volumes: Vec<&'a str>,
+    }
+    let mut s = service.clone();
+    s.replicas = 0;
+    s.pos = Default::default();
+    // The build's inputs are in the image id it produced.
+    s.build = None;
+    s.image = None;
+    let networks = s
+        .networks
+        .keys()
+        .filter_map(|k| project.networks.get(k).map(|n| n.name.as_str()))
+        .collect();
+    let volumes = s
+        .volumes
+        .iter()
+        .filter(|m| m.kind == MountKind::Volume)
+        .filter_map(|m| m.source.as_ref())
+        .filter_map(|k| project.volumes.get(k).map(|v| v.name.as_str()))
+        .collect();
+    let hashed = Hashed {
+        service: s,
+        image_id,
+        networks,
+        volumes,
+    };
+    let json = serde_json::to_vec(&hashed).unwrap_or_default();
+    hex(ring::digest::digest(&ring::digest::SHA256, &json).as_ref())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One replica to create: which, from what, labelled with what.
+pub struct Replica<'a> {
+    pub project: &'a Project,
+    pub service: &'a Service,
+    /// The image (id or reference) it runs.
+    pub image: &'a str,
+    pub number: u32,
+    pub hash: &'a str,
+    /// The deploy creating it (`<id>`).
+    pub deploy: u64,
+    /// Labels of the run that creates it, for crash recovery.
+    pub extra_labels: Vec<(String, String)>,
+}
+
+/// Compose's labels for a replica.
+pub fn labels(r: &Replica<'_>) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = r
+        .service
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let p = r.project;
+    for (k, v) in [
+        (COMPOSE_PROJECT, p.name.clone()),
+        (COMPOSE_SERVICE, r.service.name.clone()),
+        (COMPOSE_NUMBER, r.number.to_string()),
+        (COMPOSE_ONEOFF, "False".to_string()),
+        (COMPOSE_HASH, r.hash.to_string()),
+        (COMPOSE_VERSION, VERSION.to_string()),
+        (COMPOSE_WORKING_DIR, p.dir.display().to_string()),
+        (COMPOSE_CONFIG_FILES, p.file.display().to_string()),
+        (DEPLOY_LABEL, r.deploy.to_string()),
+    ] {
+        l.insert(k.to_string(), v);
+    }
+    for (k, v) in &r.extra_labels {
+        l.insert(k.clone(), v.clone());
+    }
+    l
+}
+
+/// The networks a replica joins, by engine name, with its aliases (the
+/// service name, as compose gives it, then the file's own), in the order
+/// the service lists them; the first is the one it is created on.
+pub fn networks(r: &Replica<'_>) -> Vec<(String, EndpointSettings)> {
+    r.service
+        .networks
+        .iter()
+        .filter_map(|(key, sn)| {
+            let net = r.project.networks.get(key)?;
+            let mut aliases = vec![r.service.name.clone()];
+            aliases.extend(sn.aliases.iter().cloned());
+            Some((
+                net.name.clone(),
+                EndpointSettings {
+                    aliases: Some(aliases),
+                    ..Default::default()
+                },
+            ))
+        })
+        .collect()
+}
+
+fn nanos(d: Option<std::time::Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn restart_policy(word: &str) -> RestartPolicy {
+    let (name, retries) = match word.split_once(':') {
+        Some((n, r)) => (n, r.parse().ok()),
+        None => (word, None),
+    };
+    let name = match name {
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+        _ => RestartPolicyNameEnum::NO,
+    };
+    RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: retries,
+    }
+}
+
+/// The create request. Host ports are bound as the file says: a service
+/// that publishes one cannot run two replicas at once, which the deploy
+/// plan knows ([`runs_twice`]).
+pub fn create_body(r: &Replica<'_>) -> ContainerCreateBody {
+    let s = r.service;
+    let env: Vec<String> = s
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut exposed: Vec<String> = s
+        .expose
+        .iter()
+        .map(|e| {
+            if e.contains('/') {
+                e.clone()
+            } else {
+                format!("{e}/tcp")
+            }
+        })
+        .collect();
+    let mut bindings: BTreeMap<String, Vec<PortBinding>> = BTreeMap::new();
+    for p in &s.ports {
+        let key = format!("{}/{}", p.target, p.protocol);
+        exposed.push(key.clone());
+        bindings.entry(key).or_default().push(PortBinding {
+            host_ip: p.host_ip.clone(),
+            host_port: p.published.map(|n| n.to_string()),
+        });
+    }
+    exposed.sort();
+    exposed.dedup();
+    let mounts: Vec<Mount> = s
+        .volumes
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: match m.kind {
+                MountKind::Volume => m.source.as_ref().map(|k| {
+                    r.project
+                        .volumes
+                        .get(k)
+                        .map_or(k.clone(), |v| v.name.clone())
+                }),
+                MountKind::Bind => m.source.clone(),
+                MountKind::Tmpfs => None,
+            },
+            typ: Some(match m.kind {
+                MountKind::Volume => MountType::VOLUME,
+                MountKind::Bind => MountType::BIND,
+                MountKind::Tmpfs => MountType::TMPFS,
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    let nets = networks(r);
+    let first = nets.first().cloned();
+    let host = HostConfig {
+        port_bindings: (!bindings.is_empty()).then(|| {
+            bindings
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect::<HashMap<_, _>>()
+        }),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        restart_policy: s.restart.as_deref().map(restart_policy),
+        network_mode: first.as_ref().map(|(n, _)| n.clone()),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(r.image.to_string()),
+        env: Some(env),
+        labels: Some(labels(r)),
+        cmd: s.command.clone(),
+        entrypoint: s.entrypoint.clone(),
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck: s.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: nanos(h.interval),
+            timeout: nanos(h.timeout),
+            retries: h.retries.map(i64::from),
+            start_period: nanos(h.start_period),
+            start_interval: None,
+        }),
+        stop_timeout: s
+            .stop_grace_period
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        host_config: Some(host),
+        networking_config: first.map(|(name, ep)| NetworkingConfig {
+            endpoints_config: Some([(name, ep)].into()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether two replicas of the service can run side by side, as a
+/// zero-downtime replacement needs; if not, why. A published host port is
+/// held by the running replica; a volume labelled `berth.single-writer`
+/// must never have two writers; `berth.deploy.replace: stop-first` asks for
+/// it.
+pub fn runs_twice(project: &Project, service: &Service) -> Result<(), String> {
+    if let Some(p) = service.ports.iter().find(|p| p.published.is_some()) {
+        return Err(format!(
+            "it publishes host port {}",
+            p.published.unwrap_or_default()
+        ));
+    }
+    let single = service
+        .volumes
+        .iter()
+        .filter(|m| m.kind == MountKind::Volume)
+        .filter_map(|m| m.source.as_ref())
+        .find(|k| {
+            project.volumes.get(*k).is_some_and(|v| {
+                v.labels
+                    .get("berth.single-writer")
+                    .is_some_and(|x| x == "true")
+            })
+        });
+    if let Some(v) = single {
+        return Err(format!("volume {v} is labelled berth.single-writer"));
+    }
+    if service
+        .labels
+        .get("berth.deploy.replace")
+        .is_some_and(|v| v == "stop-first")
+    {
+        return Err("it is labelled berth.deploy.replace=stop-first".into());
+    }
+    Ok(())
+}
