@@ -1,14 +1,15 @@
 //! Compose files: text in, a validated [`model::Project`] out. Pure but for
-//! reading `env_file`s, which goes through [`Source::read`].
+//! reading `env_file`s, which goes through [`Source::read`], and a warning
+//! logged for each unset variable the file uses (compose warns too).
 //!
 //! Layout, in the order the data goes through it:
-//! - [`raw`]: the file as serde reads it, unknown keys refused, `${VAR}`
+//! - `raw`: the file as serde reads it, unknown keys refused, `${VAR}`
 //!   interpolated by serde-saphyr from [`Source::vars`].
-//! - [`project`]: name, top-level networks and volumes, start order
-//!   ([`order`]); each service through [`service`], which uses [`ports`],
-//!   [`mounts`], [`values`] and [`env`].
-//! - [`error`]: every failure as a [`ComposeError`] naming file, line,
-//!   column and key ([`locate`] finds the key of a YAML error).
+//! - `project`: name, top-level networks and volumes, start order
+//!   (`order`); each service through `service`, which uses `ports`,
+//!   `mounts`, `values` and `env`.
+//! - `error`: every failure as a [`ComposeError`] naming file, line,
+//!   column and key (`locate` finds the key of a YAML error).
 
 use std::collections::HashMap;
 use std::io;

@@ -149,14 +149,15 @@ pub(super) fn build(input: Input, file: raw::File) -> Result<Project, ComposeErr
         .map(|(name, s)| (name.clone(), s.depends_on.keys().cloned().collect()))
         .collect();
     let order = order::start_order(&deps).map_err(|cycle| {
-        let at = dependency_at
-            .get(&cycle[0])
-            .and_then(|deps| deps.get(&cycle[1]))
+        let from = cycle.first().cloned().unwrap_or_default();
+        let at = cycle
+            .get(1)
+            .and_then(|to| dependency_at.get(&from)?.get(to))
             .copied()
             .unwrap_or_default();
         ctx.fail(
             at,
-            format!("services.{}.depends_on", cycle[0]),
+            format!("services.{from}.depends_on"),
             format!("dependency cycle: {}", cycle.join(" -> ")),
         )
     })?;

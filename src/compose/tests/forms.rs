@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::super::model::*;
 use super::super::{load, Source};
-use super::{load_with, map, ok, strings, FILE};
+use super::{check, load_with, map, ok, strings, FILE};
 
 #[test]
 fn short_and_long_forms() {

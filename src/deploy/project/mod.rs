@@ -28,7 +28,7 @@ use crate::engine::clone::{OPERATION_LABEL, UNIT_LABEL};
 use crate::engine::Engine;
 use crate::error::CallError;
 use crate::source::SourceSpec;
-use crate::world::{COMPOSE_PROJECT, COMPOSE_SERVICE};
+use crate::world::COMPOSE_PROJECT;
 use diff::{Desired, ServicePlan, Step};
 use spec::{Replica, COMPOSE_NETWORK, COMPOSE_VERSION, COMPOSE_VOLUME};
 use store::{DeployRecord, Deployed, Deployment};
@@ -169,6 +169,9 @@ impl Controller {
             build_seconds: None,
             total_seconds: None,
         };
+        if !rec.project.is_empty() {
+            self.lock_store().record(rec.clone());
+        }
         let outcome = self.deploy(run, order, &mut rec).await;
         let (status, message) = match outcome {
             Ok(message) => (Status::Completed, message),
@@ -571,13 +574,11 @@ impl Controller {
                     args: b.args.clone(),
                     target: b.target.clone(),
                     tag: tag.clone(),
-                    labels: [
-                        (COMPOSE_PROJECT.to_string(), project.name.clone()),
-                        // Nothing that changes per deploy: the same
-                        // source must give the same image id.
-                        (COMPOSE_SERVICE.to_string(), name.clone()),
-                    ]
-                    .into(),
+                    // One label: each is a build step, and the engine
+                    // takes them in no fixed order, so two would not
+                    // always hit the cache; nothing that changes per
+                    // deploy either: the same source gives the same image.
+                    labels: [(COMPOSE_PROJECT.to_string(), project.name.clone())].into(),
                 };
                 run.say_for(
                     &full,
