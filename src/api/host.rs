@@ -26,6 +26,10 @@ use crate::plan::{ContainerInfo, Problem, Snapshot};
 pub struct ServiceView {
     pub name: String,
     pub containers: Vec<ContainerInfo>,
+    /// For a deployment berth owns: how what runs differs from its last
+    /// deploy (the compose file), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +61,7 @@ pub fn deployments(containers: &BTreeMap<String, ContainerInfo>) -> Vec<Deployme
                     ServiceView {
                         name,
                         containers: cs.into_iter().cloned().collect(),
+                        drift: None,
                     }
                 })
                 .collect(),
@@ -165,7 +170,59 @@ pub async fn ready(State(app): State<App>) -> Response {
 }
 
 pub async fn list_deployments(State(app): State<App>) -> Json<Vec<DeploymentView>> {
-    Json(deployments(&app.snapshot.load().containers))
+    let mut list = deployments(&app.snapshot.load().containers);
+    if let Ok(store) = app.deploys.projects.lock() {
+        add_drift(&mut list, &store.deployments);
+    }
+    Json(list)
+}
+
+/// Marks the services of deployments berth owns whose running replicas are
+/// not what the last deploy made; a service of it with none running is
+/// listed too.
+fn add_drift(
+    list: &mut Vec<DeploymentView>,
+    owned: &BTreeMap<String, crate::deploy::project::store::Deployment>,
+) {
+    use crate::deploy::project::diff::drift;
+    for (name, d) in owned {
+        if d.services.is_empty() {
+            continue;
+        }
+        let view = match list.iter().position(|v| &v.name == name) {
+            Some(i) => &mut list[i],
+            None => {
+                list.push(DeploymentView {
+                    name: name.clone(),
+                    compose: true,
+                    services: Vec::new(),
+                });
+                list.last_mut().expect("just pushed")
+            }
+        };
+        for (service, deployed) in &d.services {
+            let sv = match view.services.iter().position(|s| &s.name == service) {
+                Some(i) => &mut view.services[i],
+                None => {
+                    view.services.push(ServiceView {
+                        name: service.clone(),
+                        containers: Vec::new(),
+                        drift: None,
+                    });
+                    view.services.last_mut().expect("just pushed")
+                }
+            };
+            let running: Vec<Option<&str>> = sv
+                .containers
+                .iter()
+                .filter(|c| c.is_running())
+                .map(|c| c.config_hash.as_deref())
+                .collect();
+            sv.drift = drift(&deployed.hash, deployed.replicas, &running);
+        }
+        view.services.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    list.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 pub async fn list_containers(State(app): State<App>) -> Json<Vec<ContainerInfo>> {
@@ -572,6 +629,7 @@ mod tests {
             ports: vec![],
             networks: BTreeMap::new(),
             started_at: String::new(),
+            config_hash: None,
         }
     }
 

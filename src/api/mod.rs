@@ -33,7 +33,6 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::names::parse_duration;
 use crate::plan::dns::NameView;
-use crate::plan::BackendInfo;
 use crate::tls::acme::{CertStatus, HostStatus};
 use crate::world::BackendState;
 use crate::{Inputs, SharedSnapshot};
@@ -416,7 +415,7 @@ async fn rollout(
         return Err(bad("batch: 0: use 1 or more"));
     }
     let service = resolve_service(
-        &app.snapshot.load().backends,
+        &service_keys(&app.snapshot.load()),
         &service,
         b.project.as_deref(),
     )?;
@@ -439,7 +438,7 @@ async fn scale(
 ) -> Result<Response, ApiError> {
     let b: ScaleBody = json_body(&body)?;
     let service = resolve_service(
-        &app.snapshot.load().backends,
+        &service_keys(&app.snapshot.load()),
         &service,
         b.project.as_deref(),
     )?;
@@ -485,14 +484,24 @@ pub fn stream_with(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// Every service berth can roll out or scale: the routed ones and those of
+/// every container, routed or not (workers, databases).
+fn service_keys(snap: &crate::plan::Snapshot) -> BTreeSet<String> {
+    snap.backends
+        .values()
+        .map(|b| b.service.clone())
+        .chain(snap.containers.values().map(|c| c.service_key()))
+        .collect()
+}
+
 /// `web` → `blog/web` when exactly one compose project has a service `web`;
 /// a container name works for containers outside compose.
 fn resolve_service(
-    backends: &std::collections::BTreeMap<String, BackendInfo>,
+    keys: &BTreeSet<String>,
     service: &str,
     project: Option<&str>,
 ) -> Result<String, ApiError> {
-    let keys: BTreeSet<&str> = backends.values().map(|b| b.service.as_str()).collect();
+    let keys: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
     let wanted = match project {
         Some(p) => format!("{p}/{service}"),
         None => service.to_string(),
@@ -509,7 +518,7 @@ fn resolve_service(
         [one] => Ok(one.to_string()),
         [] => Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("service {wanted:?}: no routed container belongs to it"),
+            format!("service {wanted:?}: no container belongs to it"),
         )),
         many => Err(bad(format!(
             "service {service:?} is in several projects ({}): name the project",
@@ -563,6 +572,7 @@ impl BackgroundService for AdminService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::BackendInfo;
 
     fn backends(keys: &[&str]) -> std::collections::BTreeMap<String, BackendInfo> {
         keys.iter()
@@ -577,7 +587,10 @@ mod tests {
 
     #[test]
     fn services_resolve_by_name_project_or_container() {
-        let b = backends(&["blog/web", "shop/web", "shop/api", "standalone"]);
+        let b: BTreeSet<String> = backends(&["blog/web", "shop/web", "shop/api", "standalone"])
+            .values()
+            .map(|b| b.service.clone())
+            .collect();
         assert_eq!(
             resolve_service(&b, "api", None).ok(),
             Some("shop/api".into())

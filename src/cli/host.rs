@@ -40,6 +40,16 @@ pub async fn ps(client: Client, json: bool) -> Outcome {
             &ps_rows(&list)
         )
     );
+    for d in &list {
+        for s in &d.services {
+            if let Some(drift) = &s.drift {
+                println!(
+                    "drift: {}/{}: {drift} (berth deploy brings it back to the file)",
+                    d.name, s.name
+                );
+            }
+        }
+    }
     Ok(Exit::Done)
 }
 

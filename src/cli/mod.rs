@@ -38,10 +38,10 @@ use crate::error::CallError;
 
 pub use deploy::{rollout, rollouts, scale, DeployTimeouts};
 pub use host::{act, logs, ps, stats, Action};
+pub use local::{check, completions, print_version, reload, serve, token, upgrade, version};
 pub use project::{
     deploy, deployments, down, env_list, env_set, env_unset, history, rollback, DeployArgs,
 };
-pub use local::{check, completions, print_version, reload, serve, token, upgrade, version};
 pub use routing::{backends, certs, dns, problems, routes};
 pub use target::{resolve, Target};
 

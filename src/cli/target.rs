@@ -179,6 +179,7 @@ pub(crate) mod tests {
             ports: vec![],
             networks: BTreeMap::new(),
             started_at: String::new(),
+            config_hash: None,
         }
     }
 
@@ -205,6 +206,7 @@ pub(crate) mod tests {
                                 ..container(n, id, status)
                             })
                             .collect(),
+                        drift: None,
                     })
                     .collect(),
             })

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::engine::clone::{OPERATION_LABEL, UNIT_LABEL};
 use crate::engine::Engine;
 use crate::names::short_id;
-use crate::plan::{BackendInfo, ContainerInfo, Snapshot};
+use crate::plan::{ContainerInfo, Snapshot};
 use crate::state::{self, StateDir};
 use crate::world::{BackendState, Input};
 use crate::{Inputs, SharedSnapshot};
@@ -798,15 +798,27 @@ fn done(plan: &Plan, kind: &Kind) -> String {
 }
 
 /// The replicas of `service` that take or will take requests: running, not
-/// on their way out; by name.
-fn live_replicas<'a>(snap: &'a Snapshot, service: &str) -> Vec<&'a BackendInfo> {
-    let mut replicas: Vec<&BackendInfo> = snap
+/// on their way out; by name, as (name, id). Routed ones by their backend
+/// state; a service berth does not route (a worker, a database) by its
+/// containers'.
+fn live_replicas(snap: &Snapshot, service: &str) -> Vec<(String, String)> {
+    let live = |s: BackendState| !matches!(s, BackendState::Stopped | BackendState::Draining);
+    let mut replicas: Vec<(String, String)> = snap
         .backends
         .values()
-        .filter(|b| b.service == service)
-        .filter(|b| !matches!(b.state, BackendState::Stopped | BackendState::Draining))
+        .filter(|b| b.service == service && live(b.state))
+        .map(|b| (b.name.clone(), b.id.clone()))
         .collect();
-    replicas.sort_by(|a, b| a.name.cmp(&b.name));
+    if replicas.is_empty() {
+        replicas = snap
+            .containers
+            .values()
+            .filter(|c| !c.routed && c.is_running() && live(c.state))
+            .filter(|c| c.service_key() == service)
+            .map(|c| (c.name.clone(), c.id.clone()))
+            .collect();
+    }
+    replicas.sort();
     replicas
 }
 
@@ -861,7 +873,7 @@ pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize
     };
     Ok(match &request.kind {
         Kind::Rollout { batch, .. } => (
-            replicas.iter().map(|b| Unit::replace(&b.id)).collect(),
+            replicas.iter().map(|(_, id)| Unit::replace(id)).collect(),
             (*batch).max(1),
         ),
         Kind::Scale { replicas: n } if *n == 0 => {
@@ -869,10 +881,13 @@ pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize
         }
         Kind::Scale { replicas: n } if *n >= replicas.len() => {
             let add = n - replicas.len();
-            ((0..add).map(|_| Unit::add(&first.id)).collect(), add.max(1))
+            ((0..add).map(|_| Unit::add(&first.1)).collect(), add.max(1))
         }
         Kind::Scale { replicas: n } => {
-            let retire: Vec<Unit> = replicas[*n..].iter().map(|b| Unit::retire(&b.id)).collect();
+            let retire: Vec<Unit> = replicas[*n..]
+                .iter()
+                .map(|(_, id)| Unit::retire(id))
+                .collect();
             let batch = retire.len();
             (retire, batch)
         }
@@ -936,6 +951,7 @@ crate::background_until_shutdown!(Controller);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::BackendInfo;
 
     fn backend(id: &str, name: &str, service: &str, state: BackendState) -> (String, BackendInfo) {
         (id.into(), BackendInfo::for_test(id, name, service, state))
@@ -1038,6 +1054,7 @@ mod tests {
             ports: vec![],
             networks: Default::default(),
             started_at: String::new(),
+            config_hash: None,
         };
         for info in [
             c("1", Some("p"), "web", "running"),

@@ -314,6 +314,56 @@ pub fn context_tar(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
     context_tar_capped(dir, dockerfile, MAX_CONTEXT_BYTES)
 }
 
+/// What decides a build's result, short of the base image: every file the
+/// context sends (path, mode, content or link target, never its mtime: a
+/// fresh checkout of the same commit is the same source), the Dockerfile's
+/// path, the build args and the target. sha256, hex.
+pub fn source_digest(
+    dir: &Path,
+    dockerfile: &str,
+    args: &std::collections::BTreeMap<String, String>,
+    target: Option<&str>,
+) -> Result<String, String> {
+    use ring::digest::{Context, SHA256};
+    let tar = context_tar(dir, dockerfile)?;
+    let mut ctx = Context::new(&SHA256);
+    let mut archive = tar::Archive::new(tar.as_slice());
+    let what = |e: std::io::Error| format!("build context {}: {e}", dir.display());
+    for entry in archive.entries().map_err(what)? {
+        let mut entry = entry.map_err(what)?;
+        let path = entry.path().map_err(what)?.display().to_string();
+        let mode = entry.header().mode().map_err(what)?;
+        let link = entry
+            .link_name()
+            .map_err(what)?
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut body).map_err(what)?;
+        for part in [
+            path.as_bytes(),
+            &mode.to_be_bytes(),
+            link.as_bytes(),
+            &(body.len() as u64).to_be_bytes(),
+            &body,
+        ] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+    }
+    ctx.update(dockerfile.as_bytes());
+    for (k, v) in args {
+        ctx.update(format!("\0arg\0{k}\0{v}").as_bytes());
+    }
+    ctx.update(format!("\0target\0{}", target.unwrap_or("")).as_bytes());
+    Ok(ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 fn context_tar_capped(dir: &Path, dockerfile: &str, cap: u64) -> Result<Vec<u8>, String> {
     let at = |what: String| format!("build context {}: {what}", dir.display());
     match fs::metadata(dir) {
@@ -838,6 +888,41 @@ mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn the_source_digest_follows_content_args_and_target_not_mtimes() {
+        let t = TempDir::new("digest");
+        t.write("Dockerfile", "FROM scratch\n", 0o644);
+        t.write("app/main.sh", "echo hi\n", 0o755);
+        t.write(".dockerignore", "*.log\n", 0o644);
+        let args: std::collections::BTreeMap<String, String> =
+            [("A".to_string(), "1".to_string())].into();
+        let d = || source_digest(&t.0, "Dockerfile", &args, None).unwrap();
+        let first = d();
+        assert_eq!(first.len(), 64);
+        // The same content with another mtime, and an ignored file added.
+        let f = fs::File::options()
+            .write(true)
+            .open(t.0.join("app/main.sh"))
+            .unwrap();
+        f.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
+        t.write("debug.log", "noise", 0o644);
+        assert_eq!(d(), first, "same content, same digest");
+        t.write("app/main.sh", "echo bye\n", 0o755);
+        let changed = d();
+        assert_ne!(changed, first);
+        let other: std::collections::BTreeMap<String, String> =
+            [("A".to_string(), "2".to_string())].into();
+        assert_ne!(
+            source_digest(&t.0, "Dockerfile", &other, None).unwrap(),
+            changed
+        );
+        assert_ne!(
+            source_digest(&t.0, "Dockerfile", &args, Some("prod")).unwrap(),
+            changed
+        );
     }
 
     /// (path without a trailing `/`, type, mode, mtime, link target, content)

@@ -13,17 +13,21 @@ use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, ImageConfig, NetworkingConfig,
 };
 
+use crate::deploy::project::spec::{hex, COMPOSE_HASH, COMPOSE_NUMBER};
+
 /// The run that made a clone: `<deploy id>@<its start, unix seconds>` (the
 /// start tells runs apart when a lost history made ids start over).
 pub const OPERATION_LABEL: &str = "io.berth.operation";
 /// Which unit of that run the clone is for.
 pub const UNIT_LABEL: &str = "io.berth.unit";
 
-/// Who makes a clone: the run's [`OPERATION_LABEL`] value and the unit.
+/// Who makes a clone: the run's [`OPERATION_LABEL`] value and the unit;
+/// for a compose replica, the container number it gets.
 #[derive(Debug, Clone, Copy)]
 pub struct MadeBy<'a> {
     pub operation: &'a str,
     pub unit: usize,
+    pub number: Option<u32>,
 }
 
 /// Takes the container's value unless it equals what the image set.
@@ -60,6 +64,22 @@ pub fn clone_body(
         .collect();
     labels.insert(OPERATION_LABEL.into(), by.operation.into());
     labels.insert(UNIT_LABEL.into(), by.unit.to_string());
+    if let Some(n) = by.number {
+        labels.insert(COMPOSE_NUMBER.into(), n.to_string());
+    }
+    // Another image is another config: say so to compose, whose `up` would
+    // otherwise call the clone up to date with a file that names the old
+    // image (it then recreates it from the file, which owns the project).
+    let old_image = cfg.image.clone().unwrap_or_default();
+    if image != old_image {
+        if let Some(h) = labels.get(COMPOSE_HASH).cloned() {
+            let moved = format!("{h}\nimage={image}");
+            labels.insert(
+                COMPOSE_HASH.into(),
+                hex(ring::digest::digest(&ring::digest::SHA256, moved.as_bytes()).as_ref()),
+            );
+        }
+    }
     let mut host = old.host_config.clone().unwrap_or_default();
     host.port_bindings = None;
     host.publish_all_ports = None;
@@ -177,6 +197,7 @@ mod tests {
                         ("berth.host", "blog.test"),
                         ("org.opencontainers.image.version", "1"),
                         (OPERATION_LABEL, "3@1700000000"),
+                        (COMPOSE_HASH, "h1"),
                         (UNIT_LABEL, "2"),
                     ]
                     .iter()
@@ -237,6 +258,7 @@ mod tests {
         let by = MadeBy {
             operation: "7@1700000100",
             unit: 0,
+            number: Some(3),
         };
         let body = clone_body(&old(), Some(&image()), "blog:2", by);
         assert_eq!(body.image.as_deref(), Some("blog:2"));
@@ -248,6 +270,13 @@ mod tests {
             Some("blog.test")
         );
         assert!(!labels.contains_key("org.opencontainers.image.version"));
+        assert_eq!(labels[COMPOSE_NUMBER], "3", "the next free number");
+        assert_ne!(
+            labels[COMPOSE_HASH], "h1",
+            "another image: compose must not call it up to date"
+        );
+        let same = clone_body(&old(), Some(&image()), "blog:1", by);
+        assert_eq!(same.labels.unwrap()[COMPOSE_HASH], "h1");
         assert_eq!(
             (
                 labels[OPERATION_LABEL].as_str(),

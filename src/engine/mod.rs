@@ -278,7 +278,35 @@ impl Engine {
             Some(id) => docker.inspect_image(id).await.ok().and_then(|i| i.config),
             None => None,
         };
-        let by = clone::MadeBy { operation, unit: n };
+        // A compose replica gets the next free container number, as
+        // `docker compose up --scale` would give it (the `n`-th free one, so
+        // that clones made together differ).
+        let labels = old
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let number = match (
+            labels.get(crate::world::COMPOSE_PROJECT),
+            labels.get(crate::world::COMPOSE_SERVICE),
+        ) {
+            (Some(p), Some(s)) => {
+                let taken: Vec<u32> = self
+                    .project_containers(p)
+                    .await?
+                    .iter()
+                    .filter(|r| &r.service == s)
+                    .filter_map(|r| r.number)
+                    .collect();
+                Some(crate::deploy::project::spec::nth_free_number(&taken, n))
+            }
+            _ => None,
+        };
+        let by = clone::MadeBy {
+            operation,
+            unit: n,
+            number,
+        };
         let body = clone::clone_body(&old, old_image.as_ref(), &image, by);
         let name = clone::clone_name(
             old.name

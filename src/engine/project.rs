@@ -65,7 +65,7 @@ impl Engine {
                         Some(s) => s.to_string(),
                         None => String::new(),
                     },
-                    image_id: c.image_id,
+                    image: c.image.unwrap_or_default(),
                 })
             })
             .collect())

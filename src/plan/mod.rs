@@ -111,6 +111,9 @@ pub struct ContainerInfo {
     /// Tells a restarted run from the one before (not shown).
     #[serde(skip)]
     pub started_at: String,
+    /// Compose's config hash: tells drift from the last deploy (not shown).
+    #[serde(skip)]
+    pub config_hash: Option<String>,
 }
 
 impl ContainerInfo {
@@ -126,6 +129,15 @@ impl ContainerInfo {
 
     pub fn is_running(&self) -> bool {
         self.status == "running"
+    }
+
+    /// `project/service`, or its name outside compose: what backends call
+    /// their service.
+    pub fn service_key(&self) -> String {
+        match (&self.project, &self.service) {
+            (Some(p), Some(s)) => format!("{p}/{s}"),
+            _ => self.name.clone(),
+        }
     }
 }
 
@@ -659,6 +671,10 @@ fn container_infos(
                 ports: c.ports.clone(),
                 networks: c.networks.clone(),
                 started_at: c.started_at.clone(),
+                config_hash: c
+                    .labels
+                    .get(crate::deploy::project::spec::COMPOSE_HASH)
+                    .cloned(),
             };
             (c.id.clone(), info)
         })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::harness::{
     api, cli, docker, docker_ok, eventually, failures, free_port, Berth, Env, HttpClient, Load,
-    TempDir, IMAGE, TOKEN,
+    TempDir, IMAGE, IMAGE_V2, TOKEN,
 };
 
 /// A project directory, a berth with its admin API, and everything the
@@ -140,20 +140,8 @@ volumes:
     }
 
     async fn deploy(&self, args: &[&str]) -> (i32, String) {
-        let mut all = vec![
-            "deploy",
-            "-f",
-            &self
-                .dir
-                .path()
-                .join("compose.yaml")
-                .to_str()
-                .unwrap()
-                .to_string(),
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
+        let file = self.file();
+        let mut all: Vec<String> = vec!["deploy".into(), "-f".into(), file];
         all.extend(args.iter().map(|a| a.to_string()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         let (code, out, err) = cli(&self.admin, &all).await;
@@ -347,6 +335,25 @@ async fn a_compose_project_deploys_in_order_and_redeploys_only_what_changed_unde
             "served by the old version: {b}"
         );
     }
+
+    // berth scale (db is not routed): berth ps shows the drift from the
+    // file; the next deploy brings it back.
+    let (code, out, err) = cli(&p.admin, &["scale", "db=2"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(p.ids_of("db").await.len(), 2);
+    let (_, ps, _) = cli(&p.admin, &["ps"]).await;
+    assert!(
+        ps.contains(&format!(
+            "drift: {}/db: 2 running, the last deploy made 1",
+            p.name
+        )),
+        "{ps}"
+    );
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("db: scale 2 -> 1 replicas"), "{out}");
+    let (_, ps, _) = cli(&p.admin, &["ps"]).await;
+    assert!(!ps.contains("drift:"), "{ps}");
 
     // The history has the three real deploys (and the dry runs).
     let (code, out, _) = cli(&p.admin, &["history", &p.name]).await;
@@ -758,12 +765,99 @@ async fn a_signed_push_to_the_tracked_branch_redeploys_that_commit() {
         },
     )
     .await;
-    eventually(Duration::from_secs(30), "the webhook's deploy to complete", || async {
-        let (_, hist) = api(&p.admin, "GET", &format!("/api/deployments/{id}/history"), Some(TOKEN)).await;
-        let h: serde_json::Value = serde_json::from_str(&hist).ok()?;
-        let last = h.as_array()?.last()?.clone();
-        (last["trigger"] == "webhook" && last["commit"] == commit.as_str() && last["status"] == "completed")
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the webhook's deploy to complete",
+        || async {
+            let (_, hist) = api(
+                &p.admin,
+                "GET",
+                &format!("/api/deployments/{id}/history"),
+                Some(TOKEN),
+            )
+            .await;
+            let h: serde_json::Value = serde_json::from_str(&hist).ok()?;
+            let last = h.as_array()?.last()?.clone();
+            (last["trigger"] == "webhook"
+                && last["commit"] == commit.as_str()
+                && last["status"] == "completed")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// `docker-compose` in the project's directory.
+async fn compose(p: &Proj, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("docker-compose")
+        .args(["-p", &p.name])
+        .args(args)
+        .current_dir(p.dir.path())
+        .output()
+        .await
+        .expect("docker-compose");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("docker-compose {args:?}:\n{text}");
+    assert!(out.status.success(), "docker-compose {args:?} failed");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_docker_compose_made_is_scaled_and_rolled_out_without_the_two_disagreeing() {
+    let p = Proj::new("projdc", "").await;
+    let id = p.env.id.clone();
+    p.write(
+        "docker-compose.yml",
+        &format!(
+            "services:\n  web:\n    image: {IMAGE}\n    labels:\n      berth-test.run: {id}\n      berth.host: {}\n",
+            p.host
+        ),
+    );
+    compose(&p, &["up", "-d"]).await;
+    eventually(
+        Duration::from_secs(15),
+        "the compose replica to serve",
+        || async {
+            let r = HttpClient::new().get(p.port, &p.host, "/").await.ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await;
+    let (code, out, err) = cli(&p.admin, &["scale", "web=3"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let numbers = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.compose.project={id}"),
+        "--format",
+        "{{.Label \"com.docker.compose.container-number\"}}",
+    ])
+    .await;
+    let mut numbers: Vec<&str> = numbers.lines().collect();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        ["1", "2", "3"],
+        "each replica its own container number"
+    );
+    let (code, out, err) = cli(&p.admin, &["rollout", "web", "--image", IMAGE_V2]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(p.body("/").await.trim_end().ends_with("v2"));
+    // The file still names the old image: compose must not call the clones
+    // up to date (it recreates them from the file, which owns the project).
+    let up = compose(&p, &["up", "-d"]).await;
+    assert!(!up.contains("is up-to-date"), "{up}");
+    eventually(
+        Duration::from_secs(30),
+        "the file's image to serve again",
+        || async {
+            let r = HttpClient::new().get(p.port, &p.host, "/").await.ok()?;
+            (r.status == 200 && r.body.trim_end().ends_with("v1")).then_some(())
+        },
+    )
     .await;
 }

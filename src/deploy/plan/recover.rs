@@ -341,6 +341,7 @@ mod tests {
             ports: vec![],
             networks: Default::default(),
             started_at: run.into(),
+            config_hash: None,
         }
     }
 

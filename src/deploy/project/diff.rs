@@ -17,8 +17,8 @@ pub struct Running {
     pub hash: Option<String>,
     /// Docker's word: running, exited, created, ...
     pub status: String,
-    /// The id of the image it runs.
-    pub image_id: Option<String>,
+    /// The image it was created from, as named then.
+    pub image: String,
 }
 
 /// What the file asks of one service.
@@ -157,6 +157,28 @@ pub fn diff(desired: &[Desired], running: &[Running]) -> Vec<ServicePlan> {
     plans
 }
 
+/// How what runs of a service differs from what berth's last deploy of
+/// it made (`hash`, `replicas`), if it does: by hand (`docker run`,
+/// `docker compose up`), `berth rollout --image` or `berth scale`, which
+/// the next deploy undoes. `running`: the running replicas' config hashes.
+pub fn drift(hash: &str, replicas: usize, running: &[Option<&str>]) -> Option<String> {
+    let mut why = Vec::new();
+    let other = running.iter().filter(|h| **h != Some(hash)).count();
+    if other > 0 {
+        why.push(format!(
+            "{other} of {} run other settings or another image than the last deploy",
+            running.len()
+        ));
+    }
+    if running.len() != replicas {
+        why.push(format!(
+            "{} running, the last deploy made {replicas}",
+            running.len()
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +191,7 @@ mod tests {
             number: Some(n),
             hash: Some(hash.into()),
             status: status.into(),
-            image_id: None,
+            image: String::new(),
         }
     }
 
@@ -253,5 +275,19 @@ mod tests {
             plans[0].stale.is_empty(),
             "a stopped container of this very version is left for the user"
         );
+    }
+
+    #[test]
+    fn drift_from_the_last_deploy() {
+        assert_eq!(drift("h", 2, &[Some("h"), Some("h")]), None);
+        assert_eq!(
+            drift("h", 2, &[Some("h"), Some("x")]).as_deref(),
+            Some("1 of 2 run other settings or another image than the last deploy")
+        );
+        assert_eq!(
+            drift("h", 2, &[Some("h"), Some("h"), Some("h")]).as_deref(),
+            Some("3 running, the last deploy made 2")
+        );
+        assert!(drift("h", 1, &[]).unwrap().contains("0 running"));
     }
 }

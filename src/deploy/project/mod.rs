@@ -510,8 +510,9 @@ impl Controller {
     }
 
     /// Each service's image: a rollback's, a build's, or the one its
-    /// `image:` names (pulled when the engine lacks it). A dry run builds
-    /// nothing: a service with `build:` is compared by the image it runs.
+    /// `image:` names (pulled when the engine lacks it). A service with
+    /// `build:` is known by its source digest; it is built only when that
+    /// changed (never in a dry run).
     async fn images(
         &self,
         run: &Run<'_>,
@@ -548,12 +549,45 @@ impl Controller {
                 continue;
             }
             if let Some(b) = &s.build {
+                // A build is known by its source: the same files, args and
+                // target as what runs need no build (and would not always
+                // give the same image id: the cache is shared).
+                let (dir, dockerfile, args, target) = (
+                    b.context.clone(),
+                    b.dockerfile.clone(),
+                    b.args.clone(),
+                    b.target.clone(),
+                );
+                let digest = tokio::task::spawn_blocking(move || {
+                    crate::engine::build::source_digest(&dir, &dockerfile, &args, target.as_deref())
+                })
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| (Status::BuildFailed, format!("{full}: {e}")))?;
+                let id = format!("source:{digest}");
+                let hash = spec::config_hash(project, s, &id);
+                let same = running.iter().find(|r| {
+                    &r.service == name
+                        && r.status == "running"
+                        && r.hash.as_deref() == Some(hash.as_str())
+                });
+                tracing::debug!(service = %full, %hash, running = ?running.iter().filter(|r| &r.service == name).map(|r| (&r.status, &r.hash)).collect::<Vec<_>>(), "build source digest");
+                if let Some(r) = same {
+                    run.say_for(
+                        &full,
+                        Status::Queued,
+                        format!("{full}: source unchanged, not rebuilt"),
+                    );
+                    out.insert(
+                        name.clone(),
+                        Image {
+                            reference: r.image.clone(),
+                            id,
+                        },
+                    );
+                    continue;
+                }
                 if order.dry_run {
-                    let id = running
-                        .iter()
-                        .find(|r| &r.service == name && r.status == "running")
-                        .and_then(|r| r.image_id.clone())
-                        .unwrap_or_default();
                     out.insert(
                         name.clone(),
                         Image {
@@ -592,11 +626,11 @@ impl Controller {
                     .map(|s| s.path("builds").join(format!("{}-{name}.log", run.id)));
                 let mut log = BuildLog::open(log_path);
                 let progress = run.progress.clone();
-                let id = run.id;
+                let deploy_id = run.id;
                 let mut sink = |line: &str| {
                     log.write(line);
                     let _ = progress.send(Progress {
-                        id,
+                        id: deploy_id,
                         service: full.clone(),
                         status: Status::Building,
                         message: line.to_string(),
@@ -612,13 +646,7 @@ impl Controller {
                             }
                         }
                         run.say_for(&full, Status::Building, format!("built {tag}"));
-                        out.insert(
-                            name.clone(),
-                            Image {
-                                reference: tag,
-                                id: image_id,
-                            },
-                        );
+                        out.insert(name.clone(), Image { reference: tag, id });
                     }
                     Err(f) => {
                         let tail = if f.log_tail.is_empty() {

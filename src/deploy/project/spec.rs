@@ -36,7 +36,15 @@ pub fn container_name(project: &str, service: &str, number: u32) -> String {
 
 /// The smallest container number not in `taken` (compose numbers from 1).
 pub fn free_number(taken: &[u32]) -> u32 {
-    (1..).find(|n| !taken.contains(n)).unwrap_or(1)
+    nth_free_number(taken, 0)
+}
+
+/// The `n`-th (from 0) container number not in `taken`.
+pub fn nth_free_number(taken: &[u32], n: usize) -> u32 {
+    (1..)
+        .filter(|x| !taken.contains(x))
+        .nth(n)
+        .unwrap_or(u32::MAX)
 }
 
 /// What decides whether a running replica is still what the file asks for:
@@ -301,4 +309,148 @@ pub fn runs_twice(project: &Project, service: &Service) -> Result<(), String> {
         return Err("it is labelled berth.deploy.replace=stop-first".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(yaml: &str) -> Project {
+        let vars = std::collections::HashMap::new();
+        let read = |_: &std::path::Path| -> std::io::Result<String> { Ok(String::new()) };
+        crate::compose::load(&crate::compose::Source {
+            file: std::path::Path::new("/srv/blog/compose.yaml"),
+            text: yaml,
+            project: None,
+            vars: &vars,
+            read: &read,
+        })
+        .unwrap()
+    }
+
+    const BLOG: &str = "name: blog
+services:
+  web:
+    image: blog:1
+    command: [\"/bin/sh\", \"/start.sh\"]
+    environment: {MODE: prod}
+    labels: {berth.host: blog.example.com}
+    ports: [\"127.0.0.1:8080:80\"]
+    volumes: [data:/data, ./static:/static:ro]
+    networks:
+      front: {aliases: [www]}
+      default: {}
+    healthcheck:
+      test: [\"CMD\", \"wget\", \"-qO-\", \"http://127.0.0.1/health\"]
+      interval: 2s
+    restart: on-failure:3
+    stop_grace_period: 20s
+    deploy: {replicas: 2}
+volumes:
+  data:
+    labels: {berth.single-writer: \"true\"}
+networks:
+  front: {}
+";
+
+    #[test]
+    fn a_replica_is_created_as_compose_would_create_it() {
+        let p = project(BLOG);
+        let s = &p.services["web"];
+        let r = Replica {
+            project: &p,
+            service: s,
+            image: "blog:1",
+            number: 2,
+            hash: "abc",
+            deploy: 7,
+            extra_labels: vec![("io.berth.unit".into(), "0".into())],
+        };
+        let body = create_body(&r);
+        let labels = body.labels.clone().unwrap();
+        for (k, v) in [
+            (COMPOSE_PROJECT, "blog"),
+            (COMPOSE_SERVICE, "web"),
+            (COMPOSE_NUMBER, "2"),
+            (COMPOSE_ONEOFF, "False"),
+            (COMPOSE_HASH, "abc"),
+            (COMPOSE_WORKING_DIR, "/srv/blog"),
+            (COMPOSE_CONFIG_FILES, "/srv/blog/compose.yaml"),
+            (DEPLOY_LABEL, "7"),
+            ("berth.host", "blog.example.com"),
+            ("io.berth.unit", "0"),
+        ] {
+            assert_eq!(labels.get(k).map(String::as_str), Some(v), "{k}");
+        }
+        assert_eq!(body.env, Some(vec!["MODE=prod".to_string()]));
+        assert_eq!(body.exposed_ports, Some(vec!["80/tcp".to_string()]));
+        let host = body.host_config.clone().unwrap();
+        let binding = &host.port_bindings.unwrap()["80/tcp"].clone().unwrap()[0];
+        assert_eq!(
+            (binding.host_ip.as_deref(), binding.host_port.as_deref()),
+            (Some("127.0.0.1"), Some("8080"))
+        );
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts[0].source.as_deref(), Some("blog_data"));
+        assert_eq!(mounts[1].source.as_deref(), Some("/srv/blog/static"));
+        assert_eq!(mounts[1].read_only, Some(true));
+        let restart = host.restart_policy.unwrap();
+        assert_eq!(
+            (restart.name, restart.maximum_retry_count),
+            (Some(RestartPolicyNameEnum::ON_FAILURE), Some(3))
+        );
+        assert_eq!(body.stop_timeout, Some(20));
+        assert_eq!(
+            body.healthcheck.unwrap().interval,
+            Some(2_000_000_000),
+            "nanoseconds"
+        );
+        assert_eq!(container_name("blog", "web", 2), "blog-web-2");
+        let nets = networks(&r);
+        let names: Vec<&str> = nets.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["blog_default", "blog_front"]);
+        assert_eq!(
+            nets[1].1.aliases,
+            Some(vec!["web".to_string(), "www".to_string()]),
+            "the service name, then the file's aliases"
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("blog_default"));
+    }
+
+    #[test]
+    fn the_hash_moves_with_settings_and_image_but_not_the_replica_count() {
+        let p = project(BLOG);
+        let h = config_hash(&p, &p.services["web"], "sha256:1");
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, config_hash(&p, &p.services["web"], "sha256:1"));
+        assert_ne!(h, config_hash(&p, &p.services["web"], "sha256:2"));
+        let more = project(&BLOG.replace("replicas: 2", "replicas: 5"));
+        assert_eq!(h, config_hash(&more, &more.services["web"], "sha256:1"));
+        let env = project(&BLOG.replace("MODE: prod", "MODE: dev"));
+        assert_ne!(h, config_hash(&env, &env.services["web"], "sha256:1"));
+    }
+
+    #[test]
+    fn what_keeps_a_service_from_running_twice() {
+        let p = project(BLOG);
+        let why = runs_twice(&p, &p.services["web"]).unwrap_err();
+        assert!(why.contains("host port 8080"), "{why}");
+        let p = project(&BLOG.replace("    ports: [\"127.0.0.1:8080:80\"]\n", ""));
+        let why = runs_twice(&p, &p.services["web"]).unwrap_err();
+        assert!(why.contains("volume data"), "{why}");
+        let p = project(
+            &BLOG
+                .replace("    labels: {berth.single-writer: \"true\"}\n", "")
+                .replace("    ports: [\"127.0.0.1:8080:80\"]\n", ""),
+        );
+        assert_eq!(runs_twice(&p, &p.services["web"]), Ok(()));
+    }
+
+    #[test]
+    fn container_numbers_fill_the_gaps_first() {
+        assert_eq!(free_number(&[]), 1);
+        assert_eq!(free_number(&[1, 2, 4]), 3);
+        assert_eq!(nth_free_number(&[1, 2, 4], 1), 5);
+        assert_eq!(nth_free_number(&[2], 0), 1);
+    }
 }
