@@ -140,6 +140,9 @@ pub struct DeployConfig {
     pub health_timeout: Duration,
     /// How long a container may stay unhealthy before autoheal restarts it.
     pub autoheal_grace: Duration,
+    /// Deployed services without `berth.host` are routed as
+    /// `<service>.<project>.<base_domain>`; `None`: off.
+    pub base_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -250,6 +253,7 @@ impl Default for Config {
             deploy: DeployConfig {
                 health_timeout: Duration::from_secs(60),
                 autoheal_grace: Duration::from_secs(30),
+                base_domain: None,
             },
             tls: TlsConfig {
                 listen: Some(SocketAddr::from(([0, 0, 0, 0], 8443))),
@@ -354,6 +358,7 @@ struct RawAdmin {
 struct RawDeploy {
     health_timeout: Option<Spanned<String>>,
     autoheal_grace: Option<Spanned<String>>,
+    base_domain: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -459,7 +464,7 @@ mod tests {
             ),
             ("log:\n  levle: info\n", "log.levle", "info", "did you mean log.level?"),
             ("admin:\n  tokn: x\n", "admin.tokn", "x", "did you mean admin.token?"),
-            ("deploy:\n  timeout: 1s\n", "deploy.timeout", "1s", "known keys here: health_timeout, autoheal_grace"),
+            ("deploy:\n  timeout: 1s\n", "deploy.timeout", "1s", "known keys here: health_timeout, autoheal_grace, base_domain"),
             ("tls:\n  port: 443\n", "tls.port", "443", "known keys here: listen, certs_dir, redirect, hsts"),
             ("acme:\n  mail: a@b.c\n", "acme.mail", "a@b.c", "did you mean acme.email?"),
             ("dns:\n  forwrd: true\n", "dns.forwrd", "true", "did you mean dns.forward?"),

@@ -309,6 +309,21 @@ impl Validator<'_> {
                 r.autoheal_grace,
                 d.autoheal_grace,
             )?,
+            base_domain: match r.base_domain {
+                None => d.base_domain.clone(),
+                Some(v) if v.value.trim() == "off" => None,
+                Some(v) => match HostPattern::parse(v.value.trim()) {
+                    Ok(HostPattern::Exact(h)) => Some(h.to_string()),
+                    Ok(HostPattern::Wildcard(_)) => {
+                        return Err(self.invalid(
+                            "deploy.base_domain",
+                            &v,
+                            "a domain, not a wildcard: apps.example.com",
+                        ))
+                    }
+                    Err(m) => return Err(self.invalid("deploy.base_domain", &v, m)),
+                },
+            },
         })
     }
 

@@ -272,6 +272,25 @@ impl Engine {
         Ok(())
     }
 
+    /// The TCP ports an image exposes (its `EXPOSE`s).
+    pub async fn image_ports(&self, reference: &str) -> Result<Vec<u16>, CallError> {
+        let i = self
+            .docker()?
+            .inspect_image(reference)
+            .await
+            .map_err(|e| call_error(format!("inspect image {reference}"), e))?;
+        let mut ports: Vec<u16> = i
+            .config
+            .and_then(|c| c.exposed_ports)
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| !p.ends_with("/udp"))
+            .filter_map(|p| p.split('/').next()?.parse().ok())
+            .collect();
+        ports.sort_unstable();
+        Ok(ports)
+    }
+
     /// The exit code of a container that has stopped; `None` while it runs.
     pub async fn exit_code(&self, id: &str) -> Result<Option<i64>, CallError> {
         let i = self

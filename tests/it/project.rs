@@ -861,3 +861,44 @@ async fn a_project_docker_compose_made_is_scaled_and_rolled_out_without_the_two_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_domain_gives_each_deployed_service_a_hostname_of_its_own() {
+    let p = Proj::new("projbase", "deploy:\n  base_domain: apps.test\n").await;
+    let id = p.env.id.clone();
+    p.write(
+        "site/Dockerfile",
+        &format!("FROM {IMAGE}\nENV VERSION=site\n"),
+    );
+    p.write(
+        "compose.yaml",
+        &format!(
+            "name: {id}\nservices:\n  site:\n    build: ./site\n    labels:\n      berth-test.run: {id}\n  admin_ui:\n    image: {IMAGE}\n    expose: [\"8080\", \"9090\"]\n    labels:\n      berth-test.run: {id}\n"
+        ),
+    );
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    let client = HttpClient::new();
+    let site = format!("site.{id}.apps.test");
+    let r = client.get(p.port, &site, "/").await.unwrap();
+    assert_eq!(r.status, 200, "{site}: {}", r.body);
+    assert!(r.body.trim_end().ends_with("site"), "{}", r.body);
+    let admin = format!("admin-ui.{id}.apps.test");
+    let r = client.get(p.port, &admin, "/").await.unwrap();
+    assert_eq!(r.status, 200, "{admin}: {}", r.body);
+    let (code, routes, _) = cli(&p.admin, &["routes"]).await;
+    assert_eq!(code, 0);
+    for host in [
+        site.as_str(),
+        admin.as_str(),
+        &format!("admin-ui--9090.{id}.apps.test"),
+    ] {
+        assert!(
+            routes.contains(host),
+            "berth routes misses {host}:\n{routes}"
+        );
+    }
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to change"), "{out}");
+}

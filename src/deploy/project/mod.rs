@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::plan::{Plan, Status, Unit};
 use super::{unix_now, Controller, Kind, Progress, Request, Run};
-use crate::compose::model::{Condition, Project};
+use crate::compose::model::{Condition, Project, Service};
 use crate::engine::build::BuildSpec;
 use crate::engine::clone::{OPERATION_LABEL, UNIT_LABEL};
 use crate::engine::Engine;
@@ -292,6 +292,7 @@ impl Controller {
         if project.services.values().any(|s| s.build.is_some()) && !order.dry_run {
             rec.build_seconds = Some(build_started.elapsed().as_secs_f64());
         }
+        let project = Arc::new(self.auto_hosts(&project, &images).await);
         rec.images = images
             .iter()
             .map(|(s, i)| (s.clone(), i.reference.clone()))
@@ -565,13 +566,20 @@ impl Controller {
                 .map_err(|e| failed(e.to_string()))?
                 .map_err(|e| (Status::BuildFailed, format!("{full}: {e}")))?;
                 let id = format!("source:{digest}");
-                let hash = spec::config_hash(project, s, &id);
-                let same = running.iter().find(|r| {
-                    &r.service == name
-                        && r.status == "running"
-                        && r.hash.as_deref() == Some(hash.as_str())
-                });
-                tracing::debug!(service = %full, %hash, running = ?running.iter().filter(|r| &r.service == name).map(|r| (&r.status, &r.hash)).collect::<Vec<_>>(), "build source digest");
+                // What runs is the same if its hash is what this source
+                // gives, with the routes `deploy.base_domain` adds by the
+                // ports of the image it runs.
+                let mut same = None;
+                for r in running
+                    .iter()
+                    .filter(|r| &r.service == name && r.status == "running")
+                {
+                    let svc = self.with_auto_routes(project, s, &r.image).await;
+                    if r.hash.as_deref() == Some(spec::config_hash(project, &svc, &id).as_str()) {
+                        same = Some(r);
+                        break;
+                    }
+                }
                 if let Some(r) = same {
                     run.say_for(
                         &full,
@@ -698,6 +706,47 @@ impl Controller {
             );
         }
         Ok(out)
+    }
+
+    /// `deploy.base_domain`: route labels for the services that have none
+    /// ([`spec::auto_routes`]), by their compose ports, else their image's.
+    async fn auto_hosts(&self, project: &Project, images: &BTreeMap<String, Image>) -> Project {
+        let mut out = project.clone();
+        for (name, s) in out.services.iter_mut() {
+            let reference = images.get(name).map_or("", |i| i.reference.as_str());
+            *s = self.with_auto_routes(project, s, reference).await;
+        }
+        out
+    }
+
+    /// The service with the route labels `deploy.base_domain` gives it when
+    /// it runs `reference`.
+    async fn with_auto_routes(&self, project: &Project, s: &Service, reference: &str) -> Service {
+        let mut s = s.clone();
+        let Some(base) = &self.config.deploy.base_domain else {
+            return s;
+        };
+        let image_ports = if reference.is_empty() {
+            Vec::new()
+        } else {
+            self.engine
+                .image_ports(reference)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(service = %s.name, error = %e, "the image's ports are unknown");
+                    Vec::new()
+                })
+        };
+        for (k, v) in spec::auto_routes(
+            &self.config.label_prefix,
+            base,
+            &project.name,
+            &s,
+            &image_ports,
+        ) {
+            s.labels.insert(k, v);
+        }
+        s
     }
 
     /// Makes the project's networks and volumes that are missing; an

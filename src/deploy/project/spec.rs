@@ -274,6 +274,63 @@ pub fn create_body(r: &Replica<'_>) -> ContainerCreateBody {
     }
 }
 
+/// With `deploy.base_domain`: the route labels a deployed service gets
+/// when it has none of its own (`<prefix>.host`, `<prefix>.<name>.host`):
+/// its first TCP port as `<service>.<project>.<base>`, each other one as
+/// `<service>--<port>.<project>.<base>`. Names are made DNS-safe
+/// (lowercase, `_` → `-`). Nothing for a service without a port.
+pub fn auto_routes(
+    prefix: &str,
+    base: &str,
+    project: &str,
+    service: &Service,
+    image_ports: &[u16],
+) -> Vec<(String, String)> {
+    let routed = service.labels.keys().any(|k| {
+        k.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('.'))
+            .is_some_and(|r| r == "host" || r.ends_with(".host"))
+    });
+    if routed {
+        return Vec::new();
+    }
+    let mut ports: Vec<u16> = Vec::new();
+    let tcp = service
+        .expose
+        .iter()
+        .filter(|e| !e.ends_with("/udp"))
+        .filter_map(|e| e.trim_end_matches("/tcp").parse().ok())
+        .chain(
+            service
+                .ports
+                .iter()
+                .filter(|p| p.protocol == "tcp")
+                .map(|p| p.target),
+        )
+        .chain(image_ports.iter().copied());
+    for p in tcp {
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let dns = |s: &str| s.to_lowercase().replace(['_', '.'], "-");
+    let (svc, proj) = (dns(&service.name), dns(project));
+    let mut labels = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let (key, host) = if i == 0 {
+            (prefix.to_string(), format!("{svc}.{proj}.{base}"))
+        } else {
+            (
+                format!("{prefix}.p{port}"),
+                format!("{svc}--{port}.{proj}.{base}"),
+            )
+        };
+        labels.push((format!("{key}.host"), host));
+        labels.push((format!("{key}.port"), port.to_string()));
+    }
+    labels
+}
+
 /// Whether two replicas of the service can run side by side, as a
 /// zero-downtime replacement needs; if not, why. A published host port is
 /// held by the running replica; a volume labelled `berth.single-writer`
@@ -444,6 +501,54 @@ networks:
                 .replace("    ports: [\"127.0.0.1:8080:80\"]\n", ""),
         );
         assert_eq!(runs_twice(&p, &p.services["web"]), Ok(()));
+    }
+
+    #[test]
+    fn automatic_hostnames_for_services_without_one() {
+        let p = project(
+            "name: Shop_1
+services:
+  web_ui:
+    image: shop:1
+    expose: [\"3000\", \"9229/udp\"]
+    ports: [\"8080:80\"]
+  worker:
+    image: shop:1
+  api:
+    image: shop:1
+    labels: {berth.api.host: api.shop.example.com}
+",
+        );
+        let routes = |s: &str, image: &[u16]| {
+            auto_routes("berth", "apps.example.com", &p.name, &p.services[s], image)
+        };
+        assert_eq!(
+            routes("web_ui", &[3000, 5000]),
+            [
+                (
+                    "berth.host",
+                    "web-ui.shop_1.apps.example.com".replace('_', "-")
+                ),
+                ("berth.port", "3000".into()),
+                (
+                    "berth.p80.host",
+                    "web-ui--80.shop-1.apps.example.com".into()
+                ),
+                ("berth.p80.port", "80".into()),
+                (
+                    "berth.p5000.host",
+                    "web-ui--5000.shop-1.apps.example.com".into()
+                ),
+                ("berth.p5000.port", "5000".into()),
+            ]
+            .map(|(k, v)| (k.to_string(), v))
+        );
+        assert!(routes("worker", &[]).is_empty(), "no port, no route");
+        assert_eq!(
+            routes("worker", &[8080])[0].1,
+            "worker.shop-1.apps.example.com"
+        );
+        assert!(routes("api", &[8080]).is_empty(), "its own route wins");
     }
 
     #[test]
