@@ -22,7 +22,10 @@
 //! - [`dns`]: the hickory server answering the internal zone from the snapshot.
 //! - [`tls`]: certificates by SNI, PEM files, the ACME manager.
 //! - [`deploy`]: rollouts, scaling, rolling restarts (a pure planner and one
-//!   runner on the engine), and autoheal.
+//!   runner on the engine), autoheal, and deployments berth owns
+//!   ([`deploy::project`]: compose file → plan per service → that runner).
+//! - [`source`]: where a deployment's compose file comes from (the host, a
+//!   git repository) and its push webhook.
 //! - [`api`]: the admin HTTP API; [`metrics`]: Prometheus.
 //! - [`cli`] and [`client`]: the `berth` commands, clients of the admin API
 //!   sharing its types; [`check`]: `berth check`.

@@ -902,3 +902,100 @@ async fn base_domain_gives_each_deployed_service_a_hostname_of_its_own() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nothing to change"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_a_host_port_is_replaced_stop_first_and_a_task_runs_to_its_end_first() {
+    let p = Proj::new("projstop", "deploy:\n  health_timeout: 4s\n").await;
+    let id = p.env.id.clone();
+    let host_port = free_port();
+    let write = |db_version: &str, db_healthy: &str, migrate_exit: &str| {
+        p.write(
+            "compose.yaml",
+            &format!(
+                r#"name: {id}
+services:
+  migrate:
+    image: {IMAGE}
+    command: ["/bin/sh", "-c", "echo migrating; exit {migrate_exit}"]
+    labels:
+      berth-test.run: {id}
+  web:
+    image: {IMAGE}
+    depends_on:
+      migrate:
+        condition: service_completed_successfully
+    labels:
+      berth-test.run: {id}
+      berth.host: {host}
+  db:
+    image: {IMAGE}
+    ports: ["127.0.0.1:{host_port}:8080"]
+    environment:
+      VERSION: {db_version}
+      HEALTHY: "{db_healthy}"
+    healthcheck:
+      test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/health"]
+      interval: 500ms
+      retries: 2
+    labels:
+      berth-test.run: {id}
+"#,
+                host = p.host
+            ),
+        )
+    };
+    let db_says = || async move {
+        let r = HttpClient::new()
+            .get(host_port, "localhost", "/version")
+            .await;
+        r.map(|r| r.body.trim().to_string()).unwrap_or_default()
+    };
+    write("d1", "1", "0");
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(p.body("/").await.trim_end().ends_with("v1"));
+    assert_eq!(db_says().await, "d1");
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("nothing to change"),
+        "a task that ran to its end is unchanged:\n{out}"
+    );
+
+    // A new db version: stop first (the host port), and the plan says why.
+    write("d2", "1", "0");
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "db: replace, stop first (1 -> 1 replicas): it publishes host port {host_port}"
+        )),
+        "{out}"
+    );
+    assert_eq!(db_says().await, "d2");
+
+    // One that never gets healthy: the old one is started again.
+    let before = p.ids_of("db").await;
+    write("d3", "0", "0");
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("] rolled_back ") && out.contains("the old replicas were started again"),
+        "{out}"
+    );
+    assert_eq!(p.ids_of("db").await, before, "the old db was removed");
+    eventually(
+        Duration::from_secs(15),
+        "the old db to answer again",
+        || async { (db_says().await == "d2").then_some(()) },
+    )
+    .await;
+
+    // A task that fails: what depends on it is not deployed.
+    write("d2", "1", "3");
+    let web = p.ids_of("web").await;
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("migrate exited with 3"), "{out}");
+    assert_eq!(p.ids_of("web").await, web);
+}

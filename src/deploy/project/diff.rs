@@ -29,6 +29,10 @@ pub struct Desired {
     pub replicas: usize,
     /// Why two replicas cannot run side by side, if they cannot.
     pub single: Option<String>,
+    /// A task another service waits to complete (`depends_on` with
+    /// `service_completed_successfully`): its containers that ran to the
+    /// end count as its replicas.
+    pub oneshot: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +113,9 @@ pub fn diff(desired: &[Desired], running: &[Running]) -> Vec<ServicePlan> {
     let mut plans = Vec::new();
     for d in desired {
         let mine = by_service.remove(d.service.as_str()).unwrap_or_default();
-        let (mut live, stopped): (Vec<&Running>, Vec<&Running>) =
-            mine.into_iter().partition(|r| r.status == "running");
+        let (mut live, stopped): (Vec<&Running>, Vec<&Running>) = mine
+            .into_iter()
+            .partition(|r| r.status == "running" || (d.oneshot && r.status == "exited"));
         live.sort_by_key(|r| (r.number.unwrap_or(u32::MAX), r.name.clone()));
         let changed = live.iter().any(|r| r.hash.as_deref() != Some(&d.hash));
         let stale: Vec<Running> = stopped
@@ -201,6 +206,7 @@ mod tests {
             hash: hash.into(),
             replicas,
             single: single.map(str::to_string),
+            oneshot: false,
         }
     }
 
@@ -264,6 +270,21 @@ mod tests {
         );
         assert_eq!(plans[5].stale.len(), 1);
         assert!(!plans[0].step.changes() && plans[1].step.changes());
+    }
+
+    #[test]
+    fn a_task_that_ran_to_its_end_is_unchanged() {
+        let running = [run("1", "migrate", 1, "m1", "exited")];
+        let mut d = want("migrate", "m1", 1, None);
+        d.oneshot = true;
+        assert_eq!(
+            diff(&[d.clone()], &running)[0].step,
+            Step::Unchanged { replicas: 1 }
+        );
+        d.hash = "m2".into();
+        let plans = diff(&[d], &running);
+        assert_eq!(plans[0].step, Step::ReplaceZeroDowntime { from: 1, to: 1 });
+        assert_eq!(plans[0].live.len(), 1, "the old run goes");
     }
 
     #[test]

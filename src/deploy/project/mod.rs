@@ -27,6 +27,7 @@ use crate::engine::build::BuildSpec;
 use crate::engine::clone::{OPERATION_LABEL, UNIT_LABEL};
 use crate::engine::Engine;
 use crate::error::CallError;
+use crate::names::short_id;
 use crate::source::SourceSpec;
 use crate::world::COMPOSE_PROJECT;
 use diff::{Desired, ServicePlan, Step};
@@ -309,6 +310,9 @@ impl Controller {
                     hash: spec::config_hash(&project, svc, id),
                     replicas: svc.replicas,
                     single: spec::runs_twice(&project, svc).err(),
+                    oneshot: project.services.values().any(|o| {
+                        o.depends_on.get(s) == Some(&Condition::ServiceCompletedSuccessfully)
+                    }),
                 })
             })
             .collect();
@@ -380,7 +384,8 @@ impl Controller {
                 .find(|d| d.service == p.service)
                 .map(|d| d.hash.clone())
                 .unwrap_or_default();
-            match self.apply(run, &project, p, image, &hash).await {
+            let oneshot = desired.iter().any(|d| d.service == p.service && d.oneshot);
+            match self.apply(run, &project, p, image, &hash, oneshot).await {
                 Ok(()) => {}
                 Err((true, why)) => {
                     changed.push(p.service.clone());
@@ -918,8 +923,33 @@ impl Controller {
         p: &ServicePlan,
         image: Option<&Image>,
         hash: &str,
+        oneshot: bool,
     ) -> Result<(), (bool, String)> {
         let olds: Vec<&str> = p.live.iter().map(|r| r.id.as_str()).collect();
+        let full = format!("{}/{}", project.name, p.service);
+        let maker = || async {
+            let taken: Vec<u32> = self
+                .engine
+                .project_containers(&project.name)
+                .await
+                .map_err(|e| (false, e.to_string()))?
+                .iter()
+                .filter(|r| r.service == p.service)
+                .filter_map(|r| r.number)
+                .collect();
+            Ok::<_, (bool, String)>(Arc::new(Maker {
+                engine: self.engine.clone(),
+                project: project.clone(),
+                service: p.service.clone(),
+                image: image.map(|i| i.reference.clone()).unwrap_or_default(),
+                hash: hash.to_string(),
+                deploy: run.id,
+                taken: Mutex::new(taken),
+            }))
+        };
+        if oneshot && p.step.changes() && !matches!(p.step, Step::Remove { .. }) {
+            return self.run_tasks(run, &full, &olds, maker().await?, p).await;
+        }
         let adds = |n: usize| (0..n).map(|_| Unit::add("")).collect::<Vec<_>>();
         let retires = |ids: &[&str]| ids.iter().map(|id| Unit::retire(id)).collect::<Vec<_>>();
         let stages: Vec<(Vec<Unit>, usize)> = match &p.step {
@@ -937,35 +967,20 @@ impl Controller {
                     .collect();
                 vec![(units, 1)]
             }
-            Step::ReplaceStopFirst { from, to, reason } => {
+            Step::ReplaceStopFirst { to, reason, .. } => {
                 run.say_for(
-                    &format!("{}/{}", project.name, p.service),
+                    &full,
                     Status::Draining,
                     format!("stopping the old replicas first: {reason}"),
                 );
-                vec![(retires(&olds), *from), (adds(*to), *to)]
+                return self
+                    .stop_first(run, &full, &olds, maker().await?, *to)
+                    .await;
             }
             Step::Remove { replicas } => vec![(retires(&olds), *replicas)],
         };
-        let taken: Vec<u32> = self
-            .engine
-            .project_containers(&project.name)
-            .await
-            .map_err(|e| (false, e.to_string()))?
-            .iter()
-            .filter(|r| r.service == p.service)
-            .filter_map(|r| r.number)
-            .collect();
         let image_ref = image.map(|i| i.reference.clone()).unwrap_or_default();
-        let maker = Arc::new(Maker {
-            engine: self.engine.clone(),
-            project: project.clone(),
-            service: p.service.clone(),
-            image: image_ref.clone(),
-            hash: hash.to_string(),
-            deploy: run.id,
-            taken: Mutex::new(taken),
-        });
+        let maker = maker().await?;
         let mut changed = false;
         for (units, batch) in stages {
             if units.is_empty() {
@@ -1013,6 +1028,148 @@ impl Controller {
             changed = true;
         }
         Ok(())
+    }
+
+    /// A task's new version: the old runs go, the new ones are started;
+    /// the services that wait for it to complete check its exit code.
+    async fn run_tasks(
+        &self,
+        run: &Run<'_>,
+        full: &str,
+        olds: &[&str],
+        maker: Arc<Maker>,
+        p: &ServicePlan,
+    ) -> Result<(), (bool, String)> {
+        let to = match p.step {
+            Step::Create { replicas } | Step::Unchanged { replicas } => replicas,
+            Step::Scale { to, .. }
+            | Step::ReplaceZeroDowntime { to, .. }
+            | Step::ReplaceStopFirst { to, .. } => to,
+            Step::Remove { .. } => 0,
+        };
+        for id in olds {
+            let _ = self.engine.stop_and_remove(id, 10).await;
+        }
+        for unit in 0..to {
+            run.say_for(full, Status::Starting, format!("starting a run of {full}"));
+            let id = maker
+                .create(unit, &run.key)
+                .await
+                .map_err(|e| (true, e.to_string()))?;
+            self.engine
+                .start(&id, full)
+                .await
+                .map_err(|e| (true, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// A replacement that cannot run two versions at once: the old replicas
+    /// are drained and stopped (kept), the new ones started; if they fail,
+    /// they go and the old ones start again; if they get ready, the old
+    /// ones are removed.
+    async fn stop_first(
+        &self,
+        run: &Run<'_>,
+        full: &str,
+        olds: &[&str],
+        maker: Arc<Maker>,
+        to: usize,
+    ) -> Result<(), (bool, String)> {
+        for id in olds {
+            let _ = self
+                .inputs
+                .send(crate::world::Input::Drain { id: id.to_string() });
+        }
+        self.drained(olds).await;
+        for id in olds {
+            run.say_for(full, Status::Draining, format!("stopping {}", short_id(id)));
+            if let Err(e) = self.engine.stop(id, short_id(id), None).await {
+                warn!(container = %short_id(id), error = %e, "stopping an old replica failed");
+            }
+        }
+        let request = Request {
+            kind: Kind::Rollout {
+                image: Some(maker.image.clone()),
+                batch: to.max(1),
+            },
+            service: full.to_string(),
+            health_timeout: None,
+            drain_timeout: None,
+        };
+        let sub = Run {
+            id: run.id,
+            key: run.key.clone(),
+            request: &request,
+            progress: run.progress,
+            deploys: run.deploys,
+            maker: Some(maker.clone()),
+        };
+        let units = (0..to).map(|_| Unit::add("")).collect();
+        let mut plan = Plan::new(
+            units,
+            to.max(1),
+            Some(maker.image.clone()),
+            self.config.deploy.health_timeout,
+            None,
+        );
+        self.drive(&sub, &mut plan, Vec::new()).await;
+        self.deploys.end_op();
+        if plan.status == Status::Completed {
+            for id in olds {
+                if let Err(e) = self.engine.remove(id, short_id(id), true).await {
+                    warn!(container = %short_id(id), error = %e, "removing an old replica failed");
+                }
+            }
+            return Ok(());
+        }
+        for id in olds {
+            run.say_for(
+                full,
+                Status::Starting,
+                format!("starting {} again", short_id(id)),
+            );
+            if let Err(e) = self.engine.start(id, short_id(id)).await {
+                warn!(container = %short_id(id), error = %e, "starting an old replica again failed");
+            }
+            let _ = self
+                .inputs
+                .send(crate::world::Input::Undrain { id: id.to_string() });
+        }
+        let why = plan
+            .reason
+            .clone()
+            .unwrap_or_else(|| plan.status.to_string());
+        Err((false, format!("{why}; the old replicas were started again")))
+    }
+
+    /// Waits until these routed containers have no request in flight, or
+    /// their drain timeout passed (those not routed: at once).
+    async fn drained(&self, ids: &[&str]) {
+        let snap = self.snapshot.load_full();
+        let limit = ids
+            .iter()
+            .filter_map(|id| snap.backends.get(*id).map(|b| b.drain_timeout))
+            .max()
+            .unwrap_or(Duration::ZERO);
+        let deadline = Instant::now() + limit;
+        let mut notify = self.notify.clone();
+        loop {
+            let snap = self.snapshot.load_full();
+            let busy = ids.iter().any(|id| {
+                snap.backends.get(*id).is_some_and(|b| {
+                    b.state == crate::world::BackendState::Ready
+                        || b.stats.inflight.load(std::sync::atomic::Ordering::Relaxed) > 0
+                })
+            });
+            if !busy || Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = notify.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
     }
 
     /// `berth down`: the deployment's containers (drained first), then its
