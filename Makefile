@@ -3,12 +3,15 @@
 CARGO ?= cargo
 # Debian packages the test suite needs: cmake builds pingora's zlib-ng,
 # busybox-static is the test backend image, pebble the ACME server, curl the
-# HTTPS client of the TLS tests, bind9-dnsutils the `dig` of the DNS tests.
-TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils
+# HTTPS client of the TLS tests, bind9-dnsutils the `dig` of the DNS tests,
+# git the repositories deployed by the deploy tests, docker-compose (v1,
+# without recommends: they could replace the engine) the peer those tests
+# check berth's containers against.
+TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils git docker-compose
 # From PyPI: schemathesis fuzzes the admin API against its OpenAPI document.
 PIP_PACKAGES := schemathesis
 # The side-by-side benchmark also runs nginx and haproxy, driven by wrk.
-BENCH_PACKAGES := cmake wrk nginx haproxy dnsperf dnsmasq-base
+BENCH_PACKAGES := cmake wrk nginx haproxy dnsperf dnsmasq-base docker-compose
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test deps bench-deps test-images lint release bench

@@ -236,14 +236,18 @@ state_dir: {work}/state
     finally:
         for p in projects.values():
             label = f"label=com.docker.compose.project={p}"
-            for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["image", "ls", "-q"]):
+            for kind in (["ps", "-aq"], ["network", "ls", "-q"]):
                 ids = subprocess.run(["docker", *kind, "--filter", label], capture_output=True,
                                      text=True).stdout.split()
                 if ids:
-                    rm = {"ps": ["rm", "-f"], "network": ["network", "rm"], "image": ["rmi", "-f"]}[kind[0]]
+                    rm = {"ps": ["rm", "-f"], "network": ["network", "rm"]}[kind[0]]
                     subprocess.run(["docker", *rm, *ids], capture_output=True)
-        # compose v1 names built images <project>_web and does not label them
-        subprocess.run(["docker", "rmi", "-f", f"{projects['compose']}_web"], capture_output=True)
+        # berth tags builds <project>-<service>:<deploy>, compose v1 <project>_<service>
+        for ref in (f"{projects['berth']}-*", f"{projects['compose']}_*"):
+            ids = subprocess.run(["docker", "image", "ls", "-q", "--filter", f"reference={ref}"],
+                                 capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rmi", "-f", *set(ids)], capture_output=True)
         if berth:
             berth.send_signal(signal.SIGINT)
             try:

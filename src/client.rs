@@ -17,6 +17,9 @@ use crate::config::Config;
 use crate::deploy::Progress;
 use crate::error::CallError;
 
+/// The CLI's `User-Agent`.
+pub const CLI_AGENT: &str = concat!("berth-cli/", env!("CARGO_PKG_VERSION"));
+
 pub struct Client {
     base: String,
     token: Option<String>,
@@ -172,6 +175,8 @@ impl Client {
         if let Some(t) = &self.token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
+        // Tells the API a request came from the CLI (a deploy's trigger).
+        b = b.header("user-agent", CLI_AGENT);
         if json.is_some() {
             b = b.header("content-type", "application/json");
         }

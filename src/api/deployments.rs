@@ -89,7 +89,14 @@ fn not_found(name: &str) -> ApiError {
 /// `POST /api/deployments`: deploy (or, `dry_run`, plan) a compose project.
 /// A new git deployment's webhook secret is the first progress line, and
 /// shown only then.
-pub async fn deploy(State(app): State<App>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn deploy(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let from_cli = headers
+        .get(axum::http::header::USER_AGENT)
+        .is_some_and(|v| v.as_bytes() == crate::client::CLI_AGENT.as_bytes());
     let b: DeployBody = json_body(&body)?;
     let source = match (&b.file, &b.git) {
         (Some(path), None) => SourceSpec::File { path: path.clone() },
@@ -154,7 +161,7 @@ pub async fn deploy(State(app): State<App>, body: axum::body::Bytes) -> Result<R
         name: name.clone(),
         source: Some(source),
         dry_run: b.dry_run,
-        trigger: "api".into(),
+        trigger: if from_cli { "cli" } else { "api" }.into(),
         commit: None,
         images: None,
         secret,

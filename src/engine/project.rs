@@ -291,6 +291,45 @@ impl Engine {
         Ok(ports)
     }
 
+    /// The tags of the images whose repository is `repo` (`blog-web:4`, ...).
+    pub async fn tags_of(&self, repo: &str) -> Result<Vec<String>, CallError> {
+        let filters: HashMap<String, Vec<String>> =
+            [("reference".to_string(), vec![format!("{repo}:*")])].into();
+        let list = self
+            .docker()?
+            .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| call_error(format!("list the images of {repo}"), e))?;
+        Ok(list
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t.rsplit_once(':').is_some_and(|(r, _)| r == repo))
+            .collect())
+    }
+
+    /// Untags (and, untagged, removes) an image; one a container still uses
+    /// stays (the engine refuses: 409).
+    pub async fn untag(&self, tag: &str) -> Result<(), CallError> {
+        match self
+            .docker()?
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(call_error(format!("remove image {tag}"), e)),
+        }
+    }
+
     /// The exit code of a container that has stopped; `None` while it runs.
     pub async fn exit_code(&self, id: &str) -> Result<Option<i64>, CallError> {
         let i = self

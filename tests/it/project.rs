@@ -25,6 +25,8 @@ struct Proj {
 impl Drop for Proj {
     fn drop(&mut self) {
         let label = format!("label=com.docker.compose.project={}", self.name);
+        // Built images are tagged <project>-<service>:<deploy>.
+        let images = format!("reference={}-*", self.name);
         let run = |args: &[&str]| {
             std::process::Command::new("docker")
                 .args(args)
@@ -43,7 +45,7 @@ impl Drop for Proj {
                 vec!["volume", "rm", "-f"],
             ),
             (
-                vec!["image", "ls", "-q", "--filter", &label],
+                vec!["image", "ls", "-q", "--filter", &images],
                 vec!["rmi", "-f"],
             ),
         ] {
@@ -609,6 +611,16 @@ async fn rollback_runs_the_previous_images_again_under_load() {
     }
     let (_, out, _) = cli(&p.admin, &["history", &p.name]).await;
     assert!(out.contains("rollback to"), "{out}");
+    // Old builds are pruned, never the ones a rollback can go back to.
+    let tags = docker(&[
+        "image",
+        "ls",
+        "--format",
+        "{{.Tag}}",
+        &format!("{}-web", p.name),
+    ])
+    .await;
+    assert_eq!(tags.lines().count(), 2, "{tags}");
 }
 
 /// A bare repository with one commit of a one-service project; returns the
@@ -751,6 +763,7 @@ async fn a_signed_push_to_the_tracked_branch_redeploys_that_commit() {
         1,
         "something was deployed: {hist}"
     );
+    assert!(hist.contains("\"trigger\":\"cli\""), "{hist}");
     assert!(p.body("/").await.trim_end().ends_with("g1"));
 
     // The right signature on the tracked branch: that commit is deployed.

@@ -52,6 +52,9 @@ pub struct Order {
     pub secret: Option<String>,
 }
 
+/// How many completed deploys' builds are kept per project (for rollbacks).
+const KEEP_BUILDS: usize = 5;
+
 /// Makes the new replicas of one service of a deploy.
 pub struct Maker {
     engine: Engine,
@@ -408,6 +411,7 @@ impl Controller {
             }
         }
         self.remember(&name, &desired, &images, run.id);
+        self.prune_images(&project, &images).await;
         Ok(format!(
             "deployed {name}: {} changed, {} unchanged",
             changed.len(),
@@ -621,11 +625,9 @@ impl Controller {
                     args: b.args.clone(),
                     target: b.target.clone(),
                     tag: tag.clone(),
-                    // One label: each is a build step, and the engine
-                    // takes them in no fixed order, so two would not
-                    // always hit the cache; nothing that changes per
-                    // deploy either: the same source gives the same image.
-                    labels: [(COMPOSE_PROJECT.to_string(), project.name.clone())].into(),
+                    // None: each label is one more build step (a
+                    // container committed); the tag names the project.
+                    labels: BTreeMap::new(),
                 };
                 run.say_for(
                     &full,
@@ -752,6 +754,48 @@ impl Controller {
             s.labels.insert(k, v);
         }
         s
+    }
+
+    /// After a completed deploy: the images berth built for the project's
+    /// services that none of the last [`KEEP_BUILDS`] completed deploys ran
+    /// (what `berth rollback` can go back to) are untagged; one a container
+    /// still uses stays.
+    async fn prune_images(&self, project: &Project, images: &BTreeMap<String, Image>) {
+        let keep: Vec<String> = {
+            let st = self.lock_store();
+            let done: Vec<&DeployRecord> = st
+                .deploys
+                .iter()
+                .filter(|r| {
+                    r.project == project.name && r.status == Status::Completed && !r.dry_run
+                })
+                .collect();
+            done.iter()
+                .rev()
+                .take(KEEP_BUILDS)
+                .flat_map(|r| r.images.values().cloned())
+                .chain(images.values().map(|i| i.reference.clone()))
+                .collect()
+        };
+        for (name, s) in &project.services {
+            if s.build.is_none() {
+                continue;
+            }
+            let repo = format!("{}-{}", project.name, name.to_lowercase());
+            let tags = match self.engine.tags_of(&repo).await {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(%repo, error = %e, "listing old builds failed");
+                    continue;
+                }
+            };
+            for tag in tags.iter().filter(|t| !keep.contains(t)) {
+                match self.engine.untag(tag).await {
+                    Ok(()) => info!(image = %tag, "old build removed"),
+                    Err(e) => warn!(image = %tag, error = %e, "an old build stays"),
+                }
+            }
+        }
     }
 
     /// Makes the project's networks and volumes that are missing; an
