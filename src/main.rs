@@ -162,6 +162,7 @@ enum Command {
     },
     /// The deploys of a deployment: trigger, status, commit, time, reason.
     History {
+        /// The deployment (compose project).
         project: String,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
@@ -172,6 +173,7 @@ enum Command {
     /// Run an earlier deploy's images again (zero downtime); default: the
     /// last deploy with other images than now.
     Rollback {
+        /// The deployment (compose project).
         project: String,
         /// The deploy to go back to (see `berth history`).
         #[arg(long)]
@@ -184,6 +186,7 @@ enum Command {
     },
     /// Remove a deployment's containers and networks (volumes with --volumes).
     Down {
+        /// The deployment (compose project).
         project: String,
         /// Remove its named volumes too (their data is lost).
         #[arg(long)]
@@ -303,7 +306,9 @@ enum Command {
 enum EnvCommand {
     /// Set KEY=VALUE pairs (kept 0600 in berth's state dir).
     Set {
+        /// The deployment (compose project).
         project: String,
+        /// KEY=VALUE pairs.
         #[arg(value_name = "KEY=VALUE", required = true)]
         pairs: Vec<String>,
         /// Never show the value back (API and CLI).
@@ -314,7 +319,9 @@ enum EnvCommand {
     },
     /// Remove keys.
     Unset {
+        /// The deployment (compose project).
         project: String,
+        /// The keys to remove.
         #[arg(required = true)]
         keys: Vec<String>,
         #[command(flatten)]
@@ -322,6 +329,7 @@ enum EnvCommand {
     },
     /// List the keys (secrets without their values).
     List {
+        /// The deployment (compose project).
         project: String,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
