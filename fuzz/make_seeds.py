@@ -164,5 +164,64 @@ for mode in "01234":
         put("decide", data)
 put("decide", b"0/\n\xffsecure.test")
 
+# compose: the compose files of the deploy tests (tests/it/project.rs, with
+# their `{...}` holes filled) and of the parser's unit tests, and a few more.
+COMPOSE = [
+    """name: blog
+services:
+  web:
+    build:
+      context: ./web
+      dockerfile: Dockerfile.prod
+      args: {GREETING: hello, TAG: "${TAG}"}
+      target: prod
+    deploy: {replicas: 2}
+    depends_on:
+      db: {condition: service_healthy}
+      migrate: {condition: service_completed_successfully}
+    labels: {berth.host: blog.example.com}
+    environment: [MODE=prod, "EMPTY=${EMPTY:-x}"]
+    env_file: [ok.env]
+    networks: {front: {aliases: [www]}, default: {}}
+  migrate:
+    image: blog:${TAG:?set TAG}
+    command: /bin/sh -c "echo 'migrating'; exit 0"
+  db:
+    image: postgres:16
+    ports: ["127.0.0.1:5432:5432", "8080:80/udp", {target: 9000, published: "9001", host_ip: 0.0.0.0, protocol: tcp}]
+    expose: ["5433", 5434]
+    volumes: [data:/var/lib/postgresql/data, ./init:/docker-entrypoint-initdb.d:ro, /tmp, {type: tmpfs, target: /run}]
+    healthcheck:
+      test: pg_isready
+      interval: 1m30s
+      timeout: 500ms
+      retries: 5
+      start_period: 10s
+    restart: on-failure:3
+    stop_grace_period: 20s
+    user: "999"
+    working_dir: /srv
+x-common: &common {restart: always}
+networks:
+  front: {}
+  outside: {external: true, name: proxy}
+volumes:
+  data: {labels: {berth.single-writer: "true"}}
+""",
+    "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n",
+    "services:\n  web:\n    image: x\n    colour: red\n",
+    "services:\n  web:\n    image: x\n    ports: [\"80a:80\"]\n",
+    "services:\n  web:\n    image: x\n    container_name: web\n",
+    "version: \"3.8\"\nservices:\n  app:\n    <<: {image: x}\n    environment: {A: 1, B: true, C: null, D: $$literal}\n",
+]
+with open(os.path.join(ROOT, "tests", "it", "project.rs")) as fh:
+    tests = fh.read()
+for lit in re.findall(r'r#"(name: \{id\}.*?)"#', tests, re.S):
+    COMPOSE.append(lit.replace("{id}", "proj").replace("{IMAGE}", "img:1").replace("{host}", "web.test")
+                   .replace("{host_port}", "8081").replace("{db_version}", "d1").replace("{db_healthy}", "1")
+                   .replace("{migrate_exit}", "0").replace("{{", "{").replace("}}", "}"))
+for text in COMPOSE:
+    put("compose", text)
+
 for t in sorted(d for d in os.listdir(CORPUS) if os.path.isdir(os.path.join(CORPUS, d))):
     print(f"{t}: {len(os.listdir(os.path.join(CORPUS, t)))} seeds", file=sys.stderr)

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${FUZZ_SECONDS:-5}
 read -r -a flags <<< "${FUZZ_FLAGS:---dev -s none}"
-read -r -a targets <<< "${FUZZ_TARGETS:-labels config dns decide}"
+read -r -a targets <<< "${FUZZ_TARGETS:-labels config dns decide compose}"
 cargo=${CARGO:-cargo}
 
 start=$(date +%s)

@@ -744,13 +744,17 @@ impl Controller {
                     Vec::new()
                 })
         };
-        for (k, v) in spec::auto_routes(
+        let (labels, bad) = spec::auto_routes(
             &self.config.label_prefix,
             base,
             &project.name,
             &s,
             &image_ports,
-        ) {
+        );
+        for why in bad {
+            warn!(service = %s.name, "deploy.base_domain gives no route: {why}");
+        }
+        for (k, v) in labels {
             s.labels.insert(k, v);
         }
         s

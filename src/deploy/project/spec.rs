@@ -278,21 +278,23 @@ pub fn create_body(r: &Replica<'_>) -> ContainerCreateBody {
 /// when it has none of its own (`<prefix>.host`, `<prefix>.<name>.host`):
 /// its first TCP port as `<service>.<project>.<base>`, each other one as
 /// `<service>--<port>.<project>.<base>`. Names are made DNS-safe
-/// (lowercase, `_` → `-`). Nothing for a service without a port.
+/// (lowercase, `_` → `-`); a name that is still not a hostname (a label
+/// over 63 characters) gets no route, and is returned in the error list
+/// with why. Nothing for a service without a port.
 pub fn auto_routes(
     prefix: &str,
     base: &str,
     project: &str,
     service: &Service,
     image_ports: &[u16],
-) -> Vec<(String, String)> {
+) -> (Vec<(String, String)>, Vec<String>) {
     let routed = service.labels.keys().any(|k| {
         k.strip_prefix(prefix)
             .and_then(|r| r.strip_prefix('.'))
             .is_some_and(|r| r == "host" || r.ends_with(".host"))
     });
     if routed {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
     let mut ports: Vec<u16> = Vec::new();
     let tcp = service
@@ -316,6 +318,7 @@ pub fn auto_routes(
     let dns = |s: &str| s.to_lowercase().replace(['_', '.'], "-");
     let (svc, proj) = (dns(&service.name), dns(project));
     let mut labels = Vec::new();
+    let mut bad = Vec::new();
     for (i, port) in ports.iter().enumerate() {
         let (key, host) = if i == 0 {
             (prefix.to_string(), format!("{svc}.{proj}.{base}"))
@@ -325,10 +328,14 @@ pub fn auto_routes(
                 format!("{svc}--{port}.{proj}.{base}"),
             )
         };
+        if let Err(why) = crate::names::HostPattern::parse(&host) {
+            bad.push(format!("{host}: {why}"));
+            continue;
+        }
         labels.push((format!("{key}.host"), host));
         labels.push((format!("{key}.port"), port.to_string()));
     }
-    labels
+    (labels, bad)
 }
 
 /// Whether two replicas of the service can run side by side, as a
@@ -520,8 +527,9 @@ services:
 ",
         );
         let routes = |s: &str, image: &[u16]| {
-            auto_routes("berth", "apps.example.com", &p.name, &p.services[s], image)
+            auto_routes("berth", "apps.example.com", &p.name, &p.services[s], image).0
         };
+
         assert_eq!(
             routes("web_ui", &[3000, 5000]),
             [
@@ -549,6 +557,16 @@ services:
             "worker.shop-1.apps.example.com"
         );
         assert!(routes("api", &[8080]).is_empty(), "its own route wins");
+        let long = "x".repeat(70);
+        let (labels, bad) = auto_routes(
+            "berth",
+            "apps.example.com",
+            &long,
+            &p.services["worker"],
+            &[80],
+        );
+        assert!(labels.is_empty());
+        assert!(bad[0].contains(&long) && bad[0].contains("63"), "{bad:?}");
     }
 
     #[test]
