@@ -13,11 +13,11 @@ pub mod stats;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bollard::models::{EventMessage, EventMessageTypeEnum, NetworkConnectRequest};
+use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, RestartContainerOptions, StartContainerOptions,
-    StatsOptions, StopContainerOptions,
+    EventsOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, RestartContainerOptions, StartContainerOptions, StatsOptions,
+    StopContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
@@ -315,31 +315,12 @@ impl Engine {
                 .trim_start_matches('/'),
             &clone::fresh_tag(n),
         );
-        let created = docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(|e| call_error(format!("create {name} from {image}"), e))?;
         let first = clone::first_network(&old).map(|(n, _)| n);
-        for (net, ep) in clone::networks(&old) {
-            if Some(&net) == first.as_ref() {
-                continue;
-            }
-            let req = NetworkConnectRequest {
-                container: created.id.clone(),
-                endpoint_config: Some(ep),
-            };
-            if let Err(e) = docker.connect_network(&net, req).await {
-                let _ = self.stop_and_remove(&created.id, 0).await;
-                return Err(call_error(format!("connect {name} to {net}"), e));
-            }
-        }
-        Ok(created.id)
+        let more = clone::networks(&old)
+            .into_iter()
+            .filter(|(net, _)| Some(net) != first.as_ref())
+            .collect();
+        self.create_from(&name, body, more).await
     }
 
     /// The container's log lines (stdout and stderr), each prefixed with

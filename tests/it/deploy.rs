@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::harness::{
-    api, cli, docker, eventually, failures, replicas, replicas_seen, Berth, Env, HttpClient, Load,
-    LogFollower, TempDir, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
+    api, assert_all_served, cli, docker, eventually, replicas, replicas_seen, Berth, Env,
+    HttpClient, Load, LogFollower, TempDir, HTTP_CHECK, IMAGE_BROKEN, IMAGE_V2, TOKEN,
 };
 
 async fn running(env: &Env) -> Vec<String> {
@@ -44,20 +44,7 @@ async fn rollout_to_a_new_image_under_load_fails_no_request() {
     ] {
         assert!(out.contains(status), "no {status} line in:\n{out}");
     }
-    println!(
-        "{} requests at {rate:.0}/s during the rollout, {} failed",
-        log.len(),
-        failures(&log).len()
-    );
-    assert!(
-        rate >= 100.0,
-        "load too light to mean anything: {rate:.0}/s"
-    );
-    assert!(
-        failures(&log).is_empty(),
-        "failed requests: {:?}",
-        failures(&log)
-    );
+    assert_all_served(&log, rate, "during the rollout", Some(100.0));
 
     let after = running(env).await;
     assert_eq!(after.len(), 2);
@@ -109,16 +96,7 @@ async fn rollout_to_an_image_that_never_gets_healthy_is_rolled_back() {
         last.contains("not ready after 3s") && last.contains("HTTP 404"),
         "the reason is shown: {last}"
     );
-    println!(
-        "{} requests at {rate:.0}/s, {} failed",
-        log.len(),
-        failures(&log).len()
-    );
-    assert!(
-        failures(&log).is_empty(),
-        "failed requests: {:?}",
-        failures(&log)
-    );
+    assert_all_served(&log, rate, "during the run", None);
     let mut after = running(env).await;
     let mut before = before;
     after.sort();
@@ -155,16 +133,7 @@ async fn scale_up_to_three_and_down_to_one_under_load() {
     assert_eq!(running(env).await.len(), 1);
     let seen = replicas_seen(&client, port, &host, 6).await;
     assert_eq!(seen.len(), 1, "one replica left: {seen:?}");
-    println!(
-        "{} requests at {rate:.0}/s while scaling, {} failed",
-        log.len(),
-        failures(&log).len()
-    );
-    assert!(
-        failures(&log).is_empty(),
-        "failed requests: {:?}",
-        failures(&log)
-    );
+    assert_all_served(&log, rate, "while scaling", None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -663,6 +663,30 @@ impl Load {
     }
 }
 
+/// Prints how a load run went `during` something, and fails the test if a
+/// request failed, or (with `min_rate`) if the load was too light to mean
+/// anything.
+pub fn assert_all_served(
+    log: &[Result<String, String>],
+    rate: f64,
+    during: &str,
+    min_rate: Option<f64>,
+) {
+    println!(
+        "{} requests at {rate:.0}/s {during}, {} failed",
+        log.len(),
+        log.iter().filter(|r| r.is_err()).count()
+    );
+    if let Some(min) = min_rate {
+        assert!(rate >= min, "load too light to mean anything: {rate:.0}/s");
+    }
+    assert!(
+        failures(log).is_empty(),
+        "failed requests {during}: {:?}",
+        failures(log)
+    );
+}
+
 /// The failed results of a load run, at most five, for assertion messages.
 pub fn failures(log: &[Result<String, String>]) -> Vec<&String> {
     log.iter()

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::harness::{
-    api, cli, docker, docker_ok, eventually, failures, free_port, Berth, Env, HttpClient, Load,
-    TempDir, IMAGE, IMAGE_V2, TOKEN,
+    api, assert_all_served, cli, docker, docker_ok, eventually, free_port, Berth, Env, HttpClient,
+    Load, TempDir, IMAGE, IMAGE_V2, TOKEN,
 };
 
 /// A project directory, a berth with its admin API, and everything the
@@ -308,20 +308,7 @@ async fn a_compose_project_deploys_in_order_and_redeploys_only_what_changed_unde
         out.contains("web: replace, zero downtime (2 -> 2 replicas)"),
         "{out}"
     );
-    println!(
-        "{} requests at {rate:.0}/s during the redeploy, {} failed",
-        log.len(),
-        failures(&log).len()
-    );
-    assert!(
-        rate >= 100.0,
-        "load too light to mean anything: {rate:.0}/s"
-    );
-    assert!(
-        failures(&log).is_empty(),
-        "failed requests: {:?}",
-        failures(&log)
-    );
+    assert_all_served(&log, rate, "during the redeploy", Some(100.0));
     assert_eq!(p.ids_of("api").await, api_ids, "api was touched");
     assert_eq!(p.ids_of("db").await, db_ids, "db was touched");
     let new_web = p.ids_of("web").await;
@@ -426,16 +413,7 @@ async fn a_failed_build_or_a_version_that_never_gets_healthy_keeps_the_old_one_s
         last.contains("not ready after 4s") && last.contains("nothing was changed"),
         "{last}"
     );
-    println!(
-        "{} requests at {rate:.0}/s, {} failed",
-        log.len(),
-        failures(&log).len()
-    );
-    assert!(
-        failures(&log).is_empty(),
-        "failed requests: {:?}",
-        failures(&log)
-    );
+    assert_all_served(&log, rate, "during the run", None);
     assert_eq!(
         p.ids_of("web").await,
         web,
@@ -595,16 +573,7 @@ async fn rollback_runs_the_previous_images_again_under_load() {
         .await;
     let (log, rate) = load.finish().await;
     assert_eq!(code, 0, "{out}{err}");
-    println!(
-        "{} requests at {rate:.0}/s, {} failed",
-        log.len(),
-        failures(&log).len()
-    );
-    assert!(
-        failures(&log).is_empty(),
-        "failed requests: {:?}",
-        failures(&log)
-    );
+    assert_all_served(&log, rate, "during the run", None);
     for _ in 0..6 {
         let b = p.body("/").await;
         assert!(b.trim_end().ends_with("v1"), "not rolled back: {b}");

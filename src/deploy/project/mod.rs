@@ -29,9 +29,8 @@ use crate::engine::Engine;
 use crate::error::CallError;
 use crate::names::short_id;
 use crate::source::SourceSpec;
-use crate::world::COMPOSE_PROJECT;
 use diff::{Desired, ServicePlan, Step};
-use spec::{Replica, COMPOSE_NETWORK, COMPOSE_VERSION, COMPOSE_VOLUME};
+use spec::{Replica, COMPOSE_NETWORK, COMPOSE_VOLUME};
 use store::{DeployRecord, Deployed, Deployment};
 
 /// A deploy asked for.
@@ -829,10 +828,7 @@ impl Controller {
                 }
                 continue;
             }
-            let mut labels: HashMap<String, String> = net.labels.clone().into_iter().collect();
-            labels.insert(COMPOSE_PROJECT.into(), project.name.clone());
-            labels.insert(COMPOSE_NETWORK.into(), key.clone());
-            labels.insert(COMPOSE_VERSION.into(), "2.0.0".into());
+            let labels = spec::resource_labels(&project.name, COMPOSE_NETWORK, key, &net.labels);
             if self
                 .engine
                 .ensure_network(&net.name, net.driver.as_deref(), labels)
@@ -865,10 +861,7 @@ impl Controller {
             {
                 continue;
             }
-            let mut labels: HashMap<String, String> = vol.labels.clone().into_iter().collect();
-            labels.insert(COMPOSE_PROJECT.into(), project.name.clone());
-            labels.insert(COMPOSE_VOLUME.into(), key.clone());
-            labels.insert(COMPOSE_VERSION.into(), "2.0.0".into());
+            let labels = spec::resource_labels(&project.name, COMPOSE_VOLUME, key, &vol.labels);
             self.engine
                 .ensure_volume(&vol.name, vol.driver.as_deref(), labels)
                 .await

@@ -29,6 +29,23 @@ pub const DEPLOY_LABEL: &str = "io.berth.deploy";
 /// must find. Compose 2 semantics are what berth follows.
 const VERSION: &str = "2.0.0";
 
+/// The labels of a network or volume berth makes for a project: its own
+/// (the file's), then compose's: the project, `kind` (the network or
+/// volume label) with its key in the file, the version.
+pub fn resource_labels(
+    project: &str,
+    kind: &str,
+    key: &str,
+    own: &BTreeMap<String, String>,
+) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> =
+        own.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.insert(COMPOSE_PROJECT.into(), project.into());
+    labels.insert(kind.into(), key.into());
+    labels.insert(COMPOSE_VERSION.into(), VERSION.into());
+    labels
+}
+
 /// `blog-web-1`, as compose 2 names replicas.
 pub fn container_name(project: &str, service: &str, number: u32) -> String {
     format!("{project}-{service}-{number}")
