@@ -630,6 +630,7 @@ mod tests {
             networks: BTreeMap::new(),
             started_at: String::new(),
             config_hash: None,
+            exit_code: None,
         }
     }
 

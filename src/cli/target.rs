@@ -180,6 +180,7 @@ pub(crate) mod tests {
             networks: BTreeMap::new(),
             started_at: String::new(),
             config_hash: None,
+            exit_code: None,
         }
     }
 

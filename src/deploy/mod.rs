@@ -1055,6 +1055,7 @@ mod tests {
             networks: Default::default(),
             started_at: String::new(),
             config_hash: None,
+            exit_code: None,
         };
         for info in [
             c("1", Some("p"), "web", "running"),

@@ -425,7 +425,11 @@ impl Plan {
             }
             // "created" is a container the engine has not started yet.
             Some(BackendState::Stopped) if matches!(status, Some("exited" | "dead")) => {
-                let why = format!("{} exited before becoming ready", name_of(snap, &new));
+                let code = c
+                    .and_then(|c| c.exit_code)
+                    .map(|n| format!(" with code {n}"))
+                    .unwrap_or_default();
+                let why = format!("{} exited{code} before becoming ready", name_of(snap, &new));
                 self.fail(i, why)
             }
             _ if u.elapsed(now) > self.health_timeout => {
@@ -990,6 +994,7 @@ mod tests {
             networks: Default::default(),
             started_at: run.into(),
             config_hash: None,
+            exit_code: None,
         }
     }
 

@@ -31,6 +31,11 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
             .unwrap_or_default(),
         health,
         started_at: state.and_then(|s| s.started_at.clone()).unwrap_or_default(),
+        // Docker reports 0 for a container that never ran: only an exited
+        // one's code means anything.
+        exit_code: state
+            .filter(|s| s.running != Some(true))
+            .and_then(|s| s.exit_code),
         stopping: false,
         stop_signal: config
             .and_then(|c| c.stop_signal.as_deref())

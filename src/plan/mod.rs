@@ -114,6 +114,9 @@ pub struct ContainerInfo {
     /// Compose's config hash: tells drift from the last deploy (not shown).
     #[serde(skip)]
     pub config_hash: Option<String>,
+    /// How its last run ended, once it has stopped (not shown).
+    #[serde(skip)]
+    pub exit_code: Option<i64>,
 }
 
 impl ContainerInfo {
@@ -675,6 +678,7 @@ fn container_infos(
                     .labels
                     .get(crate::deploy::project::spec::COMPOSE_HASH)
                     .cloned(),
+                exit_code: c.exit_code,
             };
             (c.id.clone(), info)
         })

@@ -31,6 +31,8 @@ pub struct Container {
     pub health: Option<String>,
     /// Changes on every start: tells a new run from the one a `kill` was for.
     pub started_at: String,
+    /// How its last run ended, once it has stopped.
+    pub exit_code: Option<i64>,
     /// A stop signal was sent to this run: it is on its way out.
     pub stopping: bool,
     /// The container's stop signal as a number (15 unless the image says otherwise).

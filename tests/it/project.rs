@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::harness::{
     api, assert_all_served, cli, docker, docker_ok, eventually, free_port, Berth, Env, HttpClient,
-    Load, TempDir, IMAGE, IMAGE_V2, TOKEN,
+    Load, TempDir, DNS_OFF, IMAGE, IMAGE_V2, TOKEN,
 };
 
 /// A project directory, a berth with its admin API, and everything the
@@ -61,9 +61,21 @@ impl Drop for Proj {
 
 impl Proj {
     async fn new(name: &str, extra_config: &str) -> Proj {
+        Proj::with_dns(name, extra_config, None).await
+    }
+
+    /// With berth's DNS on `dns` (a port on 127.0.0.1).
+    async fn with_dns(name: &str, extra_config: &str, dns: Option<u16>) -> Proj {
         let env = Env::new(name).await;
         let (port, admin) = (free_port(), free_port());
-        let berth = Berth::start(&env.config_admin(port, admin, extra_config), port).await;
+        let mut config = env.config_admin(port, admin, extra_config);
+        if let Some(dns) = dns {
+            config = config.replace(
+                DNS_OFF,
+                &format!("dns:\n  listen: 127.0.0.1:{dns}\n  forward: false\n"),
+            );
+        }
+        let berth = Berth::start(&config, port).await;
         Proj {
             dir: TempDir::new(),
             name: env.id.clone(),
@@ -195,7 +207,8 @@ volumes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compose_project_deploys_in_order_and_redeploys_only_what_changed_under_load() {
-    let p = Proj::new("proj", "").await;
+    let dns = free_port();
+    let p = Proj::with_dns("proj", "", Some(dns)).await;
     p.three_services("v1");
 
     // --dry-run: the plan, and nothing on the engine.
@@ -271,6 +284,31 @@ async fn a_compose_project_deploys_in_order_and_redeploys_only_what_changed_unde
             "docker-compose ps misses {name}:\n{ps}"
         );
     }
+    // berth's DNS answers the services by name, each with its replicas.
+    let dig = |name: String| async move {
+        let out = tokio::process::Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &dns.to_string(),
+                &name,
+                "+short",
+                "+tries=1",
+                "+time=2",
+            ])
+            .output()
+            .await
+            .expect("dig (apt-get install bind9-dnsutils)");
+        let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        ips.sort();
+        ips
+    };
+    let web_ips = dig(format!("web.{}.internal", p.name)).await;
+    assert_eq!(web_ips.len(), 2, "web.{}.internal: {web_ips:?}", p.name);
+    assert_eq!(dig(format!("db.{}.internal", p.name)).await.len(), 1);
     // Docker's DNS on the project network answers the service name.
     let db_ip = docker(&["exec", &all[2].0, "nslookup", "db"]).await;
     assert!(db_ip.contains("Address"), "{db_ip}");
@@ -397,6 +435,18 @@ async fn a_failed_build_or_a_version_that_never_gets_healthy_keeps_the_old_one_s
     assert!(
         out.contains("returned a non-zero code: 3"),
         "the build error is the reason:\n{out}"
+    );
+
+    // A version that exits at once: its exit code is the reason.
+    p.write(
+        "web/Dockerfile",
+        &format!("FROM {IMAGE}\nCMD [\"/bin/sh\", \"-c\", \"echo crashing; exit 7\"]\n"),
+    );
+    let (code, out) = p.deploy(&[]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("] rolled_back ") && out.contains("exited with code 7 before becoming ready"),
+        "{out}"
     );
 
     // A version that never gets healthy (its /health never appears).

@@ -342,6 +342,7 @@ mod tests {
             networks: Default::default(),
             started_at: run.into(),
             config_hash: None,
+            exit_code: None,
         }
     }
 
