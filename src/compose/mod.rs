@@ -1,6 +1,6 @@
 //! Compose files: text in, a validated [`model::Project`] out. Pure but for
-//! reading `env_file`s, which goes through [`Source::read`], and a warning
-//! logged for each unset variable the file uses (compose warns too).
+//! reading `env_file`s, which goes through [`Source::read`]; each unset
+//! variable the file uses is a warning in the project (compose warns too).
 //!
 //! Layout, in the order the data goes through it:
 //! - `raw`: the file as serde reads it, unknown keys refused, `${VAR}`
@@ -76,9 +76,10 @@ pub fn load(src: &Source) -> Result<model::Project, ComposeError> {
     options.with_snippet = false;
     let parsed: raw::Ext<raw::File> = serde_saphyr::from_str_with_options(src.text, options)
         .map_err(|e| ComposeError::from_yaml(&given, src.text, &e))?;
-    for name in env::unset_variables(src.text, src.vars) {
-        tracing::warn!(file = %given, variable = %name, "variable is not set, using an empty string");
-    }
+    let warnings: Vec<String> = env::unset_variables(src.text, src.vars)
+        .into_iter()
+        .map(|name| format!("{given}: variable {name} is not set: an empty string is used"))
+        .collect();
 
     let input = project::Input {
         given,
@@ -88,5 +89,7 @@ pub fn load(src: &Source) -> Result<model::Project, ComposeError> {
         vars: src.vars,
         read: src.read,
     };
-    project::build(input, parsed.0)
+    let mut project = project::build(input, parsed.0)?;
+    project.warnings = warnings;
+    Ok(project)
 }

@@ -35,6 +35,9 @@ pub struct Project {
     pub volumes: BTreeMap<String, Volume>,
     /// Service names, each after the services it depends on.
     pub order: Vec<String>,
+    /// What the user should hear about but that does not stop a deploy
+    /// (a variable the file uses and nothing sets: compose warns too).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -180,6 +180,7 @@ pub(super) fn build(input: Input, file: raw::File) -> Result<Project, ComposeErr
         networks,
         volumes: ctx.volumes,
         order,
+        warnings: Vec::new(),
     })
 }
 

@@ -270,6 +270,24 @@ fn a_realistic_project() {
             },
         )]),
         order: strings(&["api", "db", "web"]),
+        warnings: Vec::new(),
     };
     assert_eq!(project, want);
+}
+
+#[test]
+fn an_unset_variable_is_a_warning_and_an_empty_string() {
+    let p = load_with(
+        "services:\n  web:\n    image: \"app:${TAG}\"\n    environment:\n      A: \"${SET}-${GONE}\"\n",
+        &[("TAG", "2"), ("SET", "x")],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.services["web"].environment["A"], "x-");
+    assert_eq!(
+        p.warnings,
+        vec![format!(
+            "{FILE}: variable GONE is not set: an empty string is used"
+        )]
+    );
 }

@@ -278,6 +278,10 @@ impl Controller {
         rec.commit = commit.clone();
         let project = self.load_project(order, &file).await.map_err(failed)?;
         rec.project = project.name.clone();
+        for w in &project.warnings {
+            warn!(deploy = run.id, "{w}");
+            run.say(Status::Queued, format!("warning: {w}"));
+        }
         rec.compose_hash = std::fs::read(&file).ok().map(|t| sha256_hex(&t));
         let name = project.name.clone();
         if !order.dry_run {
