@@ -99,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
             extra_labels: Vec::new(),
         };
         let _ = create_body(&r);
-        let (labels, _) = auto_routes("berth", "apps.example.com", &project.name, s, &[80, 8080]);
+        let (labels, _) = auto_routes("berth", "apps.example.com", &project.name, s);
         for (key, value) in labels {
             if key.ends_with(".host") {
                 assert!(HostPattern::parse(&value).is_ok(), "{key}={value}");

@@ -188,7 +188,7 @@ pub async fn show(
     let last = d
         .last_deploy
         .and_then(|id| st.deploys.iter().find(|r| r.id == id).cloned())
-        .or_else(|| st.history(&name).pop());
+        .or_else(|| st.history(&name).into_iter().rev().find(|r| !r.dry_run));
     Ok(Json(info(d, last)))
 }
 
@@ -198,7 +198,12 @@ pub async fn owned(State(app): State<App>) -> Result<Json<Vec<DeploymentInfo>>, 
     Ok(Json(
         st.deployments
             .values()
-            .map(|d| info(d, st.history(&d.name).pop()))
+            .map(|d| {
+                info(
+                    d,
+                    st.history(&d.name).into_iter().rev().find(|r| !r.dry_run),
+                )
+            })
             .collect(),
     ))
 }
@@ -239,7 +244,7 @@ pub async fn rollback(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let b: RollbackBody = json_body(&body)?;
-    let target = {
+    let (done, last) = {
         let st = app.deploys.projects.lock().map_err(|_| poisoned())?;
         let d = st.deployments.get(&name).ok_or_else(|| not_found(&name))?;
         let done: Vec<DeployRecord> = st
@@ -247,34 +252,63 @@ pub async fn rollback(
             .into_iter()
             .filter(|r| r.status == Status::Completed && !r.dry_run && !r.images.is_empty())
             .collect();
-        let target = match b.to {
-            Some(id) => done.iter().find(|r| r.id == id).cloned().ok_or_else(|| {
-                bad(format!(
-                    "to: {id}: not a completed deploy of {name} (see berth history {name})"
-                ))
-            })?,
-            None => {
-                // The newest completed deploy that ran other images than the
-                // current one.
-                let current = done
-                    .iter()
-                    .find(|r| Some(r.id) == d.last_deploy)
-                    .map(|r| &r.images);
-                done.iter()
-                    .rev()
-                    .find(|r| Some(r.id) != d.last_deploy && Some(&r.images) != current)
-                    .cloned()
-                    .ok_or_else(|| {
-                        ApiError(
-                            StatusCode::CONFLICT,
-                            format!(
-                                "{name} has no earlier deploy with other images to roll back to"
-                            ),
-                        )
-                    })?
+        (done, d.last_deploy)
+    };
+    let target = match b.to {
+        Some(id) => done.iter().find(|r| r.id == id).cloned().ok_or_else(|| {
+            bad(format!(
+                "to: {id}: not a completed deploy of {name} (see berth history {name})"
+            ))
+        })?,
+        None => {
+            // The newest completed deploy whose images (by id: a rebuild of
+            // the same source is the same image under another tag) differ
+            // from the current deploy's, and are all still there.
+            let ids = |r: &DeployRecord| {
+                let engine = app.engine.clone();
+                let images = r.images.clone();
+                async move {
+                    let mut out = BTreeMap::new();
+                    for (service, reference) in images {
+                        out.insert(service, engine.image_id(&reference).await.ok().flatten());
+                    }
+                    out
+                }
+            };
+            let current = match done.iter().find(|r| Some(r.id) == last) {
+                Some(r) => Some(ids(r).await),
+                None => None,
+            };
+            let mut found = None;
+            for r in done.iter().rev().filter(|r| Some(r.id) != last) {
+                let these = ids(r).await;
+                if these.values().all(Option::is_some) && Some(&these) != current.as_ref() {
+                    found = Some(r.clone());
+                    break;
+                }
             }
-        };
-        target
+            found.ok_or_else(|| {
+                ApiError(
+                    StatusCode::CONFLICT,
+                    format!("{name} has no earlier deploy with other images (still on the engine) to roll back to"),
+                )
+            })?
+        }
+    };
+    let first = Progress {
+        id: 0,
+        service: name.clone(),
+        status: Status::Queued,
+        message: format!(
+            "rolling back to deploy {} ({})",
+            target.id,
+            target
+                .images
+                .iter()
+                .map(|(s, i)| format!("{s}: {i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let order = Order {
         name: Some(name.clone()),
@@ -285,7 +319,11 @@ pub async fn rollback(
         images: Some(target.images.clone()),
         secret: None,
     };
-    Ok(stream_with(&app, submit_request(Some(name), order), None))
+    Ok(stream_with(
+        &app,
+        submit_request(Some(name), order),
+        Some(first),
+    ))
 }
 
 /// `DELETE /api/deployments/{name}` (and `POST .../down`): containers and
@@ -305,12 +343,13 @@ pub async fn down(
             "query parameter {k:?} is unknown here; known: volumes"
         )));
     }
-    let known = app
-        .deploys
-        .projects
-        .lock()
-        .map(|s| s.deployments.contains_key(&name))
-        .unwrap_or(false)
+    let known = volumes
+        || app
+            .deploys
+            .projects
+            .lock()
+            .map(|s| s.deployments.contains_key(&name))
+            .unwrap_or(false)
         || app
             .snapshot
             .load()

@@ -215,7 +215,7 @@ fn add_drift(
             let running: Vec<Option<&str>> = sv
                 .containers
                 .iter()
-                .filter(|c| c.is_running())
+                .filter(|c| c.is_running() || (deployed.task && c.status == "exited"))
                 .map(|c| c.config_hash.as_deref())
                 .collect();
             sv.drift = drift(&deployed.hash, deployed.replicas, &running);

@@ -137,7 +137,11 @@ pub async fn history(client: Client, name: &str, json: bool) -> Outcome {
         .map(|r| {
             vec![
                 r.id.to_string(),
-                r.trigger.clone(),
+                if r.dry_run {
+                    format!("{} (dry run)", r.trigger)
+                } else {
+                    r.trigger.clone()
+                },
                 r.status.to_string(),
                 or_dash(r.commit.as_deref().map(|c| &c[..c.len().min(12)])),
                 r.total_seconds.map_or("-".into(), |s| format!("{s:.1}s")),

@@ -104,6 +104,12 @@ fn with_hint(message: String, hint: &str) -> String {
 /// reason instead of the list of accepted ones.
 fn unknown_key(path: &str, field: &str, expected: &[&str]) -> String {
     let segments: Vec<&str> = path.split('.').collect();
+    // serde-saphyr hides a key it reads with interpolation on behind this
+    // phrase; the located path ends with the key as written.
+    let field = match (field, segments.last()) {
+        ("an interpolated field", Some(last)) if !last.is_empty() => last,
+        _ => field,
+    };
     let in_service = segments.len() == 3 && segments[0] == "services";
     let parent = segments.len().checked_sub(2).map(|i| segments[i]);
     match field {
@@ -118,10 +124,15 @@ fn unknown_key(path: &str, field: &str, expected: &[&str]) -> String {
         _ if parent == Some("deploy") => {
             format!("deploy.{field} is not supported: berth reads only deploy.replicas")
         }
-        _ => format!(
-            "unknown or unsupported key {field:?}; berth accepts: {}",
-            expected.join(", ")
-        ),
+        _ => {
+            let hint = crate::names::suggest(field, expected.iter().copied())
+                .map(|s| format!("did you mean {s}? "))
+                .unwrap_or_default();
+            format!(
+                "unknown or unsupported key {field:?}; {hint}berth accepts: {}",
+                expected.join(", ")
+            )
+        }
     }
 }
 

@@ -272,25 +272,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The TCP ports an image exposes (its `EXPOSE`s).
-    pub async fn image_ports(&self, reference: &str) -> Result<Vec<u16>, CallError> {
-        let i = self
-            .docker()?
-            .inspect_image(reference)
-            .await
-            .map_err(|e| call_error(format!("inspect image {reference}"), e))?;
-        let mut ports: Vec<u16> = i
-            .config
-            .and_then(|c| c.exposed_ports)
-            .unwrap_or_default()
-            .iter()
-            .filter(|p| !p.ends_with("/udp"))
-            .filter_map(|p| p.split('/').next()?.parse().ok())
-            .collect();
-        ports.sort_unstable();
-        Ok(ports)
-    }
-
     /// The tags of the images whose repository is `repo` (`blog-web:4`, ...).
     pub async fn tags_of(&self, repo: &str) -> Result<Vec<String>, CallError> {
         let filters: HashMap<String, Vec<String>> =

@@ -628,6 +628,10 @@ async fn rollback_runs_the_previous_images_again_under_load() {
         let b = p.body("/").await;
         assert!(b.trim_end().ends_with("v1"), "not rolled back: {b}");
     }
+    assert!(
+        out.contains("rolling back to deploy"),
+        "which deploy it goes back to: {out}"
+    );
     let (_, out, _) = cli(&p.admin, &["history", &p.name]).await;
     assert!(out.contains("rollback to"), "{out}");
     // Old builds are pruned, never the ones a rollback can go back to.
@@ -905,7 +909,7 @@ async fn base_domain_gives_each_deployed_service_a_hostname_of_its_own() {
     p.write(
         "compose.yaml",
         &format!(
-            "name: {id}\nservices:\n  site:\n    build: ./site\n    labels:\n      berth-test.run: {id}\n  admin_ui:\n    image: {IMAGE}\n    expose: [\"8080\", \"9090\"]\n    labels:\n      berth-test.run: {id}\n"
+            "name: {id}\nservices:\n  site:\n    build: ./site\n    expose: [\"8080\"]\n    labels:\n      berth-test.run: {id}\n  admin_ui:\n    image: {IMAGE}\n    expose: [\"8080\", \"9090\"]\n    labels:\n      berth-test.run: {id}\n"
         ),
     );
     let (code, out) = p.deploy(&[]).await;

@@ -36,6 +36,22 @@ fn unknown_keys_everywhere() {
 }
 
 #[test]
+fn an_unknown_key_is_named_as_written_with_a_suggestion() {
+    for text in [
+        "services:\n  web:\n    image: x\n    envfile: .env\n",
+        "services:\n  web:\n    image: \"${TAG:-x}\"\n    envfile: \"${F:-.env}\"\n",
+    ] {
+        fails_at(
+            text,
+            4,
+            5,
+            "services.web.envfile",
+            &["\"envfile\"", "did you mean env_file?"],
+        );
+    }
+}
+
+#[test]
 fn container_name_and_hostname_are_refused() {
     fails_at(
         "services:\n  web:\n    image: x\n    container_name: shop-web\n",

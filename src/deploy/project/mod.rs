@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::plan::{Plan, Status, Unit};
 use super::{unix_now, Controller, Kind, Progress, Request, Run};
-use crate::compose::model::{Condition, Project, Service};
+use crate::compose::model::{Condition, Project};
 use crate::engine::build::BuildSpec;
 use crate::engine::clone::{OPERATION_LABEL, UNIT_LABEL};
 use crate::engine::Engine;
@@ -276,7 +276,8 @@ impl Controller {
             }
         };
         rec.commit = commit.clone();
-        let project = self.load_project(order, &file).await.map_err(failed)?;
+        let mut project = self.load_project(order, &file).await.map_err(failed)?;
+        self.auto_routes(run, &mut project);
         rec.project = project.name.clone();
         for w in &project.warnings {
             warn!(deploy = run.id, "{w}");
@@ -284,8 +285,16 @@ impl Controller {
         }
         rec.compose_hash = std::fs::read(&file).ok().map(|t| sha256_hex(&t));
         let name = project.name.clone();
-        if !order.dry_run {
-            self.register(&name, &source, order);
+        let earlier = self.register(&name, &source, order);
+        if let Some(was) = earlier.filter(|was| *was != source) {
+            run.say(
+                Status::Queued,
+                format!(
+                    "warning: {name} was deployed from {}; this deploy reads {} (and becomes its source if it completes)",
+                    describe(&was),
+                    describe(&source)
+                ),
+            );
         }
         let project = Arc::new(project);
         let running = self
@@ -299,7 +308,7 @@ impl Controller {
         if project.services.values().any(|s| s.build.is_some()) && !order.dry_run {
             rec.build_seconds = Some(build_started.elapsed().as_secs_f64());
         }
-        let project = Arc::new(self.auto_hosts(&project, &images).await);
+
         rec.images = images
             .iter()
             .map(|(s, i)| (s.clone(), i.reference.clone()))
@@ -325,6 +334,25 @@ impl Controller {
         let plans = diff::diff(&desired, &running);
         for p in &plans {
             let mut text = p.step.to_string();
+            let shared: Vec<&str> = project
+                .services
+                .get(&p.service)
+                .map(|s| {
+                    s.volumes
+                        .iter()
+                        .filter(|m| {
+                            m.kind == crate::compose::model::MountKind::Volume && !m.read_only
+                        })
+                        .filter_map(|m| m.source.as_deref())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if matches!(p.step, Step::ReplaceZeroDowntime { .. }) && !shared.is_empty() {
+                text.push_str(&format!(
+                    "; for a moment two replicas share volume {}: label it berth.single-writer: \"true\" if it must have one writer",
+                    shared.join(", ")
+                ));
+            }
             if order.dry_run
                 && project
                     .services
@@ -351,7 +379,7 @@ impl Controller {
             ));
         }
         if changing == 0 {
-            self.remember(&name, &desired, &images, run.id);
+            self.remember(&name, &source, &desired, &images, run.id);
             return Ok(format!(
                 "nothing to change: the {} services run what the file says",
                 plans.len()
@@ -413,7 +441,7 @@ impl Controller {
                 changed.push(p.service.clone());
             }
         }
-        self.remember(&name, &desired, &images, run.id);
+        self.remember(&name, &source, &desired, &images, run.id);
         self.prune_images(&project, &images).await;
         Ok(format!(
             "deployed {name}: {} changed, {} unchanged",
@@ -468,34 +496,50 @@ impl Controller {
         Ok(project)
     }
 
-    /// The deployment's record: made on its first deploy (with its webhook
-    /// secret), its source updated on each.
-    fn register(&self, name: &str, source: &SourceSpec, order: &Order) {
+    /// The deployment's record, made on its first deploy (not a dry run)
+    /// with its webhook secret; returns the source it had before. A later
+    /// deploy's source replaces it only once that deploy completes.
+    fn register(&self, name: &str, source: &SourceSpec, order: &Order) -> Option<SourceSpec> {
         let mut st = self.lock_store();
-        let d = st
-            .deployments
-            .entry(name.to_string())
-            .or_insert_with(|| Deployment {
-                name: name.to_string(),
-                source: source.clone(),
-                webhook_secret: order.secret.clone(),
-                created_unix: unix_now(),
-                services: BTreeMap::new(),
-                last_deploy: None,
-            });
-        d.source = source.clone();
-        if d.webhook_secret.is_none() {
-            d.webhook_secret = order.secret.clone();
+        if let Some(d) = st.deployments.get_mut(name) {
+            let was = d.source.clone();
+            if d.webhook_secret.is_none() && order.secret.is_some() && !order.dry_run {
+                d.webhook_secret = order.secret.clone();
+                st.save_deployments();
+            }
+            return Some(was);
         }
-        st.save_deployments();
+        if !order.dry_run {
+            st.deployments.insert(
+                name.to_string(),
+                Deployment {
+                    name: name.to_string(),
+                    source: source.clone(),
+                    webhook_secret: order.secret.clone(),
+                    created_unix: unix_now(),
+                    services: BTreeMap::new(),
+                    last_deploy: None,
+                },
+            );
+            st.save_deployments();
+        }
+        None
     }
 
     /// After a deploy that completed: what each service runs, and the
     /// replica counts a restart of berth brings them back to.
-    fn remember(&self, name: &str, desired: &[Desired], images: &BTreeMap<String, Image>, id: u64) {
+    fn remember(
+        &self,
+        name: &str,
+        source: &SourceSpec,
+        desired: &[Desired],
+        images: &BTreeMap<String, Image>,
+        id: u64,
+    ) {
         {
             let mut st = self.lock_store();
             if let Some(d) = st.deployments.get_mut(name) {
+                d.source = source.clone();
                 d.services = desired
                     .iter()
                     .map(|x| {
@@ -508,6 +552,7 @@ impl Controller {
                                 image,
                                 hash: x.hash.clone(),
                                 replicas: x.replicas,
+                                task: x.oneshot,
                             },
                         )
                     })
@@ -578,20 +623,12 @@ impl Controller {
                 .map_err(|e| failed(e.to_string()))?
                 .map_err(|e| (Status::BuildFailed, format!("{full}: {e}")))?;
                 let id = format!("source:{digest}");
-                // What runs is the same if its hash is what this source
-                // gives, with the routes `deploy.base_domain` adds by the
-                // ports of the image it runs.
-                let mut same = None;
-                for r in running
-                    .iter()
-                    .filter(|r| &r.service == name && r.status == "running")
-                {
-                    let svc = self.with_auto_routes(project, s, &r.image).await;
-                    if r.hash.as_deref() == Some(spec::config_hash(project, &svc, &id).as_str()) {
-                        same = Some(r);
-                        break;
-                    }
-                }
+                let hash = spec::config_hash(project, s, &id);
+                let same = running.iter().find(|r| {
+                    &r.service == name
+                        && r.status == "running"
+                        && r.hash.as_deref() == Some(hash.as_str())
+                });
                 if let Some(r) = same {
                     run.say_for(
                         &full,
@@ -719,48 +756,22 @@ impl Controller {
     }
 
     /// `deploy.base_domain`: route labels for the services that have none
-    /// ([`spec::auto_routes`]), by their compose ports, else their image's.
-    async fn auto_hosts(&self, project: &Project, images: &BTreeMap<String, Image>) -> Project {
-        let mut out = project.clone();
-        for (name, s) in out.services.iter_mut() {
-            let reference = images.get(name).map_or("", |i| i.reference.as_str());
-            *s = self.with_auto_routes(project, s, reference).await;
-        }
-        out
-    }
-
-    /// The service with the route labels `deploy.base_domain` gives it when
-    /// it runs `reference`.
-    async fn with_auto_routes(&self, project: &Project, s: &Service, reference: &str) -> Service {
-        let mut s = s.clone();
+    /// ([`spec::auto_routes`]); a name that cannot be a hostname is said.
+    fn auto_routes(&self, run: &Run<'_>, project: &mut Project) {
         let Some(base) = &self.config.deploy.base_domain else {
-            return s;
+            return;
         };
-        let image_ports = if reference.is_empty() {
-            Vec::new()
-        } else {
-            self.engine
-                .image_ports(reference)
-                .await
-                .unwrap_or_else(|e| {
-                    warn!(service = %s.name, error = %e, "the image's ports are unknown");
-                    Vec::new()
-                })
-        };
-        let (labels, bad) = spec::auto_routes(
-            &self.config.label_prefix,
-            base,
-            &project.name,
-            &s,
-            &image_ports,
-        );
-        for why in bad {
-            warn!(service = %s.name, "deploy.base_domain gives no route: {why}");
+        let name = project.name.clone();
+        for s in project.services.values_mut() {
+            let (labels, bad) = spec::auto_routes(&self.config.label_prefix, base, &name, s);
+            for why in bad {
+                run.say(
+                    Status::Queued,
+                    format!("warning: {}: no automatic hostname: {why}", s.name),
+                );
+            }
+            s.labels.extend(labels);
         }
-        for (k, v) in labels {
-            s.labels.insert(k, v);
-        }
-        s
     }
 
     /// After a completed deploy: the images berth built for the project's
@@ -808,6 +819,33 @@ impl Controller {
     /// Makes the project's networks and volumes that are missing; an
     /// external one must exist.
     async fn networks_and_volumes(&self, run: &Run<'_>, project: &Project) -> Result<(), String> {
+        // A bind source that is not there is made, as compose makes it.
+        for s in project.services.values() {
+            let binds = s
+                .volumes
+                .iter()
+                .filter(|m| m.kind == crate::compose::model::MountKind::Bind);
+            for path in binds.filter_map(|m| m.source.as_deref()).map(Path::new) {
+                if path.exists() {
+                    continue;
+                }
+                std::fs::create_dir_all(path).map_err(|e| {
+                    format!(
+                        "services.{}.volumes: cannot make bind source {}: {e}",
+                        s.name,
+                        path.display()
+                    )
+                })?;
+                run.say(
+                    Status::Deploying,
+                    format!(
+                        "directory {} created (bind source of {})",
+                        path.display(),
+                        s.name
+                    ),
+                );
+            }
+        }
         let used_nets: Vec<&String> = project
             .services
             .values()
@@ -1236,7 +1274,14 @@ impl Controller {
             .await
             .map_err(|e| e.to_string())?;
         let owned = self.lock_store().deployments.contains_key(name);
-        if containers.is_empty() && !owned {
+        let left_volumes = volumes
+            && !self
+                .engine
+                .project_resources(name, true)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_empty();
+        if containers.is_empty() && !owned && !left_volumes {
             return Err(format!("no deployment named {name}"));
         }
         let live: Vec<&str> = containers
@@ -1367,6 +1412,20 @@ impl BuildLog {
         use std::io::Write;
         if let Some(f) = &mut self.file {
             let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// A source as the user named it.
+fn describe(source: &SourceSpec) -> String {
+    match source {
+        SourceSpec::File { path } => path.display().to_string(),
+        SourceSpec::Git { url, branch, .. } => {
+            format!(
+                "{}@{}",
+                crate::source::redact_url(url),
+                branch.as_deref().unwrap_or("HEAD")
+            )
         }
     }
 }

@@ -292,8 +292,10 @@ pub fn create_body(r: &Replica<'_>) -> ContainerCreateBody {
 }
 
 /// With `deploy.base_domain`: the route labels a deployed service gets
-/// when it has none of its own (`<prefix>.host`, `<prefix>.<name>.host`):
-/// its first TCP port as `<service>.<project>.<base>`, each other one as
+/// when it has none of its own (`<prefix>.host`, `<prefix>.<name>.host`),
+/// by the TCP ports its compose file declares (`expose`, `ports`; never the
+/// image's `EXPOSE`, which a worker built from a web image inherits): its
+/// first port as `<service>.<project>.<base>`, each other one as
 /// `<service>--<port>.<project>.<base>`. Names are made DNS-safe
 /// (lowercase, `_` → `-`); a name that is still not a hostname (a label
 /// over 63 characters) gets no route, and is returned in the error list
@@ -303,7 +305,6 @@ pub fn auto_routes(
     base: &str,
     project: &str,
     service: &Service,
-    image_ports: &[u16],
 ) -> (Vec<(String, String)>, Vec<String>) {
     let routed = service.labels.keys().any(|k| {
         k.strip_prefix(prefix)
@@ -325,8 +326,7 @@ pub fn auto_routes(
                 .iter()
                 .filter(|p| p.protocol == "tcp")
                 .map(|p| p.target),
-        )
-        .chain(image_ports.iter().copied());
+        );
     for p in tcp {
         if !ports.contains(&p) {
             ports.push(p);
@@ -543,45 +543,21 @@ services:
     labels: {berth.api.host: api.shop.example.com}
 ",
         );
-        let routes = |s: &str, image: &[u16]| {
-            auto_routes("berth", "apps.example.com", &p.name, &p.services[s], image).0
-        };
-
+        let routes = |s: &str| auto_routes("berth", "apps.example.com", &p.name, &p.services[s]).0;
         assert_eq!(
-            routes("web_ui", &[3000, 5000]),
+            routes("web_ui"),
             [
-                (
-                    "berth.host",
-                    "web-ui.shop_1.apps.example.com".replace('_', "-")
-                ),
-                ("berth.port", "3000".into()),
-                (
-                    "berth.p80.host",
-                    "web-ui--80.shop-1.apps.example.com".into()
-                ),
-                ("berth.p80.port", "80".into()),
-                (
-                    "berth.p5000.host",
-                    "web-ui--5000.shop-1.apps.example.com".into()
-                ),
-                ("berth.p5000.port", "5000".into()),
+                ("berth.host", "web-ui.shop-1.apps.example.com"),
+                ("berth.port", "3000"),
+                ("berth.p80.host", "web-ui--80.shop-1.apps.example.com"),
+                ("berth.p80.port", "80"),
             ]
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
         );
-        assert!(routes("worker", &[]).is_empty(), "no port, no route");
-        assert_eq!(
-            routes("worker", &[8080])[0].1,
-            "worker.shop-1.apps.example.com"
-        );
-        assert!(routes("api", &[8080]).is_empty(), "its own route wins");
+        assert!(routes("worker").is_empty(), "no declared port, no route");
+        assert!(routes("api").is_empty(), "its own route wins");
         let long = "x".repeat(70);
-        let (labels, bad) = auto_routes(
-            "berth",
-            "apps.example.com",
-            &long,
-            &p.services["worker"],
-            &[80],
-        );
+        let (labels, bad) = auto_routes("berth", "apps.example.com", &long, &p.services["web_ui"]);
         assert!(labels.is_empty());
         assert!(bad[0].contains(&long) && bad[0].contains("63"), "{bad:?}");
     }

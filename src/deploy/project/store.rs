@@ -25,6 +25,9 @@ pub struct Deployed {
     pub image: String,
     pub hash: String,
     pub replicas: usize,
+    /// A task others wait to complete: its exited containers count.
+    #[serde(default)]
+    pub task: bool,
 }
 
 /// A deployment berth owns (made by `berth deploy`).
