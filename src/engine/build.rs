@@ -324,11 +324,22 @@ pub fn source_digest(
     args: &std::collections::BTreeMap<String, String>,
     target: Option<&str>,
 ) -> Result<String, String> {
+    digest_tar(&context_tar(dir, dockerfile)?, dockerfile, args, target)
+        .map_err(|e| format!("build context {}: {e}", dir.display()))
+}
+
+/// [`source_digest`] of a context already made by [`context_tar`] (a
+/// deploy digests the tar it then sends, one walk of the context).
+pub fn digest_tar(
+    tar: &[u8],
+    dockerfile: &str,
+    args: &std::collections::BTreeMap<String, String>,
+    target: Option<&str>,
+) -> Result<String, String> {
     use ring::digest::{Context, SHA256};
-    let tar = context_tar(dir, dockerfile)?;
     let mut ctx = Context::new(&SHA256);
-    let mut archive = tar::Archive::new(tar.as_slice());
-    let what = |e: std::io::Error| format!("build context {}: {e}", dir.display());
+    let mut archive = tar::Archive::new(tar);
+    let what = |e: std::io::Error| e.to_string();
     for entry in archive.entries().map_err(what)? {
         let mut entry = entry.map_err(what)?;
         let path = entry.path().map_err(what)?.display().to_string();
@@ -616,27 +627,19 @@ fn flush(out: &mut Transcript, log: &mut (dyn FnMut(&str) + Send)) {
 }
 
 impl Engine {
-    /// Builds `spec` with the classic builder, handing each line of output
+    /// Builds `spec` from its context `tar` (made by [`context_tar`]) with
+    /// the classic builder, handing each line of output
     /// to `log` as it comes; returns the image id (`sha256:...`).
-    pub async fn build(
+    pub async fn build_tar(
         &self,
         spec: &BuildSpec,
+        tar: Vec<u8>,
         log: &mut (dyn FnMut(&str) + Send),
     ) -> Result<String, BuildFailure> {
         let mut out = Transcript::default();
         let tag = &spec.tag;
         let dockerfile = dockerfile_in_context(&spec.dockerfile)
             .map_err(|e| out.failure(format!("build context {}: {e}", spec.context.display())))?;
-        let (dir, name) = (spec.context.clone(), spec.dockerfile.clone());
-        let tar = tokio::task::spawn_blocking(move || context_tar(&dir, &name))
-            .await
-            .unwrap_or_else(|e| {
-                Err(format!(
-                    "build context {}: the walk failed: {e}",
-                    spec.context.display()
-                ))
-            })
-            .map_err(|e| out.failure(e))?;
         let docker = self
             .docker()
             .map_err(|e| out.failure(e.message))?

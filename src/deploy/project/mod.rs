@@ -276,14 +276,14 @@ impl Controller {
             }
         };
         rec.commit = commit.clone();
-        let mut project = self.load_project(order, &file).await.map_err(failed)?;
+        let (mut project, text_hash) = self.load_project(order, &file).await.map_err(failed)?;
         self.auto_routes(run, &mut project);
         rec.project = project.name.clone();
         for w in &project.warnings {
             warn!(deploy = run.id, "{w}");
             run.say(Status::Queued, format!("warning: {w}"));
         }
-        rec.compose_hash = std::fs::read(&file).ok().map(|t| sha256_hex(&t));
+        rec.compose_hash = Some(text_hash);
         let name = project.name.clone();
         let earlier = self.register(&name, &source, order);
         if let Some(was) = earlier.filter(|was| *was != source) {
@@ -453,10 +453,12 @@ impl Controller {
     /// Reads and parses the compose file with its `.env` and the
     /// deployment's env store (which wins), then puts the env store's
     /// values into every service's environment.
-    async fn load_project(&self, order: &Order, file: &Path) -> Result<Project, String> {
+    /// Also returns the sha256 of the file's text (the deploy record's).
+    async fn load_project(&self, order: &Order, file: &Path) -> Result<(Project, String), String> {
         let text = tokio::fs::read_to_string(file)
             .await
             .map_err(|e| format!("{}: {e}", file.display()))?;
+        let text_hash = sha256_hex(text.as_bytes());
         let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut vars: HashMap<String, String> = HashMap::new();
         let dotenv = dir.join(".env");
@@ -478,22 +480,29 @@ impl Controller {
             })
             .map_err(|e| e.to_string())
         };
-        // The name may come from the file: a first pass learns it.
-        let name = match &order.name {
-            Some(n) => n.clone(),
-            None => parse(&vars)?.name,
+        // The name may come from the file: a first pass learns it, and is
+        // the project unless the env store has values for that name.
+        let (name, first) = match &order.name {
+            Some(n) => (n.clone(), None),
+            None => {
+                let p = parse(&vars)?;
+                (p.name.clone(), Some(p))
+            }
         };
         let env = self.lock_store().env(&name);
         for (k, v) in &env {
             vars.insert(k.clone(), v.value.clone());
         }
-        let mut project = parse(&vars)?;
+        let mut project = match first {
+            Some(p) if env.is_empty() => p,
+            _ => parse(&vars)?,
+        };
         for s in project.services.values_mut() {
             for (k, v) in &env {
                 s.environment.insert(k.clone(), v.value.clone());
             }
         }
-        Ok(project)
+        Ok((project, text_hash))
     }
 
     /// The deployment's record, made on its first deploy (not a dry run)
@@ -616,8 +625,17 @@ impl Controller {
                     b.args.clone(),
                     b.target.clone(),
                 );
-                let digest = tokio::task::spawn_blocking(move || {
-                    crate::engine::build::source_digest(&dir, &dockerfile, &args, target.as_deref())
+                // One walk of the context: the tar digested is the tar built.
+                let (tar, digest) = tokio::task::spawn_blocking(move || {
+                    let tar = crate::engine::build::context_tar(&dir, &dockerfile)?;
+                    let digest = crate::engine::build::digest_tar(
+                        &tar,
+                        &dockerfile,
+                        &args,
+                        target.as_deref(),
+                    )
+                    .map_err(|e| format!("build context {}: {e}", dir.display()))?;
+                    Ok::<_, String>((tar, digest))
                 })
                 .await
                 .map_err(|e| failed(e.to_string()))?
@@ -691,7 +709,7 @@ impl Controller {
                         message: line.to_string(),
                     });
                 };
-                match self.engine.build(&spec, &mut sink).await {
+                match self.engine.build_tar(&spec, tar, &mut sink).await {
                     Ok(image_id) => {
                         if let Some(img) = &s.image {
                             if let Some((repo, t)) = split_reference(img) {
@@ -1069,48 +1087,60 @@ impl Controller {
             if units.is_empty() {
                 continue;
             }
-            let request = Request {
-                kind: Kind::Rollout {
-                    image: Some(image_ref.clone()),
-                    batch,
-                },
-                service: format!("{}/{}", project.name, p.service),
-                health_timeout: None,
-                drain_timeout: None,
-            };
-            let sub = Run {
-                id: run.id,
-                key: run.key.clone(),
-                request: &request,
-                progress: run.progress,
-                deploys: run.deploys,
-                maker: Some(maker.clone()),
-            };
-            let mut plan = Plan::new(
-                units,
+            let kind = Kind::Rollout {
+                image: Some(image_ref.clone()),
                 batch,
-                Some(image_ref.clone()),
-                self.config.deploy.health_timeout,
-                None,
-            );
-            self.drive(&sub, &mut plan, Vec::new()).await;
-            self.deploys.end_op();
+            };
+            let plan = self
+                .run_units(run, &full, kind, units, Some(maker.clone()))
+                .await;
             if plan.status != Status::Completed {
                 let why = plan
                     .reason
                     .clone()
                     .unwrap_or_else(|| plan.status.to_string());
-                let changed = changed || plan.status == Status::Failed;
-                let why = if changed && matches!(p.step, Step::ReplaceStopFirst { .. }) {
-                    format!("{why}; the old replicas were stopped first and are gone")
-                } else {
-                    why
-                };
-                return Err((changed, why));
+                return Err((changed || plan.status == Status::Failed, why));
             }
             changed = true;
         }
         Ok(())
+    }
+
+    /// Runs `units` of one service (`service`: `project/service`, or the
+    /// project for `down`) through the rolling engine as a run of `kind`
+    /// within the deploy `run`, all of them at once for a scale, else
+    /// `batch` at a time; new replicas are made by `maker`. The saved run
+    /// in progress ends with it.
+    async fn run_units(
+        &self,
+        run: &Run<'_>,
+        service: &str,
+        kind: Kind,
+        units: Vec<Unit>,
+        maker: Option<Arc<Maker>>,
+    ) -> Plan {
+        let (image, batch) = match &kind {
+            Kind::Rollout { image, batch } => (image.clone(), *batch),
+            _ => (None, units.len()),
+        };
+        let request = Request {
+            kind,
+            service: service.to_string(),
+            health_timeout: None,
+            drain_timeout: None,
+        };
+        let sub = Run {
+            id: run.id,
+            key: run.key.clone(),
+            request: &request,
+            progress: run.progress,
+            deploys: run.deploys,
+            maker,
+        };
+        let mut plan = Plan::new(units, batch, image, self.config.deploy.health_timeout, None);
+        self.drive(&sub, &mut plan, Vec::new()).await;
+        self.deploys.end_op();
+        plan
     }
 
     /// A task's new version: the old runs go, the new ones are started;
@@ -1171,33 +1201,12 @@ impl Controller {
                 warn!(container = %short_id(id), error = %e, "stopping an old replica failed");
             }
         }
-        let request = Request {
-            kind: Kind::Rollout {
-                image: Some(maker.image.clone()),
-                batch: to.max(1),
-            },
-            service: full.to_string(),
-            health_timeout: None,
-            drain_timeout: None,
-        };
-        let sub = Run {
-            id: run.id,
-            key: run.key.clone(),
-            request: &request,
-            progress: run.progress,
-            deploys: run.deploys,
-            maker: Some(maker.clone()),
+        let kind = Kind::Rollout {
+            image: Some(maker.image.clone()),
+            batch: to.max(1),
         };
         let units = (0..to).map(|_| Unit::add("")).collect();
-        let mut plan = Plan::new(
-            units,
-            to.max(1),
-            Some(maker.image.clone()),
-            self.config.deploy.health_timeout,
-            None,
-        );
-        self.drive(&sub, &mut plan, Vec::new()).await;
-        self.deploys.end_op();
+        let plan = self.run_units(run, full, kind, units, Some(maker)).await;
         if plan.status == Status::Completed {
             for id in olds {
                 if let Err(e) = self.engine.remove(id, short_id(id), true).await {
@@ -1290,25 +1299,9 @@ impl Controller {
             .map(|c| c.id.as_str())
             .collect();
         if !live.is_empty() {
-            let n = live.len();
-            let request = Request {
-                kind: Kind::Scale { replicas: 0 },
-                service: name.to_string(),
-                health_timeout: None,
-                drain_timeout: None,
-            };
-            let sub = Run {
-                id: run.id,
-                key: run.key.clone(),
-                request: &request,
-                progress: run.progress,
-                deploys: run.deploys,
-                maker: None,
-            };
             let units = live.iter().map(|id| Unit::retire(id)).collect();
-            let mut plan = Plan::new(units, n, None, self.config.deploy.health_timeout, None);
-            self.drive(&sub, &mut plan, Vec::new()).await;
-            self.deploys.end_op();
+            let kind = Kind::Scale { replicas: 0 };
+            self.run_units(run, name, kind, units, None).await;
         }
         for c in containers.iter().filter(|c| c.status != "running") {
             self.engine
