@@ -8,12 +8,12 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+from common import Load, free_port, pct
 
 DEPLOYS = int(os.environ.get("DEPLOYS", "5"))
 STEADY = float(os.environ.get("STEADY", "8"))
@@ -21,59 +21,6 @@ WORKERS = int(os.environ.get("WORKERS", "4"))
 BERTH = os.environ.get("BERTH") or os.path.join(os.getcwd(), "target/dist/berth")
 RUN = f"dbench{os.getpid()}"
 TOKEN = "berth-bench-token-0123456789"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def docker(*args):
-    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-class Load:
-    """WORKERS threads with keep-alive connections, GET / back to back."""
-
-    def __init__(self, port, host):
-        self.port, self.host, self.stop, self.phase = port, host, False, "warmup"
-        self.samples = []  # (phase, ok, seconds)
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(WORKERS)]
-        for t in self.threads:
-            t.start()
-
-    def worker(self):
-        conn = None
-        while not self.stop:
-            t0 = time.perf_counter()
-            ok = False
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/", headers={"Host": self.host})
-                r = conn.getresponse()
-                r.read()
-                ok = r.status == 200
-                if r.getheader("connection", "").lower() == "close":
-                    conn = None
-            except (OSError, http.client.HTTPException):
-                conn = None
-            with self.lock:
-                self.samples.append((self.phase, ok, time.perf_counter() - t0))
-
-    def finish(self):
-        self.stop = True
-        for t in self.threads:
-            t.join()
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(len(v) * p))] * 1000 if v else float("nan")
 
 
 def wait_serving(port, host, work):
@@ -194,7 +141,7 @@ state_dir: {work}/state
         if r.returncode != 0:
             sys.exit(f"first berth deploy failed:\n{r.stdout}{r.stderr}")
         wait_serving(port, bhost, work)
-        bload = Load(port, bhost)
+        bload = Load(port, bhost, WORKERS)
         time.sleep(2)
         b_took = phase(bload, "berth", DEPLOYS, berth_deploy)
         bload.finish()
@@ -222,7 +169,7 @@ state_dir: {work}/state
         subprocess.run(["docker-compose", "-p", projects["compose"], "up", "-d", "--build"], cwd=cdir, env=env,
                        check=True, capture_output=True)
         wait_serving(port, chost, work)
-        cload = Load(port, chost)
+        cload = Load(port, chost, WORKERS)
         time.sleep(2)
         c_took = phase(cload, "compose", DEPLOYS, compose_up)
         cload.finish()

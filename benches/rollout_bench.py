@@ -5,12 +5,12 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+from common import Load, docker, free_port, pct
 
 ROLLOUTS = int(os.environ.get("ROLLOUTS", "10"))
 STEADY = float(os.environ.get("STEADY", "10"))
@@ -19,57 +19,6 @@ BERTH = os.path.join(os.getcwd(), "target/dist/berth")
 RUN = f"bench{os.getpid()}"
 HOST = f"web.{RUN}.test"
 TOKEN = "berth-bench-token-0123456789"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def docker(*args):
-    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-class Load:
-    """WORKERS threads with keep-alive connections, GET / back to back."""
-
-    def __init__(self, port):
-        self.port, self.stop, self.phase = port, False, "warmup"
-        self.samples = []  # (phase, ok, seconds)
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(WORKERS)]
-        for t in self.threads:
-            t.start()
-
-    def worker(self):
-        conn = None
-        while not self.stop:
-            t0 = time.perf_counter()
-            ok = False
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/", headers={"Host": HOST})
-                r = conn.getresponse()
-                r.read()
-                ok = r.status == 200
-            except (OSError, http.client.HTTPException):
-                conn = None
-            with self.lock:
-                self.samples.append((self.phase, ok, time.perf_counter() - t0))
-
-    def finish(self):
-        self.stop = True
-        for t in self.threads:
-            t.join()
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(len(v) * p))] * 1000 if v else float("nan")
 
 
 def main():
@@ -117,7 +66,7 @@ log:
                 sys.exit(f"berth never served {HOST}; log in {work}")
             time.sleep(0.1)
 
-        load = Load(port)
+        load = Load(port, HOST, WORKERS)
         time.sleep(2)
         load.phase = "steady"
         time.sleep(STEADY)
