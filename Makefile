@@ -7,7 +7,7 @@ CARGO ?= cargo
 # git the repositories deployed by the deploy tests, docker-compose (v1,
 # without recommends: they could replace the engine) the peer those tests
 # check berth's containers against.
-TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils git docker-compose
+TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils git docker-compose chromium chromium-driver
 # From PyPI: schemathesis fuzzes the admin API against its OpenAPI document.
 PIP_PACKAGES := schemathesis
 # The side-by-side benchmark also runs nginx and haproxy, driven by wrk.

@@ -60,6 +60,7 @@ pub mod shutdown;
 pub mod source;
 pub mod state;
 pub mod tls;
+pub mod ui;
 pub mod upgrade;
 pub mod world;
 

@@ -105,6 +105,36 @@ impl Metrics {
         self.duration.with_label_values(&[route]).observe(seconds);
     }
 
+    /// Requests answered so far per route (empty: no route): all of them,
+    /// then by status class 2xx, 3xx, 4xx, 5xx.
+    pub fn request_totals(&self) -> BTreeMap<String, [u64; 5]> {
+        use prometheus::core::Collector;
+        let mut out: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+        for family in self.requests.collect() {
+            for m in family.get_metric() {
+                let (mut route, mut code) = ("", "");
+                for l in m.get_label() {
+                    match l.name() {
+                        "route" => route = l.value(),
+                        "code" => code = l.value(),
+                        _ => {}
+                    }
+                }
+                let n = m.get_counter().get_value() as u64;
+                let e = out.entry(route.to_string()).or_default();
+                e[0] += n;
+                match code {
+                    "2xx" => e[1] += n,
+                    "3xx" => e[2] += n,
+                    "4xx" => e[3] += n,
+                    "5xx" => e[4] += n,
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     pub fn connect_error(&self, route: &str) {
         self.connect_errors.with_label_values(&[route]).inc();
     }

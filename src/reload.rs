@@ -83,6 +83,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<String>, Vec<String
         "dns.upstreams" => dns.upstreams;
         "dns.allow" => dns.allow;
         "admin.token" => admin.token;
+        "admin.session_ttl" => admin.session_ttl;
         "log.level" => log_level;
         "log.access" => access_log;
     }
@@ -93,6 +94,8 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<String>, Vec<String
         "proxy.startup_hold" => proxy.startup_hold;
         "admin.listen" => admin.listen;
         "admin.token_file" => admin.token_file;
+        "admin.stats_interval" => admin.stats_interval;
+        "admin.stats_history" => admin.stats_history;
         "deploy" => deploy;
         "tls.listen" => tls.listen;
         "tls.certs_dir" => tls.certs_dir;
@@ -146,6 +149,9 @@ fn every_key_is_in_merge(c: &Config) {
         listen: _,
         token: _,
         token_file: _,
+        session_ttl: _,
+        stats_interval: _,
+        stats_history: _,
     } = admin;
     let TlsConfig {
         listen: _,

@@ -361,7 +361,7 @@ fn add_background(
     );
     server.add_service(background_service("deploys", controller));
     if let Some((listener, _)) = pre.admin {
-        let router = api::router(api::App {
+        let app = api::App {
             config: config.clone(),
             engine,
             notified,
@@ -373,10 +373,11 @@ fn add_background(
             certs,
             dns: (!config.dns.listen.is_empty()).then_some(dns_counters),
             metrics,
-        });
+            ui: Arc::new(crate::ui::Ui::new(&config)),
+        };
         server.add_service(background_service(
             "admin api",
-            AdminService::new(listener, router),
+            AdminService::new(listener, app),
         ));
     }
     info!(http = %config.http_listen, threads = config.proxy.threads, "berth serving");

@@ -170,11 +170,16 @@ pub async fn ready(State(app): State<App>) -> Response {
 }
 
 pub async fn list_deployments(State(app): State<App>) -> Json<Vec<DeploymentView>> {
+    Json(deployment_list(&app))
+}
+
+/// Every deployment → service → container, with drift for the owned ones.
+pub fn deployment_list(app: &App) -> Vec<DeploymentView> {
     let mut list = deployments(&app.snapshot.load().containers);
     if let Ok(store) = app.deploys.projects.lock() {
         add_drift(&mut list, &store.deployments);
     }
-    Json(list)
+    list
 }
 
 /// Marks the services of deployments berth owns whose running replicas are
@@ -248,6 +253,54 @@ fn done(c: &ContainerInfo, action: &str) -> Json<ActionView> {
         action: action.into(),
         ok: true,
     })
+}
+
+/// Takes a routed container out of rotation until its run ends (or an
+/// undrain): no new requests, in-flight ones finish. It keeps running.
+pub async fn drain_container(
+    State(app): State<App>,
+    Path(target): Path<String>,
+) -> Result<Json<ActionView>, ApiError> {
+    let snap = app.snapshot.load_full();
+    let c = find(&snap, &target)?;
+    if !c.routed || !c.is_running() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "container {:?}: berth drains only a running container it routes",
+                c.name
+            ),
+        ));
+    }
+    match drain(&app.snapshot, &app.inputs, &c.id).await {
+        Some(d) => d.keep(),
+        None => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("container {:?}: not in rotation", c.name),
+            ))
+        }
+    }
+    Ok(done(c, "drain"))
+}
+
+/// Puts a drained container back in rotation (once ready again).
+pub async fn undrain_container(
+    State(app): State<App>,
+    Path(target): Path<String>,
+) -> Result<Json<ActionView>, ApiError> {
+    let snap = app.snapshot.load_full();
+    let c = find(&snap, &target)?;
+    if !c.routed {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("container {:?}: berth does not route it", c.name),
+        ));
+    }
+    let _ = app
+        .inputs
+        .send(crate::world::Input::Undrain { id: c.id.clone() });
+    Ok(done(c, "undrain"))
 }
 
 pub async fn start_container(
@@ -569,6 +622,30 @@ pub async fn stats(
     Ok(Json(out))
 }
 
+/// The kept stats samples of a deployment's containers (those still
+/// there), after `since` (unix seconds) when given.
+pub async fn stats_history(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<crate::ui::samples::StatsHistory>, ApiError> {
+    let q = params(&q, &["since", "service"])?;
+    let since = match q.get("since") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| bad(format!("since: {v:?}: unix seconds")))?,
+        ),
+    };
+    let snap = app.snapshot.load_full();
+    let mut cs = deployment(&snap, &name)?;
+    if let Some(s) = q.get("service") {
+        cs.retain(|c| c.service_name() == s);
+    }
+    let ids: Vec<&str> = cs.iter().map(|c| c.id.as_str()).collect();
+    Ok(Json(app.ui.samples.stats_history(&ids, since)))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RouteView {
     pub host: String,
@@ -584,7 +661,11 @@ pub struct RouteBackend {
 }
 
 pub async fn routes(State(app): State<App>) -> Json<Vec<RouteView>> {
-    let s = app.snapshot.load();
+    Json(route_list(&app.snapshot.load()))
+}
+
+/// Every route with the replicas it sends to now, by host and path.
+pub fn route_list(s: &Snapshot) -> Vec<RouteView> {
     let mut list: Vec<RouteView> = s
         .table
         .routes()
@@ -603,7 +684,7 @@ pub async fn routes(State(app): State<App>) -> Json<Vec<RouteView>> {
         })
         .collect();
     list.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
-    Json(list)
+    list
 }
 
 pub async fn problems(State(app): State<App>) -> Json<Vec<Problem>> {
@@ -613,25 +694,9 @@ pub async fn problems(State(app): State<App>) -> Json<Vec<Problem>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::BackendState;
 
     fn info(id: &str, name: &str, project: Option<&str>, service: Option<&str>) -> ContainerInfo {
-        ContainerInfo {
-            id: id.into(),
-            name: name.into(),
-            image: "img".into(),
-            project: project.map(str::to_string),
-            service: service.map(str::to_string),
-            status: "running".into(),
-            health: None,
-            state: BackendState::Ready,
-            routed: false,
-            ports: vec![],
-            networks: BTreeMap::new(),
-            started_at: String::new(),
-            config_hash: None,
-            exit_code: None,
-        }
+        ContainerInfo::for_test(id, name, project, service)
     }
 
     #[test]

@@ -55,11 +55,13 @@ pub struct App {
     /// Query counters, when the DNS server runs.
     pub dns: Option<Arc<DnsCounters>>,
     pub metrics: Arc<Metrics>,
+    /// The dashboard's sessions, live stream and samples.
+    pub ui: Arc<crate::ui::Ui>,
 }
 
 impl App {
     /// ACME state per host (empty without ACME).
-    fn cert_list(&self) -> Vec<HostStatus> {
+    pub fn cert_list(&self) -> Vec<HostStatus> {
         self.certs
             .as_ref()
             .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
@@ -67,7 +69,7 @@ impl App {
     }
 
     /// The recent rollouts, scale runs and restarts.
-    fn history(&self) -> Vec<crate::deploy::Record> {
+    pub fn history(&self) -> Vec<crate::deploy::Record> {
         self.deploys
             .history
             .lock()
@@ -143,6 +145,17 @@ pub fn router(app: App) -> Router {
         .route("/api/services/{service}/rollout", post(rollout))
         .route("/api/services/{service}/scale", post(scale))
         .route("/api/reload", post(reload))
+        .route("/api/events", get(crate::ui::live::events))
+        .route(
+            "/api/deployments/{name}/stats/history",
+            get(host::stats_history),
+        )
+        .route("/api/routes/history", get(traffic_history))
+        .route("/api/containers/{id}/drain", post(host::drain_container))
+        .route(
+            "/api/containers/{id}/undrain",
+            post(host::undrain_container),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .route("/api/health", get(health))
@@ -153,6 +166,7 @@ pub fn router(app: App) -> Router {
             post(deployments::git_hook),
         )
         .merge(protected)
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn(json_errors))
         .with_state(app)
@@ -221,7 +235,13 @@ async fn json_errors(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+    // The dashboard's login form comes with 401 too: a page, not an error.
+    let is_page = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json || is_page {
         return resp;
     }
     let (parts, body) = resp.into_parts();
@@ -243,6 +263,8 @@ async fn json_errors(req: Request, next: Next) -> Response {
     out
 }
 
+/// The bearer token, or a dashboard session (whose changes need its CSRF
+/// token).
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let header = req
         .headers()
@@ -250,6 +272,12 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok());
     if token::authorized(header, &app.token.load()) {
         next.run(req).await
+    } else if let Some(s) = crate::ui::session_of(&app, req.headers()) {
+        if crate::ui::csrf_passes(&s, req.method(), req.headers()) {
+            next.run(req).await
+        } else {
+            crate::ui::forbidden_csrf()
+        }
     } else {
         let mut r = ApiError(
             StatusCode::UNAUTHORIZED,
@@ -298,6 +326,11 @@ pub struct BackendView {
 }
 
 async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
+    Json(backend_list(&app))
+}
+
+/// Every routed container with its backend state.
+pub fn backend_list(app: &App) -> Vec<BackendView> {
     let s = app.snapshot.load();
     let restarts = app
         .deploys
@@ -305,26 +338,25 @@ async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
         .lock()
         .map(|r| r.clone())
         .unwrap_or_default();
-    Json(
-        s.backends
-            .values()
-            .map(|b| BackendView {
-                id: b.id.clone(),
-                name: b.name.clone(),
-                service: b.service.clone(),
-                image: b.image.clone(),
-                state: b.state,
-                health: b.health.clone(),
-                check: b.check.clone(),
-                addrs: b.addrs.iter().map(SocketAddr::to_string).collect(),
-                inflight: b.stats.inflight.load(Ordering::Relaxed),
-                restarts: restarts.get(&b.id).copied().unwrap_or(0),
-            })
-            .collect(),
-    )
+    s.backends
+        .values()
+        .map(|b| BackendView {
+            id: b.id.clone(),
+            name: b.name.clone(),
+            service: b.service.clone(),
+            image: b.image.clone(),
+            state: b.state,
+            health: b.health.clone(),
+            check: b.check.clone(),
+            addrs: b.addrs.iter().map(SocketAddr::to_string).collect(),
+            inflight: b.stats.inflight.load(Ordering::Relaxed),
+            restarts: restarts.get(&b.id).copied().unwrap_or(0),
+        })
+        .collect()
 }
 
-/// ACME state per host: valid until, last error, next attempt.
+/// ACME state per host: valid until, when it is renewed, last error, next
+/// attempt.
 async fn certificates(State(app): State<App>) -> Json<Vec<HostStatus>> {
     Json(app.cert_list())
 }
@@ -340,11 +372,18 @@ pub struct DnsView {
 /// The internal zone: every name, the addresses it answers (Ready only) and
 /// the containers behind it; and how queries ended.
 async fn dns_records(State(app): State<App>) -> Result<Json<DnsView>, ApiError> {
-    let (Some(counters), zone) = (&app.dns, &app.config.dns.zone) else {
-        return Err(ApiError(
+    dns_view(&app).map(Json).ok_or_else(|| {
+        ApiError(
             StatusCode::NOT_FOUND,
             "the DNS server is off (dns.listen: off)".into(),
-        ));
+        )
+    })
+}
+
+/// The zone now; `None` when the DNS server is off.
+pub fn dns_view(app: &App) -> Option<DnsView> {
+    let (Some(counters), zone) = (&app.dns, &app.config.dns.zone) else {
+        return None;
     };
     let s = app.snapshot.load();
     let names: Vec<_> = s
@@ -356,11 +395,17 @@ async fn dns_records(State(app): State<App>) -> Result<Json<DnsView>, ApiError> 
             n
         })
         .collect();
-    Ok(Json(DnsView {
+    Some(DnsView {
         zone: zone.clone(),
         names,
         queries: counters.view(),
-    }))
+    })
+}
+
+/// `GET /api/routes/history`: each route's requests per interval, by
+/// status class, over the kept history.
+async fn traffic_history(State(app): State<App>) -> Json<crate::ui::samples::TrafficHistory> {
+    Json(app.ui.samples.traffic())
 }
 
 async fn rollouts(State(app): State<App>) -> Json<Vec<crate::deploy::Record>> {
@@ -533,14 +578,14 @@ fn resolve_service(
 pub struct AdminService {
     /// Bound at start-up (shared with the next berth in an upgrade).
     listener: std::sync::Mutex<Option<std::net::TcpListener>>,
-    router: Router,
+    app: App,
 }
 
 impl AdminService {
-    pub fn new(listener: std::net::TcpListener, router: Router) -> AdminService {
+    pub fn new(listener: std::net::TcpListener, app: App) -> AdminService {
         AdminService {
             listener: std::sync::Mutex::new(Some(listener)),
-            router,
+            app,
         }
     }
 }
@@ -560,8 +605,17 @@ impl BackgroundService for AdminService {
             }
         };
         info!(listen, "admin API listening");
-        let serve = axum::serve(listener, self.router.clone()).with_graceful_shutdown(async move {
+        // The dashboard's live stream and samples run while the API does.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::ui::live::run(self.app.clone(), stopped.clone()));
+        tokio::spawn(crate::ui::live::sample(self.app.clone(), stopped));
+        let ui = self.app.ui.clone();
+        let router = router(self.app.clone());
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
+            // Streams that never end on their own end now.
+            let _ = stop.send(true);
+            ui.hub.close();
         });
         if let Err(e) = serve.await {
             error!(error = %e, "admin API stopped");
@@ -640,6 +694,7 @@ mod tests {
             certs: None,
             dns: None,
             metrics: Arc::default(),
+            ui: Arc::new(crate::ui::Ui::new(&Config::default())),
         });
         let paths = doc["paths"].as_object().unwrap();
         assert!(paths.len() >= 20, "{}", paths.len());

@@ -108,9 +108,14 @@ fn read_token_file(path: &Path) -> Option<String> {
 /// Compares an `Authorization` header value with the token in constant time.
 pub fn authorized(header: Option<&str>, token: &str) -> bool {
     match header.and_then(|h| h.strip_prefix("Bearer ")) {
-        Some(given) => given.trim().as_bytes().ct_eq(token.as_bytes()).into(),
+        Some(given) => matches(given.trim(), token),
         None => false,
     }
+}
+
+/// Whether `given` is the token, in constant time (the login form's check).
+pub fn matches(given: &str, token: &str) -> bool {
+    !given.is_empty() && bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -133,6 +138,7 @@ mod tests {
             listen: None,
             token: None,
             token_file: Some(dir.join("admin.token")),
+            ..crate::config::Config::default().admin
         };
         let (t1, source) = server_token(&admin).unwrap();
         assert_eq!(source, TokenSource::Generated);

@@ -122,6 +122,10 @@ pub struct AcmeConfig {
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
+/// The most samples kept per container or route for the dashboard: with
+/// 40 bytes a sample, 1,440 samples are 56 KiB per container.
+pub const MAX_STATS_SAMPLES: u64 = 1440;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// `None`: the admin API is off.
@@ -132,6 +136,13 @@ pub struct AdminConfig {
     /// `None`: the default place in the user's state directory
     /// (`api::token::token_file`).
     pub token_file: Option<PathBuf>,
+    /// How long a dashboard login lasts.
+    pub session_ttl: Duration,
+    /// How often container stats and route traffic are sampled for the
+    /// dashboard's charts.
+    pub stats_interval: Duration,
+    /// How much of those samples is kept (per container and per route).
+    pub stats_history: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +260,9 @@ impl Default for Config {
                 listen: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
                 token: None,
                 token_file: None,
+                session_ttl: Duration::from_secs(12 * 3600),
+                stats_interval: Duration::from_secs(10),
+                stats_history: Duration::from_secs(3600),
             },
             deploy: DeployConfig {
                 health_timeout: Duration::from_secs(60),
@@ -351,6 +365,9 @@ struct RawAdmin {
     listen: Option<Spanned<String>>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    session_ttl: Option<Spanned<String>>,
+    stats_interval: Option<Spanned<String>>,
+    stats_history: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -696,6 +713,34 @@ mod tests {
         }
         let c = Config::parse("proxy:\n  max_connections: 512\n", "t.yaml").unwrap();
         assert_eq!(c.proxy.max_connections, 512);
+    }
+
+    #[test]
+    fn dashboard_sampling_is_bounded() {
+        for (yaml, want) in [
+            (
+                "admin:\n  stats_interval: 10s\n  stats_history: 5s\n",
+                "t.yaml: line 3 column 18: admin.stats_history: \"5s\": shorter than admin.stats_interval: no sample would be kept",
+            ),
+            (
+                "admin:\n  stats_interval: 1s\n",
+                "t.yaml: line 2 column 19: admin.stats_interval: \"1s\": 3600 samples of admin.stats_interval; at most 1440: sample less often or keep less",
+            ),
+            (
+                "admin:\n  session_ttl: 0s\n",
+                "t.yaml: line 2 column 16: admin.session_ttl: \"0s\": must be more than 0, e.g. 43200s",
+            ),
+        ] {
+            let e = Config::parse(yaml, "t.yaml").unwrap_err().to_string();
+            assert_eq!(e, want, "{yaml:?}");
+        }
+        let c = Config::parse(
+            "admin:\n  stats_interval: 1s\n  stats_history: 10m\n",
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.admin.stats_interval, Duration::from_secs(1));
+        assert_eq!(c.admin.stats_history, Duration::from_secs(600));
     }
 
     #[test]

@@ -290,10 +290,36 @@ impl Validator<'_> {
         let token_file = r
             .token_file
             .map_or(d.token_file.clone(), |f| Some(PathBuf::from(f.value)));
+        let stats_interval = self.positive_or(
+            "admin.stats_interval",
+            r.stats_interval.clone(),
+            d.stats_interval,
+        )?;
+        let stats_history = self.positive_or(
+            "admin.stats_history",
+            r.stats_history.clone(),
+            d.stats_history,
+        )?;
+        let samples = stats_history.as_millis() / stats_interval.as_millis().max(1);
+        if !(1..=MAX_STATS_SAMPLES as u128).contains(&samples) {
+            let why = if samples == 0 {
+                "shorter than admin.stats_interval: no sample would be kept".to_string()
+            } else {
+                format!("{samples} samples of admin.stats_interval; at most {MAX_STATS_SAMPLES}: sample less often or keep less")
+            };
+            return Err(match (&r.stats_history, &r.stats_interval) {
+                (Some(v), _) => self.invalid("admin.stats_history", v, why),
+                (None, Some(v)) => self.invalid("admin.stats_interval", v, why),
+                (None, None) => unreachable!("the defaults keep 360 samples"),
+            });
+        }
         Ok(AdminConfig {
             listen,
             token,
             token_file,
+            session_ttl: self.positive_or("admin.session_ttl", r.session_ttl, d.session_ttl)?,
+            stats_interval,
+            stats_history,
         })
     }
 

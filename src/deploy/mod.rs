@@ -110,12 +110,72 @@ pub struct Record {
     pub replicas: usize,
     pub started_unix: u64,
     pub finished_unix: Option<u64>,
+    /// Its progress lines with their times (a build's output is one step;
+    /// at most [`STEPS`], the last ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
 }
+
+/// One progress line of a run, kept in its record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Milliseconds since the run was queued.
+    pub at_ms: u64,
+    pub status: Status,
+    pub message: String,
+}
+
+/// The most steps a record keeps.
+const STEPS: usize = 60;
 
 pub struct Job {
     pub id: u64,
     pub request: Request,
-    pub progress: mpsc::UnboundedSender<Progress>,
+    pub progress: Reporter,
+}
+
+/// Where a run's progress goes: to whoever asked for it, to every live
+/// listener (the dashboard), and as steps into its record.
+#[derive(Clone)]
+pub struct Reporter {
+    id: u64,
+    tx: Option<mpsc::UnboundedSender<Progress>>,
+    started: Instant,
+    history: Arc<Mutex<Vec<Record>>>,
+    live: tokio::sync::broadcast::Sender<Progress>,
+}
+
+impl Reporter {
+    /// A progress line, sent and kept. A requester that went away does not
+    /// stop the run, so there is no error to handle.
+    pub fn send(&self, p: Progress) {
+        self.keep(&p);
+        let _ = self.live.send(p.clone());
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(p);
+        }
+    }
+
+    fn keep(&self, p: &Progress) {
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(r) = h.iter_mut().rev().find(|r| r.id == self.id) else {
+            return;
+        };
+        // A build's output is one step: the first line of it.
+        if p.status == Status::Building
+            && r.steps.last().is_some_and(|s| s.status == Status::Building)
+        {
+            return;
+        }
+        if r.steps.len() >= STEPS {
+            r.steps.remove(0);
+        }
+        r.steps.push(StepRecord {
+            at_ms: self.started.elapsed().as_millis() as u64,
+            status: p.status,
+            message: p.message.clone(),
+        });
+    }
 }
 
 /// What the API shares with the controller.
@@ -129,6 +189,8 @@ pub struct Deploys {
     state: Option<StateDir>,
     /// The deployments berth owns, their env and their deploys.
     pub projects: Arc<Mutex<project::store::Store>>,
+    /// Every run's progress lines as they happen (the dashboard's stream).
+    pub live: tokio::sync::broadcast::Sender<Progress>,
 }
 
 impl Deploys {
@@ -141,12 +203,7 @@ impl Deploys {
             *n
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(Progress {
-            id,
-            service: request.service.clone(),
-            status: Status::Queued,
-            message: "queued".into(),
-        });
+        let reporter = self.reporter(id, Some(tx));
         let record = Record {
             id,
             kind: request.kind.word().into(),
@@ -160,6 +217,7 @@ impl Deploys {
             replicas: 0,
             started_unix: unix_now(),
             finished_unix: None,
+            steps: Vec::new(),
         };
         {
             let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
@@ -168,16 +226,18 @@ impl Deploys {
             h.drain(..excess);
             self.save(&h);
         }
-        if self
-            .jobs
-            .send(Job {
-                id,
-                request,
-                progress: tx.clone(),
-            })
-            .is_err()
-        {
-            let _ = tx.send(Progress {
+        reporter.send(Progress {
+            id,
+            service: request.service.clone(),
+            status: Status::Queued,
+            message: "queued".into(),
+        });
+        if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job {
+            id,
+            request,
+            progress: reporter,
+        }) {
+            job.progress.send(Progress {
                 id,
                 service: String::new(),
                 status: Status::Failed,
@@ -185,6 +245,17 @@ impl Deploys {
             });
         }
         (id, rx)
+    }
+
+    /// The reporter of run `id`, sending to `tx` too when someone waits.
+    fn reporter(&self, id: u64, tx: Option<mpsc::UnboundedSender<Progress>>) -> Reporter {
+        Reporter {
+            id,
+            tx,
+            started: Instant::now(),
+            history: self.history.clone(),
+            live: self.live.clone(),
+        }
     }
 
     fn update(&self, id: u64, f: impl FnOnce(&mut Record)) {
@@ -298,7 +369,7 @@ struct Run<'a> {
     /// What its new replicas carry as [`OPERATION_LABEL`].
     key: String,
     request: &'a Request,
-    progress: &'a mpsc::UnboundedSender<Progress>,
+    progress: &'a Reporter,
     deploys: &'a Deploys,
     /// Makes a deploy's new replicas from its compose service (else they
     /// are clones of their template).
@@ -308,7 +379,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn say(&self, status: Status, message: String) {
         info!(deploy = self.id, service = %self.request.service, %status, "{message}");
-        let _ = self.progress.send(Progress {
+        self.progress.send(Progress {
             id: self.id,
             service: self.request.service.clone(),
             status,
@@ -351,6 +422,7 @@ impl Controller {
             restarts: Arc::default(),
             next_id: Arc::new(Mutex::new(last_id)),
             projects: Arc::new(Mutex::new(project::store::Store::open(state.clone()))),
+            live: tokio::sync::broadcast::channel(256).0,
             state,
         };
         let c = Controller {
@@ -636,7 +708,7 @@ impl Controller {
             drain_timeout: op.drain_timeout,
         };
         self.ensure_record(&op);
-        let (progress, _rx) = mpsc::unbounded_channel();
+        let progress = self.deploys.reporter(op.id, None);
         let run = Run {
             id: op.id,
             key: op.key.clone(),
@@ -755,6 +827,7 @@ impl Controller {
             replicas: op.units.len(),
             started_unix: unix_now(),
             finished_unix: None,
+            steps: Vec::new(),
         });
         self.deploys.save(&h);
     }

@@ -375,6 +375,29 @@ impl Engine {
 
     /// One sample of a running container (the engine samples twice, about a
     /// second apart, for the CPU figure).
+    /// One reading without waiting for a second one (the engine's
+    /// `one-shot`): its CPU counters are compared with the caller's last.
+    pub async fn stats_once(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> Result<(Stats, stats::CpuCounters), CallError> {
+        let mut s = self.docker()?.stats(
+            id,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        match s.next().await {
+            Some(Ok(r)) => Ok((stats::summarize(&r), stats::CpuCounters::now(&r))),
+            Some(Err(e)) => Err(call_error(format!("stats {name}"), e)),
+            None => Err(CallError::unreached(format!(
+                "stats {name}: the engine sent nothing"
+            ))),
+        }
+    }
+
     pub async fn stats(&self, id: &str, name: &str) -> Result<Stats, CallError> {
         let mut s = self.docker()?.stats(
             id,

@@ -16,39 +16,63 @@ pub struct Stats {
     pub block_write: u64,
 }
 
+/// The CPU counters of one stats reading: what two readings are compared by.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuCounters {
+    /// Nanoseconds of CPU the container used, all cores together.
+    pub total: u64,
+    /// Nanoseconds of CPU the host had, all cores together.
+    pub system: u64,
+    pub cpus: u64,
+}
+
+impl CpuCounters {
+    fn of(c: &Option<bollard::models::ContainerCpuStats>) -> CpuCounters {
+        let c = c.as_ref();
+        CpuCounters {
+            total: c
+                .and_then(|c| c.cpu_usage.as_ref())
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0),
+            system: c.and_then(|c| c.system_cpu_usage).unwrap_or(0),
+            cpus: c
+                .and_then(|c| {
+                    c.online_cpus.map(u64::from).or_else(|| {
+                        c.cpu_usage
+                            .as_ref()
+                            .and_then(|u| u.percpu_usage.as_ref())
+                            .map(|p| p.len() as u64)
+                    })
+                })
+                .unwrap_or(1)
+                .max(1),
+        }
+    }
+
+    /// The reading's own counters (`cpu_stats`).
+    pub fn now(r: &ContainerStatsResponse) -> CpuCounters {
+        CpuCounters::of(&r.cpu_stats)
+    }
+
+    /// CPU % between an earlier reading and this one, as `docker stats`
+    /// counts it: 100 per core in use. 0 when the host's counter did not
+    /// move (or went back: another container's reading).
+    pub fn percent_since(&self, before: &CpuCounters) -> f64 {
+        let used = self.total.saturating_sub(before.total);
+        let had = self.system.saturating_sub(before.system);
+        if had == 0 {
+            return 0.0;
+        }
+        let p = used as f64 / had as f64 * self.cpus as f64 * 100.0;
+        (p * 100.0).round() / 100.0
+    }
+}
+
 /// Docker's stats → the figures `docker stats` prints: CPU % of one core
 /// times the cores used, memory without the page cache, summed network and
-/// block I/O.
+/// block I/O. A one-shot reading has no earlier counters: its CPU is 0.
 pub fn summarize(r: &ContainerStatsResponse) -> Stats {
-    let total = |c: &Option<bollard::models::ContainerCpuStats>| {
-        c.as_ref()
-            .and_then(|c| c.cpu_usage.as_ref())
-            .and_then(|u| u.total_usage)
-            .unwrap_or(0)
-    };
-    let system = |c: &Option<bollard::models::ContainerCpuStats>| {
-        c.as_ref().and_then(|c| c.system_cpu_usage).unwrap_or(0)
-    };
-    let cpu_delta = total(&r.cpu_stats).saturating_sub(total(&r.precpu_stats));
-    let system_delta = system(&r.cpu_stats).saturating_sub(system(&r.precpu_stats));
-    let cpus = r
-        .cpu_stats
-        .as_ref()
-        .and_then(|c| {
-            c.online_cpus.map(u64::from).or_else(|| {
-                c.cpu_usage
-                    .as_ref()
-                    .and_then(|u| u.percpu_usage.as_ref())
-                    .map(|p| p.len() as u64)
-            })
-        })
-        .unwrap_or(1)
-        .max(1);
-    let cpu_percent = if system_delta > 0 {
-        cpu_delta as f64 / system_delta as f64 * cpus as f64 * 100.0
-    } else {
-        0.0
-    };
+    let cpu_percent = CpuCounters::now(r).percent_since(&CpuCounters::of(&r.precpu_stats));
     let mem = r.memory_stats.as_ref();
     let usage = mem.and_then(|m| m.usage).unwrap_or(0);
     // cgroup v1 counts the page cache in `usage`; v2 reports inactive_file.
@@ -88,7 +112,7 @@ pub fn summarize(r: &ContainerStatsResponse) -> Stats {
         }
     }
     Stats {
-        cpu_percent: (cpu_percent * 100.0).round() / 100.0,
+        cpu_percent,
         memory_used,
         memory_limit,
         memory_percent: (memory_percent * 100.0).round() / 100.0,

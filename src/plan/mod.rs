@@ -120,6 +120,32 @@ pub struct ContainerInfo {
 }
 
 impl ContainerInfo {
+    /// A running, ready container for unit tests.
+    #[cfg(test)]
+    pub fn for_test(
+        id: &str,
+        name: &str,
+        project: Option<&str>,
+        service: Option<&str>,
+    ) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: name.into(),
+            image: "img".into(),
+            project: project.map(str::to_string),
+            service: service.map(str::to_string),
+            status: "running".into(),
+            health: None,
+            state: BackendState::Ready,
+            routed: false,
+            ports: vec![],
+            networks: BTreeMap::new(),
+            started_at: String::new(),
+            config_hash: None,
+            exit_code: None,
+        }
+    }
+
     /// The deployment it belongs to: its compose project, or itself.
     pub fn deployment(&self) -> &str {
         self.project.as_deref().unwrap_or(&self.name)

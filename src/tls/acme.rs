@@ -44,6 +44,9 @@ pub struct HostStatus {
     pub host: String,
     /// Unix time the served certificate expires, if there is one.
     pub valid_until: Option<u64>,
+    /// Unix time from which berth renews it (ACME certificates).
+    #[serde(default)]
+    pub renew_at: Option<u64>,
     pub source: Option<String>,
     pub last_error: Option<String>,
     /// Unix time of the next order attempt, while backing off.
@@ -504,8 +507,10 @@ impl AcmeManager {
             };
             let step = next_step(&facts, &st.orders, &limits, now, SystemTime::now());
             if let (Some(c), false) = (&served, matches!(step, HostStep::NotEligible(_))) {
+                let renew = unix(renew_at(c, self.snapshot.load().config.acme.renew_before));
                 self.report(host, |s| {
                     s.valid_until = Some(unix(c.not_after));
+                    s.renew_at = Some(renew);
                     s.source = Some("acme".into());
                 });
             }
@@ -580,6 +585,7 @@ impl AcmeManager {
                 *state = HostState::default();
                 self.report(host, |s| {
                     s.valid_until = Some(until);
+                    s.renew_at = Some(unix(renew));
                     s.source = Some("acme".into());
                     s.last_error = None;
                     s.next_attempt = None;

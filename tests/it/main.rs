@@ -3,9 +3,11 @@
 
 mod acme;
 mod admin;
+mod browser;
 mod check;
 mod cli;
 mod crash;
+mod dashboard;
 mod deploy;
 mod dns;
 mod events;

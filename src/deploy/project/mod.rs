@@ -142,7 +142,7 @@ impl Run<'_> {
     /// A progress line about one service of a deploy.
     fn say_for(&self, service: &str, status: Status, message: String) {
         info!(deploy = self.id, %service, %status, "{message}");
-        let _ = self.progress.send(Progress {
+        self.progress.send(Progress {
             id: self.id,
             service: service.to_string(),
             status,
@@ -702,7 +702,7 @@ impl Controller {
                 let deploy_id = run.id;
                 let mut sink = |line: &str| {
                     log.write(line);
-                    let _ = progress.send(Progress {
+                    progress.send(Progress {
                         id: deploy_id,
                         service: full.clone(),
                         status: Status::Building,
