@@ -37,6 +37,9 @@ pub struct DeploymentView {
     pub name: String,
     /// A compose project, or a single container outside compose.
     pub compose: bool,
+    /// Deployed by berth (`berth deploy`): it has a deploy history.
+    #[serde(default)]
+    pub owned: bool,
     pub services: Vec<ServiceView>,
 }
 
@@ -54,6 +57,7 @@ pub fn deployments(containers: &BTreeMap<String, ContainerInfo>) -> Vec<Deployme
         .map(|(name, (compose, services))| DeploymentView {
             name,
             compose,
+            owned: false,
             services: services
                 .into_iter()
                 .map(|(name, mut cs)| {
@@ -191,6 +195,9 @@ fn add_drift(
 ) {
     use crate::deploy::project::diff::drift;
     for (name, d) in owned {
+        if let Some(v) = list.iter_mut().find(|v| &v.name == name) {
+            v.owned = true;
+        }
         if d.services.is_empty() {
             continue;
         }
@@ -200,6 +207,7 @@ fn add_drift(
                 list.push(DeploymentView {
                     name: name.clone(),
                     compose: true,
+                    owned: true,
                     services: Vec::new(),
                 });
                 list.last_mut().expect("just pushed")

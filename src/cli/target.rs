@@ -195,6 +195,7 @@ pub(crate) mod tests {
             .map(|(name, compose, services)| DeploymentView {
                 name: name.to_string(),
                 compose: *compose,
+                owned: false,
                 services: services
                     .iter()
                     .map(|(svc, cs)| ServiceView {

@@ -389,12 +389,13 @@ impl Run<'_> {
 
     /// The final line and the record's end.
     fn finish(&self, status: Status, message: String, reason: Option<String>) {
-        self.say(status, message);
+        // The record first: whoever reads it on the final line sees the end.
         self.deploys.update(self.id, |r| {
             r.status = status;
             r.reason = reason;
             r.finished_unix = Some(unix_now());
         });
+        self.say(status, message);
     }
 }
 

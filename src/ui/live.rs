@@ -1,7 +1,7 @@
 //! The dashboard's live stream (`GET /api/events`, Server-Sent Events): one
-//! task turns each published snapshot, each run's progress line and a
-//! once-a-second look at certificates and DNS counters into named sections,
-//! and sends a section again only when its JSON changed. A new listener gets
+//! task turns each published snapshot, each run's progress line (the runs)
+//! and a once-a-second look at certificates and DNS counters into named
+//! sections, and sends a section again only when its JSON changed. A new listener gets
 //! every section first. Container changes (created, removed, status,
 //! health, backend state) become `event`s, the last 200 kept for new
 //! listeners. A second task samples container stats and route traffic for
@@ -183,6 +183,7 @@ impl Hub {
             // No task publishes here (a test's router): now's view.
             publish_snapshot(app, &mut None);
             publish_slow(app);
+            publish_runs(app);
         }
         out.extend(
             self.sections
@@ -227,13 +228,12 @@ fn publish_snapshot(app: &App, before: &mut Option<BTreeMap<String, ContainerInf
     hub.publish("docker", &snap.docker);
 }
 
-/// The sections that change without a snapshot: certificates, DNS
-/// counters, runs.
+/// The sections that change without a snapshot or a progress line:
+/// certificates and DNS counters.
 fn publish_slow(app: &App) {
     let hub = &app.ui.hub;
     hub.publish("certificates", &app.cert_list());
     hub.publish("dns", &api::dns_view(app));
-    publish_runs(app);
 }
 
 fn publish_runs(app: &App) {
@@ -250,6 +250,8 @@ pub async fn run(app: App, mut shutdown: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut before = None;
     publish_snapshot(&app, &mut before);
+    // Runs change with their progress lines, which come below.
+    publish_runs(&app);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,

@@ -315,11 +315,18 @@ function containerCharts(name, samples) {
   ].join('')}</div></div>`;
 }
 
-const ACTIONS = ['restart', 'stop', 'start', 'drain', 'undrain'];
 const cap = (s) => s[0].toUpperCase() + s.slice(1);
 
+/** The actions that make sense for a container as it is now. */
+function actionsFor(c) {
+  if (c.status !== 'running') return ['start'];
+  const acts = ['restart', 'stop'];
+  if (c.routed) acts.push(c.state === 'draining' ? 'undrain' : 'drain');
+  return acts;
+}
+
 function actionButtons(c) {
-  return `<div class="btns">${(c.routed ? ACTIONS : ACTIONS.slice(0, 3)).map((a) => `<button type="button" class="small"${attrs({ 'data-action': a, 'data-id': c.container_id, 'data-name': c.name, 'aria-label': `${cap(a)} ${c.name}` })}>${cap(a)}</button>`).join('')}</div>`;
+  return `<div class="btns">${actionsFor(c).map((a) => `<button type="button" class="small"${attrs({ 'data-action': a, 'data-id': c.container_id, 'data-name': c.name, 'aria-label': `${cap(a)} ${c.name}` })}>${cap(a)}</button>`).join('')}</div>`;
 }
 
 function serviceView(ctx, [dep, svc]) {
