@@ -1027,6 +1027,54 @@ mod tests {
     use super::*;
     use crate::plan::BackendInfo;
 
+    #[tokio::test]
+    async fn a_runs_lines_reach_its_requester_its_record_and_every_listener() {
+        let (_c, deploys) = Controller::new(
+            Arc::default(),
+            Engine::new(&Config::default().docker).unwrap(),
+            Arc::default(),
+            watch::channel(0).1,
+            mpsc::unbounded_channel().0,
+            None,
+        );
+        let mut live = deploys.live.subscribe();
+        let (id, mut rx) = deploys.submit(req(Kind::Restart));
+        let reporter = deploys.reporter(id, None);
+        let line = |status, message: &str| Progress {
+            id,
+            service: "p/web".into(),
+            status,
+            message: message.into(),
+        };
+        // A build's output is one step, however many lines it has.
+        for i in 0..3 {
+            reporter.send(line(Status::Building, &format!("build line {i}")));
+        }
+        for i in 0..STEPS {
+            reporter.send(line(Status::Starting, &format!("step {i}")));
+        }
+        assert_eq!(rx.recv().await.unwrap().status, Status::Queued);
+        assert_eq!(live.recv().await.unwrap().status, Status::Queued);
+        assert_eq!(live.recv().await.unwrap().message, "build line 0");
+        let record = deploys.history.lock().unwrap()[0].clone();
+        assert_eq!(record.steps.len(), STEPS, "bounded");
+        assert_eq!(
+            record.steps.last().unwrap().message,
+            format!("step {}", STEPS - 1)
+        );
+        assert!(
+            record.steps.iter().all(|s| s.status != Status::Queued),
+            "the oldest went first"
+        );
+        let building = |r: &Record| {
+            r.steps
+                .iter()
+                .filter(|s| s.status == Status::Building)
+                .count()
+        };
+        assert!(building(&record) <= 1);
+    }
+
     fn backend(id: &str, name: &str, service: &str, state: BackendState) -> (String, BackendInfo) {
         (id.into(), BackendInfo::for_test(id, name, service, state))
     }

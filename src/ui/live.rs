@@ -324,7 +324,7 @@ pub async fn sample(app: App, mut shutdown: watch::Receiver<bool>) {
 
 /// `GET /api/events`: the sections, then their changes, as Server-Sent
 /// Events, until the client goes away or berth stops.
-pub async fn events(State(app): State<App>) -> Response {
+pub async fn events(State(app): State<App>, headers: axum::http::HeaderMap) -> Response {
     let hub = &app.ui.hub;
     // Subscribed before the opening is read: nothing falls in between.
     let rx = hub.tx.subscribe();
@@ -337,6 +337,8 @@ pub async fn events(State(app): State<App>) -> Response {
         pending: opening,
         closing,
         keepalive: tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE),
+        headers,
+        checked: tokio::time::Instant::now(),
     };
     let stream = futures_util::stream::unfold(state, |mut l| async move {
         let chunk = l.next().await?;
@@ -358,15 +360,34 @@ struct Listener {
     pending: VecDeque<Bytes>,
     closing: watch::Receiver<bool>,
     keepalive: tokio::time::Interval,
+    /// The request's credentials, checked again now and then: a logout or
+    /// a new admin token ends the stream too.
+    headers: axum::http::HeaderMap,
+    checked: tokio::time::Instant,
 }
 
 impl Listener {
+    /// Whether the credentials the stream was opened with still hold
+    /// (checked at most once a second).
+    fn still_allowed(&mut self) -> bool {
+        if self.checked.elapsed() < Duration::from_secs(1) {
+            return true;
+        }
+        self.checked = tokio::time::Instant::now();
+        let bearer = self
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        api::token::authorized(bearer, &self.app.token.load())
+            || crate::ui::session_of(&self.app, &self.headers).is_some()
+    }
+
     /// The next bytes to send; `None`: the stream ends.
     async fn next(&mut self) -> Option<Bytes> {
         if let Some(b) = self.pending.pop_front() {
             return Some(b);
         }
-        if *self.closing.borrow() {
+        if *self.closing.borrow() || !self.still_allowed() {
             return None;
         }
         tokio::select! {

@@ -225,13 +225,42 @@ async fn login_session_cookie_and_csrf() {
     let (_, backends) = api(&admin, "GET", "/api/backends", Some(TOKEN)).await;
     assert!(backends.contains("\"state\":\"draining\""), "{backends}");
 
-    // Logout ends the session: the old cookie no longer opens a page.
+    // An event stream opened with the session, read by curl.
+    let mut stream = tokio::process::Command::new("curl")
+        .args(["-s", "-N", "-H", &cookie, &url("/api/events")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl the event stream");
+    let mut out = stream.stdout.take().expect("its output");
+    let mut first = [0u8; 64];
+    let n = tokio::io::AsyncReadExt::read(&mut out, &mut first)
+        .await
+        .expect("the stream's first bytes");
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("retry: 1000"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    let drain_output = tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut out, &mut sink).await;
+    });
+
+    // Logout ends the session: the old cookie no longer opens a page, and
+    // the stream it opened ends.
     b.goto(&url("/")).await;
     b.wait_for("body[data-page=overview]", LIMIT).await;
     b.click("#logout").await;
     b.wait_for("#token", LIMIT).await;
     assert_eq!(curl(&["-H", &cookie, &url("/")]).await.0, 401);
     assert_eq!(curl(&["-H", &cookie, &url("/api/events")]).await.0, 401);
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.wait()).await;
+    assert!(
+        ended.is_ok(),
+        "the session's event stream still open 5 s after logout"
+    );
+    drain_output.await.expect("the stream's reader");
 }
 
 #[tokio::test]
