@@ -510,7 +510,7 @@ pub async fn logs(
         let mut streams = Vec::new();
         for c in &cs {
             let prefix = format!("{:<width$} | ", c.name);
-            let lines = app.engine.logs(&c.id, prefix, tail, follow);
+            let lines = app.engine.logs(&c.id, prefix, tail, follow, None);
             streams.push(lines.map_err(engine_error)?.boxed());
         }
         Body::from_stream(futures_util::stream::select_all(streams).map(Ok::<_, Infallible>))
@@ -533,10 +533,13 @@ fn follow_deployment(
     tail: Option<u64>,
 ) -> Result<impl futures_util::Stream<Item = Result<Bytes, Infallible>>, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // By run: a restarted container (same id, a new start) is followed
+    // again from its new start, since the engine ends a follow when the
+    // container stops.
     let mut followed = HashSet::new();
     for c in now {
-        follow_one(app, c, width, tail, &tx)?;
-        followed.insert(c.id.clone());
+        follow_one(app, c, width, tail, None, &tx)?;
+        followed.insert((c.id.clone(), c.started_at.clone()));
     }
     let app = app.clone();
     tokio::spawn(async move {
@@ -554,12 +557,19 @@ fn follow_deployment(
                     c.deployment() == deployment
                         && service.as_deref().is_none_or(|s| c.service_name() == s)
                         && c.is_running()
-                        && !followed.contains(&c.id)
+                        && !followed.contains(&(c.id.clone(), c.started_at.clone()))
                 })
                 .collect();
             for c in joined {
-                followed.insert(c.id.clone());
-                let _ = follow_one(&app, c, width.max(c.name.len()), None, &tx);
+                // A new run of a container followed before: its lines since
+                // it started (the earlier run's were sent).
+                let since = followed
+                    .iter()
+                    .any(|(id, _)| id == &c.id)
+                    .then(|| crate::engine::logs::unix_time(&c.started_at))
+                    .flatten();
+                followed.insert((c.id.clone(), c.started_at.clone()));
+                let _ = follow_one(&app, c, width.max(c.name.len()), None, since, &tx);
             }
         }
     });
@@ -574,12 +584,13 @@ fn follow_one(
     c: &ContainerInfo,
     width: usize,
     tail: Option<u64>,
+    since: Option<(i64, u32)>,
     tx: &tokio::sync::mpsc::Sender<Bytes>,
 ) -> Result<(), ApiError> {
     let prefix = format!("{:<width$} | ", c.name);
     let lines = app
         .engine
-        .logs(&c.id, prefix, tail, true)
+        .logs(&c.id, prefix, tail, true, since)
         .map_err(engine_error)?;
     let tx = tx.clone();
     tokio::spawn(async move {

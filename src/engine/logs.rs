@@ -9,6 +9,9 @@ pub(super) struct Lines {
     pub(super) prefix: String,
     /// stdout (and console), stderr.
     pub(super) partial: [Vec<u8>; 2],
+    /// With the engine's timestamps on: lines before this time (unix
+    /// seconds, nanoseconds) are dropped, and the timestamp is cut off.
+    pub(super) after: Option<(i64, u32)>,
 }
 
 impl Lines {
@@ -23,8 +26,22 @@ impl Lines {
         buf.extend_from_slice(data);
         let mut out = Vec::new();
         while let Some(n) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=n).collect();
+            let Some(after) = self.after else {
+                out.extend_from_slice(self.prefix.as_bytes());
+                out.extend(line);
+                continue;
+            };
+            let (stamp, text) = match line.iter().position(|&b| b == b' ') {
+                Some(sp) => (&line[..sp], &line[sp + 1..]),
+                None => (&line[..0], &line[..]),
+            };
+            let at = std::str::from_utf8(stamp).ok().and_then(unix_time);
+            if at.is_some_and(|at| at < after) {
+                continue;
+            }
             out.extend_from_slice(self.prefix.as_bytes());
-            out.extend(buf.drain(..=n));
+            out.extend_from_slice(text);
         }
         Bytes::from(out)
     }
@@ -42,6 +59,60 @@ impl Lines {
     }
 }
 
+/// Unix seconds and nanoseconds of an RFC 3339 time as the engine writes
+/// it (`2026-12-01T02:39:55.123456789Z`, or with a `+01:00` offset).
+/// `None` when it is not one.
+pub fn unix_time(rfc3339: &str) -> Option<(i64, u32)> {
+    let b = rfc3339.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| rfc3339.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // The offset, after an optional fraction.
+    let rest = rfc3339[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    let fraction = &rfc3339[19..rfc3339.len() - rest.len()];
+    let nanos = match fraction.strip_prefix('.') {
+        None if fraction.is_empty() => 0,
+        Some(digits) if (1..=9).contains(&digits.len()) && !digits.contains('.') => {
+            format!("{digits:0<9}").parse::<u32>().ok()?
+        }
+        _ => return None,
+    };
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let oh: i64 = rest.get(1..3)?.parse().ok()?;
+            let om: i64 = rest.get(4..6)?.parse().ok()?;
+            let sign = if rest.starts_with('-') { -1 } else { 1 };
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the date (proleptic Gregorian calendar).
+    let (y, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + s - offset, nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +122,7 @@ mod tests {
         let mut l = Lines {
             prefix: "web-1 | ".into(),
             partial: [Vec::new(), Vec::new()],
+            after: None,
         };
         let out = |m: &str| LogOutput::StdOut {
             message: Bytes::from(m.to_string()),
@@ -67,5 +139,60 @@ mod tests {
             "the last line without newline"
         );
         assert_eq!(l.finish(), "");
+    }
+
+    #[test]
+    fn a_new_run_drops_the_lines_before_it_and_the_timestamps() {
+        let mut l = Lines {
+            prefix: "web-1 | ".into(),
+            partial: [Vec::new(), Vec::new()],
+            after: Some((1_796_092_795, 500_000_000)),
+        };
+        let out = |m: &str| LogOutput::StdOut {
+            message: Bytes::from(m.to_string()),
+        };
+        assert_eq!(
+            l.push(&out(
+                "2026-12-01T02:39:55.4Z before\n2026-12-01T02:39:55.6Z after\n"
+            )),
+            "web-1 | after\n"
+        );
+        assert_eq!(
+            l.push(&out("no stamp\n")),
+            "web-1 | stamp\n",
+            "the first word goes"
+        );
+    }
+
+    #[test]
+    fn engine_times_to_unix_time() {
+        assert_eq!(unix_time("1970-01-01T00:00:00Z"), Some((0, 0)));
+        assert_eq!(
+            unix_time("2026-12-01T02:39:55.123456789Z"),
+            Some((1_796_092_795, 123_456_789))
+        );
+        assert_eq!(
+            unix_time("2026-12-01T02:39:55.5Z"),
+            Some((1_796_092_795, 500_000_000))
+        );
+        assert_eq!(
+            unix_time("2024-02-29T12:00:00+01:00"),
+            Some((1_709_204_400, 0))
+        );
+        assert_eq!(
+            unix_time("2000-03-01T00:00:00-00:30"),
+            Some((951_870_600, 0))
+        );
+        for bad in [
+            "",
+            "0001-01-01",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01 02:39:55Z",
+            "2026-12-01T02:39:55",
+            "2026-12-01T02:39:55.Z",
+            "2026-12-01T02:39:55.1234567891Z",
+        ] {
+            assert_eq!(unix_time(bad), None, "{bad}");
+        }
     }
 }

@@ -324,14 +324,16 @@ impl Engine {
     }
 
     /// The container's log lines (stdout and stderr), each prefixed with
-    /// `prefix`; with `follow`, new lines as they are written. A last line
-    /// without a newline is still shown when the log ends.
+    /// `prefix`; with `follow`, new lines as they are written; with `from`
+    /// (unix seconds, nanoseconds), only the lines written from then. A
+    /// last line without a newline is still shown when the log ends.
     pub fn logs(
         &self,
         id: &str,
         prefix: String,
         tail: Option<u64>,
         follow: bool,
+        from: Option<(i64, u32)>,
     ) -> Result<impl Stream<Item = Bytes> + Send + 'static, CallError> {
         let stream = self
             .docker()?
@@ -342,6 +344,10 @@ impl Engine {
                     stdout: true,
                     stderr: true,
                     tail: tail.map_or("all".to_string(), |t| t.to_string()),
+                    // From the second `from` falls in; what came before it
+                    // in that second is dropped by its timestamp.
+                    since: from.and_then(|(s, _)| i32::try_from(s).ok()).unwrap_or(0),
+                    timestamps: from.is_some(),
                     ..Default::default()
                 }),
             )
@@ -349,6 +355,7 @@ impl Engine {
         let lines = logs::Lines {
             prefix,
             partial: [Vec::new(), Vec::new()],
+            after: from,
         };
         Ok(futures_util::stream::unfold(
             Some((stream, lines)),

@@ -362,6 +362,29 @@ async fn rollout_and_scale_from_the_page_and_logs_that_follow() {
     .await;
     b.wait_text("#log-lines", |t| t.contains("dashboard-line-one"), LIMIT)
         .await;
+    // A restart ends the engine's follow of that container: its new run is
+    // followed again, without the lines of the run before.
+    docker(&["restart", "-t", "5", &web1]).await;
+    docker(&[
+        "exec",
+        &web1,
+        "sh",
+        "-c",
+        "echo dashboard-after-restart > /proc/1/fd/1",
+    ])
+    .await;
+    b.wait_text(
+        "#log-lines",
+        |t| t.contains("dashboard-after-restart"),
+        LIMIT,
+    )
+    .await;
+    let text = b.text("#log-lines").await;
+    assert_eq!(
+        text.matches("dashboard-line-one").count(),
+        1,
+        "the earlier run's lines once: {text}"
+    );
 
     // A rollout (through the API) replaces both replicas; the page keeps
     // following: a line from a new replica appears.
