@@ -351,6 +351,7 @@ fn add_background(
             .with_reloads(reloads),
         ));
     }
+    let ui_state = state.clone();
     let (controller, deploys) = Controller::new(
         config.clone(),
         engine.clone(),
@@ -373,7 +374,7 @@ fn add_background(
             certs,
             dns: (!config.dns.listen.is_empty()).then_some(dns_counters),
             metrics,
-            ui: Arc::new(crate::ui::Ui::new(&config)),
+            ui: Arc::new(crate::ui::Ui::new(&config, Some(ui_state))),
         };
         server.add_service(background_service(
             "admin api",

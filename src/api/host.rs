@@ -691,7 +691,8 @@ pub fn route_list(s: &Snapshot) -> Vec<RouteView> {
         .map(|r| RouteView {
             host: r.host.to_string(),
             path: r.prefix.as_str().to_string(),
-            tls: r.tls,
+            // What is served: HTTPS needs the TLS listener.
+            tls: r.tls && s.config.tls.listen.is_some(),
             backends: r
                 .backends
                 .iter()

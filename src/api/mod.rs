@@ -694,7 +694,7 @@ mod tests {
             certs: None,
             dns: None,
             metrics: Arc::default(),
-            ui: Arc::new(crate::ui::Ui::new(&Config::default())),
+            ui: Arc::new(crate::ui::Ui::new(&Config::default(), None)),
         });
         let paths = doc["paths"].as_object().unwrap();
         assert!(paths.len() >= 20, "{}", paths.len());

@@ -107,7 +107,11 @@ pub struct Record {
     pub image: Option<String>,
     pub status: Status,
     pub reason: Option<String>,
+    /// Replicas the run replaced, added, retired or restarted.
     pub replicas: usize,
+    /// A scale run's replica count to reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<usize>,
     pub started_unix: u64,
     pub finished_unix: Option<u64>,
     /// Its progress lines with their times (a build's output is one step;
@@ -215,6 +219,10 @@ impl Deploys {
             status: Status::Queued,
             reason: None,
             replicas: 0,
+            target: match &request.kind {
+                Kind::Scale { replicas } => Some(*replicas),
+                _ => None,
+            },
             started_unix: unix_now(),
             finished_unix: None,
             steps: Vec::new(),
@@ -826,6 +834,7 @@ impl Controller {
             status: op.status,
             reason: None,
             replicas: op.units.len(),
+            target: op.replicas,
             started_unix: unix_now(),
             finished_unix: None,
             steps: Vec::new(),

@@ -33,9 +33,11 @@ pub struct Ui {
 }
 
 impl Ui {
-    pub fn new(config: &Config) -> Ui {
+    /// `state`: where sessions are kept across restarts (none in tests of
+    /// other parts).
+    pub fn new(config: &Config, state: Option<crate::state::StateDir>) -> Ui {
         Ui {
-            sessions: Sessions::default(),
+            sessions: Sessions::load(state),
             hub: live::Hub::default(),
             samples: Arc::new(samples::Samples::new(
                 config.admin.stats_interval,
@@ -181,7 +183,13 @@ async fn login_page(
     if session_of(&app, &headers).is_some() {
         return redirect(&safe_next(next), None);
     }
-    login_html(StatusCode::OK, "", next.unwrap_or("/"))
+    // The pages send a browser whose session was refused here with `ended`.
+    let why = if q.contains_key("ended") {
+        "Your session ended (it expired, you logged out elsewhere, or the admin token changed): sign in again."
+    } else {
+        ""
+    };
+    login_html(StatusCode::OK, why, next.unwrap_or("/"))
 }
 
 #[derive(Deserialize)]

@@ -7,10 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::digest::{digest, SHA256};
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use crate::state::StateDir;
 
 /// The cookie's name.
 pub const COOKIE: &str = "berth_session";
@@ -18,6 +21,9 @@ pub const COOKIE: &str = "berth_session";
 pub const CSRF_HEADER: &str = "x-berth-csrf";
 /// Open sessions kept at most: the oldest goes first beyond it.
 const MAX_SESSIONS: usize = 1000;
+/// Where the open sessions are kept across restarts and upgrades of berth
+/// (hashes of the cookies, never the cookies).
+pub const SESSIONS: &str = "sessions.json";
 
 /// A session as the request handlers see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,18 +31,55 @@ pub struct Session {
     pub csrf: String,
 }
 
+#[derive(Clone)]
 struct Open {
     csrf: String,
-    expires: Instant,
+    /// Unix seconds.
+    expires: u64,
     /// SHA-256 of the admin token at login.
     token: [u8; 32],
 }
 
-/// The open sessions, by SHA-256 of the cookie value (what is kept in
-/// memory cannot be replayed as a cookie).
+/// A session as saved in the state dir.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    /// SHA-256 of the cookie, hex.
+    key: String,
+    csrf: String,
+    expires_unix: u64,
+    /// SHA-256 of the admin token at login, hex.
+    token: String,
+}
+
+/// The open sessions, by SHA-256 of the cookie value (what is kept, in
+/// memory and in the state dir, cannot be replayed as a cookie). They
+/// survive a restart or an upgrade of berth.
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<[u8; 32], Open>>,
+    state: Option<StateDir>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -53,12 +96,61 @@ pub fn random_hex() -> Result<String, String> {
 }
 
 impl Sessions {
+    /// The sessions saved in `state` that have not expired (none without a
+    /// state dir, or when the file is unreadable: then everyone logs in
+    /// again, and that is said).
+    pub fn load(state: Option<StateDir>) -> Sessions {
+        let saved: Vec<Saved> = match state.as_ref().map(|s| s.load(SESSIONS)) {
+            Some(Ok(Some(v))) => v,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "saved dashboard sessions unreadable: every browser logs in again");
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        let now = now_unix();
+        let open = saved
+            .into_iter()
+            .filter(|s| s.expires_unix > now)
+            .filter_map(|s| {
+                Some((
+                    unhex(&s.key)?,
+                    Open {
+                        csrf: s.csrf,
+                        expires: s.expires_unix,
+                        token: unhex(&s.token)?,
+                    },
+                ))
+            })
+            .collect();
+        Sessions {
+            open: Mutex::new(open),
+            state,
+        }
+    }
+
+    fn save(&self, open: &HashMap<[u8; 32], Open>) {
+        let Some(state) = &self.state else { return };
+        let saved: Vec<Saved> = open
+            .iter()
+            .map(|(k, s)| Saved {
+                key: hex(k),
+                csrf: s.csrf.clone(),
+                expires_unix: s.expires,
+                token: hex(&s.token),
+            })
+            .collect();
+        if let Err(e) = state.save(SESSIONS, &saved) {
+            tracing::warn!(error = %e, "dashboard sessions could not be saved: a restart of berth ends them");
+        }
+    }
+
     /// Opens a session for a login with `token` (already checked): the
     /// cookie value to set, and the session.
     pub fn open(&self, token: &str, ttl: Duration) -> Result<(String, Session), String> {
         let cookie = random_hex()?;
         let csrf = random_hex()?;
-        let now = Instant::now();
+        let now = now_unix();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.retain(|_, s| s.expires > now);
         if open.len() >= MAX_SESSIONS {
@@ -70,10 +162,11 @@ impl Sessions {
             sha256(cookie.as_bytes()),
             Open {
                 csrf: csrf.clone(),
-                expires: now + ttl,
+                expires: now.saturating_add(ttl.as_secs()),
                 token: sha256(token.as_bytes()),
             },
         );
+        self.save(&open);
         Ok((cookie, Session { csrf }))
     }
 
@@ -84,8 +177,9 @@ impl Sessions {
         let key = sha256(value.as_bytes());
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let s = open.get(&key)?;
-        if s.expires <= Instant::now() || !bool::from(s.token.ct_eq(&sha256(token.as_bytes()))) {
+        if s.expires <= now_unix() || !bool::from(s.token.ct_eq(&sha256(token.as_bytes()))) {
             open.remove(&key);
+            self.save(&open);
             return None;
         }
         Some(Session {
@@ -97,7 +191,9 @@ impl Sessions {
     pub fn close(&self, cookie_header: Option<&str>) {
         if let Some(value) = cookie_header.and_then(|h| cookie_value(h, COOKIE)) {
             let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            open.remove(&sha256(value.as_bytes()));
+            if open.remove(&sha256(value.as_bytes())).is_some() {
+                self.save(&open);
+            }
         }
     }
 
@@ -181,6 +277,28 @@ mod tests {
             s.open(TOKEN, Duration::from_secs(60)).unwrap();
         }
         assert_eq!(s.len(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn sessions_survive_a_restart_but_not_their_end() {
+        let dir = std::env::temp_dir().join(format!("berth-sessions-{}", std::process::id()));
+        let state = StateDir::open(&dir).unwrap();
+        let s = Sessions::load(Some(state.clone()));
+        let (kept, session) = s.open(TOKEN, Duration::from_secs(60)).unwrap();
+        let (closed, _) = s.open(TOKEN, Duration::from_secs(60)).unwrap();
+        s.close(Some(&format!("{COOKIE}={closed}")));
+        let saved = std::fs::read_to_string(state.path(SESSIONS)).unwrap();
+        assert!(!saved.contains(&kept), "the cookie itself is never written");
+        let again = Sessions::load(Some(state.clone()));
+        assert_eq!(
+            again.find(Some(&format!("{COOKIE}={kept}")), TOKEN),
+            Some(session)
+        );
+        assert_eq!(again.find(Some(&format!("{COOKIE}={closed}")), TOKEN), None);
+        // A file that does not parse: everyone logs in again.
+        std::fs::write(state.path(SESSIONS), "{").unwrap();
+        assert_eq!(Sessions::load(Some(state)).len(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

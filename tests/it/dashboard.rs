@@ -102,7 +102,7 @@ async fn login_session_cookie_and_csrf() {
         )
         .await;
     let (http, admin_port) = (free_port(), free_port());
-    let _berth = Berth::start(&config(&env, http, admin_port, ""), http).await;
+    let mut berth = Berth::start(&config(&env, http, admin_port, ""), http).await;
     let admin = format!("127.0.0.1:{admin_port}");
     let url = |p: &str| format!("http://{admin}{p}");
 
@@ -224,6 +224,24 @@ async fn login_session_cookie_and_csrf() {
     assert_eq!(status, 200, "{body}");
     let (_, backends) = api(&admin, "GET", "/api/backends", Some(TOKEN)).await;
     assert!(backends.contains("\"state\":\"draining\""), "{backends}");
+
+    // The session outlives berth itself: after an upgrade (a new process,
+    // the same state dir) the browser is still logged in.
+    let (code, out) = berth.upgrade().await;
+    assert_eq!(code, 0, "{out}");
+    // Only the new berth answers from here on (the admin port is shared
+    // while both run).
+    let old_gone = berth.exited_first(Duration::from_secs(30)).await;
+    assert!(
+        old_gone,
+        "the berth before the upgrade still runs after 30 s"
+    );
+    assert_eq!(
+        curl(&["-H", &cookie, &url("/api/deployments")]).await.0,
+        200
+    );
+    b.goto(&url("/dns")).await;
+    b.wait_for("body[data-page=dns]", LIMIT).await;
 
     // An event stream opened with the session, read by curl.
     let mut stream = tokio::process::Command::new("curl")

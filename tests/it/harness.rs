@@ -402,6 +402,19 @@ impl Berth {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Waits up to `limit` for the berth started here (not its successor)
+    /// to exit; whether it did.
+    pub async fn exited_first(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.first_exited() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
