@@ -2,6 +2,7 @@
 // state; a small History API router shows the view of the current path and
 // re-renders its regions when the sections they read change.
 import { viewFor } from './views.js';
+import { fmtClock, refreshTimes } from './charts.js';
 
 const $ = (s) => document.querySelector(s);
 const main = $('#main');
@@ -13,27 +14,41 @@ const DEFAULTS = {
   hello: null, deployments: [], backends: [], routes: [], problems: [], certificates: [],
   dns: null, docker: null, runs: [], events: [], traffic: { interval_secs: 10, routes: {} },
 };
-const state = { ...structuredClone(DEFAULTS), progress: {}, loaded: new Set() };
+// offline: the stream is down since offlineSince (unix seconds); the page shows what it had then.
+const state = { ...structuredClone(DEFAULTS), progress: {}, loaded: new Set(), offline: false, offlineSince: null };
 const MAX_EVENTS = 200;
 
 // ---------- requests ----------
 
+let leaving = false;
+/** The session ended (a 401): to the login form, which says so, then back here. */
 function toLogin() {
-  location.href = `/login?next=${encodeURIComponent(location.pathname + location.search)}`;
+  if (leaving) return;
+  leaving = true;
+  location.href = `/login?ended=1&next=${encodeURIComponent(location.pathname + location.search)}`;
 }
+
+const now = () => fmtClock(Date.now() / 1000);
 
 /**
  * fetch on this origin: CSRF header on changes, JSON body, 401 → login page,
- * any other error status → Error with the server's {"error"} text and .status.
+ * any other error status → Error with the server's {"error"} text and .status,
+ * no answer at all (TypeError) → Error saying so and that nothing was sent.
  */
 async function api(path, { method = 'GET', body, signal } = {}) {
   const headers = {};
   if (method !== 'GET') headers['X-Berth-CSRF'] = CSRF;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, {
-    method, headers, signal, credentials: 'same-origin', cache: 'no-store',
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let res;
+  try {
+    res = await fetch(path, {
+      method, headers, signal, credentials: 'same-origin', cache: 'no-store',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e; // an abort stays an abort
+    throw Object.assign(new Error(`berth did not answer (${now()})${method === 'GET' ? '' : ': the action was not sent'}`), { network: true });
+  }
   if (res.status === 401) {
     toLogin();
     throw Object.assign(new Error('signed out'), { silent: true, status: 401 });
@@ -67,11 +82,15 @@ function notify(text, kind = 'info') {
 }
 
 const dialog = $('#confirm');
-/** Asks in <dialog id=confirm>; resolves true for #confirm-yes, false for No, Escape or the backdrop. */
-function confirmAction(message, yes = 'Confirm') {
+/**
+ * Asks in <dialog id=confirm>; resolves true for #confirm-yes, false for No, Escape or the backdrop.
+ * tone: 'danger' for what takes something away (stop, drain), else 'primary'.
+ */
+function confirmAction(message, yes = 'Confirm', tone = 'primary') {
   if (dialog.open) return Promise.resolve(false);
   $('#confirm-msg').textContent = message;
   $('#confirm-yes').textContent = yes;
+  $('#confirm-yes').className = tone === 'danger' ? 'danger' : 'primary';
   dialog.returnValue = '';
   dialog.showModal();
   $('#confirm-no').focus();
@@ -94,15 +113,28 @@ function mark(...sections) {
   pending ||= setTimeout(() => { pending = 0; const d = dirty; dirty = new Set(); render(d); }, 16);
 }
 
-/** A selector that finds the same control again after a region is rebuilt. */
+/**
+ * Selectors that find the same control again after a region is rebuilt:
+ * [the control, its row] (row null outside a keyed row).
+ */
 function focusKey(node) {
-  if (node.id) return `#${CSS.escape(node.id)}`;
   const q = (a, n) => `[${a}="${CSS.escape(n.getAttribute(a))}"]`;
-  const own = node.localName + ['href', 'data-action', 'data-key'].filter((a) => node.hasAttribute(a)).map((a) => q(a, node)).join('');
   const keys = ['data-container', 'data-route', 'data-host', 'data-name', 'data-run', 'data-deploy', 'data-service'];
-  const row = node.parentElement?.closest(keys.map((k) => `[${k}]`).join(','));
-  const k = row && keys.find((x) => row.hasAttribute(x));
-  return row ? `${q(k, row)} ${own}` : own;
+  const r = node.parentElement?.closest(keys.map((k) => `[${k}]`).join(','));
+  const row = r ? q(keys.find((x) => r.hasAttribute(x)), r) : null;
+  if (node.id) return [`#${CSS.escape(node.id)}`, row];
+  const own = node.localName + ['href', 'data-action', 'data-key'].filter((a) => node.hasAttribute(a)).map((a) => q(a, node)).join('');
+  return [row ? `${row} ${own}` : own, row];
+}
+
+const FOCUSABLE = 'button:not(:disabled), a[href], input:not(:disabled), [tabindex]';
+
+/** Puts the focus back on that control, or the first usable one of its row, or the page's heading: never <body>. */
+function refocus(el, [sel, row]) {
+  const t = el.querySelector(sel);
+  if (t && !t.disabled) return t.focus({ preventScroll: true });
+  const alt = (row && el.querySelector(row)?.querySelector(FOCUSABLE)) || main.querySelector('h1');
+  alt?.focus({ preventScroll: true });
 }
 
 /** Replaces a region's HTML when it changed, keeping focus and open <details>. */
@@ -113,7 +145,7 @@ function patch(el, html) {
   el.innerHTML = html;
   rendered.set(el, html);
   for (const d of el.querySelectorAll('details[data-key]')) if (open.has(d.dataset.key)) d.open = open.get(d.dataset.key);
-  if (active) el.querySelector(active)?.focus({ preventScroll: true });
+  if (active) refocus(el, active);
 }
 
 function render(d) {
@@ -128,6 +160,7 @@ function render(d) {
     if (el) patch(el, html());
   }
   v.after?.(first ? ALL : d);
+  lockActions();
   if (first) {
     v.shown = true;
     main.removeAttribute('aria-busy');
@@ -137,7 +170,7 @@ function render(d) {
   }
 }
 
-const ctx = { state, api, json, mark, notify, confirm: confirmAction };
+const ctx = { state, api, json, mark, notify, confirm: confirmAction, refocus };
 
 // ---------- router ----------
 
@@ -179,7 +212,7 @@ addEventListener('pagehide', () => cur?.unmount?.());
 addEventListener('pageshow', (e) => { if (e.persisted) route(false); });
 
 // The view's handlers, delegated from <main> (no listener to remove on navigation).
-for (const type of ['click', 'submit', 'input', 'change']) {
+for (const type of ['click', 'submit', 'input', 'change', 'focusout']) {
   main.addEventListener(type, (e) => {
     const h = cur?.[`on${type}`];
     if (h) Promise.resolve(h(e)).catch((err) => { if (!err?.silent) notify(String(err?.message ?? err), 'error'); });
@@ -195,20 +228,53 @@ $('#logout').addEventListener('click', async () => {
 
 // ---------- live stream ----------
 
+// What can change something: locked (disabled, marked data-off) while berth does not answer.
+const ACTIONS = '[data-action], button[id^="svc-"], #scale-go, #rollout-go, form :is(input, select, button)';
+
+function lockActions() {
+  if (!state.offline) return;
+  for (const e of main.querySelectorAll(ACTIONS)) if (!e.disabled) { e.disabled = true; e.dataset.off = ''; }
+}
+
+function unlockActions() {
+  for (const e of main.querySelectorAll('[data-off]')) { e.disabled = false; delete e.dataset.off; }
+  cur?.relock?.(); // the view disables again what is busy for its own reasons
+}
+
 function setLive(on) {
   const el = $('#live');
   const text = on ? 'live' : 'reconnecting…';
   if (el.textContent !== text) el.textContent = text;
   el.classList.toggle('off', !on);
+  if (state.offline === !on) return;
+  state.offline = !on;
+  document.body.classList.toggle('offline', !on);
+  const banner = $('#offline');
+  if (on) {
+    state.offlineSince = null;
+    banner.textContent = '';
+    unlockActions();
+  } else {
+    state.offlineSince = Date.now() / 1000;
+    banner.textContent = `berth is not answering since ${fmtClock(state.offlineSince)} — what you see is from then`;
+    lockActions();
+  }
+  mark('live');
 }
 
-/** Appends one traffic interval to every series (0 for routes without traffic), dropping what is older than the history. */
+/** How traffic names a route: host + path prefix (as views.js). */
+const routeKey = (r) => r.host + (r.path.startsWith('/') ? r.path : `/${r.path}`);
+
+/**
+ * Appends one traffic interval to every series, 0 for routes without traffic
+ * (every route of the routing table gets a series), dropping what is older than the history.
+ */
 function addTick(tick) {
   const tr = state.traffic;
   tr.routes ??= {};
   const keep = state.hello?.history_secs || tr.history_secs || 3600;
   const zero = { requests: 0, c2xx: 0, c3xx: 0, c4xx: 0, c5xx: 0 };
-  for (const k of new Set([...Object.keys(tr.routes), ...Object.keys(tick.routes ?? {})])) {
+  for (const k of new Set([...state.routes.map(routeKey), ...Object.keys(tr.routes), ...Object.keys(tick.routes ?? {})])) {
     const list = (tr.routes[k] ??= []);
     if (list.length && list[list.length - 1].t >= tick.t) continue;
     list.push({ ...zero, ...tick.routes?.[k], t: tick.t });
@@ -249,6 +315,7 @@ function connect() {
   });
   source.onopen = () => setLive(true);
   source.onerror = () => {
+    if (leaving) return;
     setLive(false);
     // EventSource retries by itself, except after an HTTP error (e.g. 401).
     if (source.readyState === EventSource.CLOSED) setTimeout(checkSession, 2000);
@@ -263,6 +330,9 @@ async function checkSession() {
   } catch { /* berth unreachable: try again */ }
   connect();
 }
+
+// Relative times ("5 min ago", "in 3 d") move on by themselves.
+setInterval(() => refreshTimes(main), 15000);
 
 route(false);
 connect();

@@ -50,17 +50,25 @@ export const fmtPerSec = (n) => (ok(n) ? `${fmtNum(n)}/s` : DASH);
 
 const pad = (n) => String(n).padStart(2, '0');
 
-/** Milliseconds → "850 ms", "4.2 s", "3 min 5 s", "2 h 10 min", "3 d 4 h". */
+/** Milliseconds → "850 ms", "4.2 s", "3 min 5 s", "2 h 10 min", "3 d 4 h" (never "60 s" or "60 min"). */
 export function fmtDuration(ms) {
   if (!ok(ms)) return DASH;
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${s.toFixed(1)} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${Math.round(s % 60)} s`;
+  if (ms < 999.5) return `${Math.round(ms)} ms`;
+  if (ms < 59950) return `${(ms / 1000).toFixed(1)} s`;
+  // Whole units from the rounded total seconds: 59.96 s is "1 min 0 s", not "60 s".
+  const total = Math.round(ms / 1000);
+  const m = Math.floor(total / 60);
+  if (m < 60) return `${m} min ${total % 60} s`;
   const h = Math.floor(m / 60);
   if (h < 48) return `${h} h ${m % 60} min`;
   return `${Math.floor(h / 24)} d ${h % 24} h`;
+}
+
+/** A span of seconds in words: 3600 → "the last hour", 600 → "the last 10 min". */
+export function fmtSpan(secs) {
+  if (!ok(secs) || secs <= 0) return 'the last hour';
+  if (secs % 3600 === 0) return secs === 3600 ? 'the last hour' : `the last ${secs / 3600} hours`;
+  return `the last ${secs % 60 === 0 ? `${secs / 60} min` : fmtDuration(secs * 1000)}`;
 }
 
 /** Unix seconds → local "HH:MM:SS". */
@@ -85,11 +93,26 @@ export function fmtRel(unix) {
   return d > 0 ? `in ${fmtDuration(d)}` : `${fmtDuration(-d)} ago`;
 }
 
-/** A <time> element showing the absolute time, the relative one as its title. */
+/**
+ * A <time> element showing the absolute time, the relative one as its title
+ * and in the span.rel after it (app.js refreshes both every 15 s).
+ */
 export const timeTag = (unix) =>
   ok(unix)
-    ? `<time datetime="${new Date(unix * 1000).toISOString()}" title="${esc(fmtRel(unix))}">${fmtTime(unix)}</time> <span class="muted">(${esc(fmtRel(unix))})</span>`
+    ? `<time datetime="${new Date(unix * 1000).toISOString()}" title="${esc(fmtRel(unix))}">${fmtTime(unix)}</time> <span class="muted rel">(${esc(fmtRel(unix))})</span>`
     : DASH;
+
+/** Refreshes the relative text of every time[datetime] under root (title and the span.rel after it). */
+export function refreshTimes(root = document) {
+  for (const t of root.querySelectorAll('time[datetime]')) {
+    const unix = Date.parse(t.getAttribute('datetime')) / 1000;
+    if (!ok(unix)) continue;
+    const rel = fmtRel(unix);
+    if (t.title !== rel) t.title = rel;
+    const next = t.nextElementSibling;
+    if (next?.classList.contains('rel') && next.textContent !== `(${rel})`) next.textContent = `(${rel})`;
+  }
+}
 
 // ---------- charts ----------
 
@@ -108,8 +131,9 @@ const f1 = (n) => Math.round(n * 10) / 10;
  * - fmt: value → text for the axis labels and the legend.
  * - data: attributes for the <svg> (data-container, data-series, ...);
  *   data-samples (point count) and data-last (last value, raw) are added.
+ * - cur: text shown instead of the last value (e.g. "stopped").
  */
-export function chart({ title, t, layers, stacked = false, fmt = fmtNum, data = {}, note = '' }) {
+export function chart({ title, t, layers, stacked = false, fmt = fmtNum, data = {}, note = '', cur = null }) {
   const n = t.length;
   // Top of each layer at each point (cumulative when stacked).
   const tops = [];
@@ -136,10 +160,10 @@ export function chart({ title, t, layers, stacked = false, fmt = fmtNum, data = 
       if (!stacked) paths += `<path class="line ${esc(layers[i].cls)}" d="${line(vals)}"/>`;
     });
   }
-  const summary = n ? `${title}: last ${fmt(last)}, max ${fmt(max)}` : `${title}: no samples yet`;
+  const summary = cur != null ? `${title}: ${cur}` : n ? `${title}: last ${fmt(last)}, max ${fmt(max)}` : `${title}: no samples yet`;
   const svg = `<svg class="chart${stacked ? ' stacked' : ''}" viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="${esc(summary)}"${attrs({ ...data, 'data-samples': n, 'data-last': last == null ? '' : +last.toFixed(3) })}>${paths}</svg>`;
   const legend = stacked
     ? `<ul class="legend">${layers.map((l) => `<li><span class="sw ${esc(l.cls)}"></span>${esc(l.label)} ${esc(fmt(n ? l.values[n - 1] : null))}</li>`).join('')}</ul>`
     : '';
-  return `<figure class="chart-box"><figcaption><span class="ttl">${esc(title)}</span> <span class="cur">${n ? esc(fmt(last)) : 'no samples yet'}</span>${note ? ` <span class="muted">${esc(note)}</span>` : ''}</figcaption><div class="plot">${svg}<span class="ymax">${esc(fmt(max))}</span><span class="ymin">${esc(fmt(0))}</span></div><div class="xaxis"><span>${n ? fmtClock(t0) : ''}</span><span>${n ? fmtClock(t[n - 1]) : ''}</span></div>${legend}</figure>`;
+  return `<figure class="chart-box"><figcaption><span class="ttl">${esc(title)}</span> <span class="cur">${cur != null ? esc(cur) : n ? esc(fmt(last)) : 'no samples yet'}</span>${note ? ` <span class="muted">${esc(note)}</span>` : ''}</figcaption><div class="plot">${svg}<span class="ymax">${esc(fmt(max))}</span><span class="ymin">${esc(fmt(0))}</span></div><div class="xaxis"><span>${n ? fmtClock(t0) : ''}</span><span>${n ? fmtClock(t[n - 1]) : ''}</span></div>${legend}</figure>`;
 }
