@@ -15,7 +15,7 @@
 pub mod plan;
 pub mod project;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -990,8 +990,11 @@ async fn autoheal(
     restarts: Arc<Mutex<HashMap<String, u32>>>,
 ) {
     let grace = config.deploy.autoheal_grace;
-    // container id → (unhealthy since, not before)
-    let mut watch: HashMap<String, (Instant, Instant)> = HashMap::new();
+    // container id → (unhealthy since, not before, the wait after a restart)
+    let mut watch: HashMap<String, (Instant, Instant, Duration)> = HashMap::new();
+    // Restarts not done yet: the old run is still unhealthy meanwhile, and
+    // the wait before the next one counts from when this one is over.
+    let restarting: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         let now = Instant::now();
         let snap = snapshot.load_full();
@@ -1001,7 +1004,18 @@ async fn autoheal(
                 .is_some_and(|b| b.unhealthy && b.autoheal)
         });
         for b in snap.backends.values().filter(|b| b.unhealthy && b.autoheal) {
-            let (since, not_before) = *watch.entry(b.id.clone()).or_insert((now, now + grace));
+            let entry = watch
+                .entry(b.id.clone())
+                .or_insert((now, now + grace, grace));
+            if restarting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&b.id)
+            {
+                entry.1 = now + entry.2;
+                continue;
+            }
+            let (since, not_before, _) = *entry;
             if now < not_before {
                 continue;
             }
@@ -1013,13 +1027,22 @@ async fn autoheal(
             };
             // Backoff: the grace period, doubled for each restart, up to 10 min.
             let wait = (grace * 2u32.saturating_pow(n.min(10))).min(Duration::from_secs(600));
-            watch.insert(b.id.clone(), (since, now + wait));
+            watch.insert(b.id.clone(), (since, now + wait, wait));
             warn!(container = %b.name, unhealthy_for = ?now.duration_since(since), restart = n, "autoheal: restarting an unhealthy container");
             let (engine, id, name) = (engine.clone(), b.id.clone(), b.name.clone());
+            restarting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+            let restarting = restarting.clone();
             tokio::spawn(async move {
                 if let Err(e) = engine.restart(&id, &name, Some(10)).await {
                     warn!(container = %name, error = %e, "autoheal: restart failed");
                 }
+                restarting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
             });
         }
         tokio::select! {
