@@ -503,22 +503,71 @@ pub async fn logs(
         }
     }
     let width = cs.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    // The last lines of several containers come as one log, in the order
+    // they were written; following goes on from each one's last line.
+    let (first, from) = match tail {
+        Some(n) if cs.len() > 1 => {
+            let (merged, from) = merged_tails(&app, &cs, width, n).await?;
+            (Some(merged), Some(from))
+        }
+        _ => (None, None),
+    };
+    let first = futures_util::stream::iter(first.map(Ok::<_, Infallible>));
     let body = if follow && !q.contains_key("container") {
         let service = q.get("service").cloned();
-        Body::from_stream(follow_deployment(&app, &cs, name, service, width, tail)?)
+        let rest = follow_deployment(&app, &cs, name, service, width, tail, from.as_ref())?;
+        Body::from_stream(first.chain(rest))
+    } else if from.is_some() && !follow {
+        Body::from_stream(first)
     } else {
         let mut streams = Vec::new();
         for c in &cs {
             let prefix = format!("{:<width$} | ", c.name);
-            let lines = app.engine.logs(&c.id, prefix, tail, follow, None);
+            let after = from.as_ref().and_then(|f| f.get(&c.id).copied());
+            let tail = if after.is_some() { None } else { tail };
+            let lines = app.engine.logs(&c.id, prefix, tail, follow, after);
             streams.push(lines.map_err(engine_error)?.boxed());
         }
-        Body::from_stream(futures_util::stream::select_all(streams).map(Ok::<_, Infallible>))
+        let rest = futures_util::stream::select_all(streams).map(Ok::<_, Infallible>);
+        Body::from_stream(first.chain(rest))
     };
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// The last `n` lines of each container, merged by time, and for each
+/// container the time to go on from: just after its last line, or when the
+/// tail was asked for if it had none.
+async fn merged_tails(
+    app: &App,
+    cs: &[&ContainerInfo],
+    width: usize,
+    n: u64,
+) -> Result<(Bytes, HashMap<String, (i64, u32)>), ApiError> {
+    let asked = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| (d.as_secs() as i64, d.subsec_nanos()))
+        .unwrap_or((0, 0));
+    let tails =
+        futures_util::future::join_all(cs.iter().map(|c| app.engine.log_tail(&c.id, &c.name, n)))
+            .await;
+    let mut logs = Vec::new();
+    let mut from = HashMap::new();
+    for (c, tail) in cs.iter().zip(tails) {
+        let lines = tail.map_err(engine_error)?;
+        let next = lines.iter().map(|l| l.at).max().map_or(asked, |(s, ns)| {
+            if ns == 999_999_999 {
+                (s + 1, 0)
+            } else {
+                (s, ns + 1)
+            }
+        });
+        from.insert(c.id.clone(), next);
+        logs.push((format!("{:<width$} | ", c.name), lines));
+    }
+    Ok((crate::engine::logs::merge(&logs), from))
 }
 
 /// The logs of a deployment (or one service of it) as they are written,
@@ -531,6 +580,7 @@ fn follow_deployment(
     service: Option<String>,
     width: usize,
     tail: Option<u64>,
+    from: Option<&HashMap<String, (i64, u32)>>,
 ) -> Result<impl futures_util::Stream<Item = Result<Bytes, Infallible>>, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     // By run: a restarted container (same id, a new start) is followed
@@ -538,7 +588,10 @@ fn follow_deployment(
     // container stops.
     let mut followed = HashSet::new();
     for c in now {
-        follow_one(app, c, width, tail, None, &tx)?;
+        // After its merged tail (when there was one): from its last line.
+        let after = from.and_then(|f| f.get(&c.id).copied());
+        let tail = if after.is_some() { None } else { tail };
+        follow_one(app, c, width, tail, after, &tx)?;
         followed.insert((c.id.clone(), c.started_at.clone()));
     }
     let app = app.clone();

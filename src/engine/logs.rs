@@ -113,6 +113,54 @@ pub fn unix_time(rfc3339: &str) -> Option<(i64, u32)> {
     Some((days * 86_400 + h * 3600 + mi * 60 + s - offset, nanos))
 }
 
+/// A log line with the engine's time of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped {
+    /// Unix seconds, nanoseconds; (0, 0) when the engine gave none.
+    pub at: (i64, u32),
+    /// The line, newline included, without its timestamp.
+    pub text: Bytes,
+}
+
+/// Lines as the engine sends them with timestamps (`TIME text\n`) →
+/// stamped lines.
+pub fn stamped(lines: &[u8]) -> Vec<Stamped> {
+    lines
+        .split_inclusive(|&b| b == b'\n')
+        .map(|line| {
+            let split = line.iter().position(|&b| b == b' ').and_then(|sp| {
+                let at = std::str::from_utf8(&line[..sp]).ok().and_then(unix_time)?;
+                Some((at, &line[sp + 1..]))
+            });
+            // A line without a time stays whole, first.
+            let (at, text) = split.unwrap_or(((0, 0), line));
+            Stamped {
+                at,
+                text: Bytes::copy_from_slice(text),
+            }
+        })
+        .collect()
+}
+
+/// Several containers' lines (each with its prefix) as one log, in the
+/// order they were written; lines of the same time keep their container's
+/// order.
+pub fn merge(logs: &[(String, Vec<Stamped>)]) -> Bytes {
+    let mut all: Vec<(&(i64, u32), usize, usize)> = logs
+        .iter()
+        .enumerate()
+        .flat_map(|(c, (_, lines))| lines.iter().enumerate().map(move |(i, l)| (&l.at, c, i)))
+        .collect();
+    all.sort();
+    let mut out = Vec::new();
+    for (_, c, i) in all {
+        let (prefix, lines) = &logs[c];
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(&lines[i].text);
+    }
+    Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +242,19 @@ mod tests {
         ] {
             assert_eq!(unix_time(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn replicas_logs_merge_by_time() {
+        let a = stamped(b"2026-12-01T02:00:01Z a one\n2026-12-01T02:00:03Z a two\nno stamp\n");
+        assert_eq!(a[0].at, (1_796_090_401, 0));
+        assert_eq!(&a[1].text[..], b"a two\n");
+        assert_eq!(a[2].at, (0, 0));
+        let b = stamped(b"2026-12-01T02:00:02.5Z b one\n2026-12-01T02:00:03Z b two\n");
+        let merged = merge(&[("a | ".into(), a), ("b | ".into(), b)]);
+        assert_eq!(
+            String::from_utf8_lossy(&merged),
+            "a | no stamp\na | a one\nb | b one\na | a two\nb | b two\n"
+        );
     }
 }

@@ -380,6 +380,39 @@ impl Engine {
         ))
     }
 
+    /// The last `tail` lines of a container's log with the engine's time of
+    /// each (stdout and stderr together).
+    pub async fn log_tail(
+        &self,
+        id: &str,
+        name: &str,
+        tail: u64,
+    ) -> Result<Vec<logs::Stamped>, CallError> {
+        let mut stream = self.docker()?.logs(
+            id,
+            Some(LogsOptions {
+                follow: false,
+                stdout: true,
+                stderr: true,
+                timestamps: true,
+                tail: tail.to_string(),
+                ..Default::default()
+            }),
+        );
+        let mut lines = logs::Lines {
+            prefix: String::new(),
+            partial: [Vec::new(), Vec::new()],
+            after: None,
+        };
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| call_error(format!("logs {name}"), e))?;
+            text.extend_from_slice(&lines.push(&chunk));
+        }
+        text.extend_from_slice(&lines.finish());
+        Ok(logs::stamped(&text))
+    }
+
     /// One sample of a running container (the engine samples twice, about a
     /// second apart, for the CPU figure).
     /// One reading without waiting for a second one (the engine's

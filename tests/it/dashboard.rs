@@ -11,6 +11,9 @@ use super::browser::Browser;
 use super::harness::*;
 
 const LIMIT: Duration = Duration::from_secs(15);
+/// A page with its data while other tests load the machine (the suite runs
+/// two at a time on two cores; one starts 200 containers).
+const PAGE: Duration = Duration::from_secs(30);
 
 /// Where screenshots go: `target/dashboard/` (kept after the run, to look at).
 fn shots() -> PathBuf {
@@ -364,12 +367,36 @@ async fn rollout_and_scale_from_the_page_and_logs_that_follow() {
     let b = Browser::start().await;
     let after_login = login(&b, &r.admin).await;
 
+    // Lines written by the two replicas in turn come in the order they
+    // were written, not one container's block after the other's.
+    let web1 = r.env.container_name("web-1");
+    let web2 = r.env.container_name("web-2");
+    // web-1 has more to say first: sent as they come, its earlier lines
+    // would hold back web-2's.
+    docker(&[
+        "exec",
+        &web1,
+        "sh",
+        "-c",
+        "for i in $(seq 60); do echo filler-$i; done > /proc/1/fd/1",
+    ])
+    .await;
+    for (i, c) in [&web1, &web2, &web1, &web2].into_iter().enumerate() {
+        let echo = format!("echo turn-{i} > /proc/1/fd/1");
+        docker(&["exec", c, "sh", "-c", &echo]).await;
+    }
     // Logs, followed: a line written after the page opened appears.
     b.goto(&format!("http://{}/logs/{project}/web", r.admin))
         .await;
+    let text = b
+        .wait_text("#log-lines", |t| t.contains("turn-3"), LIMIT)
+        .await;
+    let at: Vec<usize> = (0..4)
+        .map(|i| text.find(&format!("turn-{i}")).expect("each turn"))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "in time order: {text}");
     b.wait_text("#log-status", |t| t.contains("following"), LIMIT)
         .await;
-    let web1 = r.env.container_name("web-1");
     docker(&[
         "exec",
         &web1,
@@ -556,7 +583,7 @@ async fn charts_and_every_page_at_desktop_and_phone_size() {
     // The service page's charts: a CPU series that grows one sample per
     // interval, and memory that is not zero.
     b.goto(&format!("{origin}service/{project}/web")).await;
-    b.wait_for("body[data-page=service]", LIMIT).await;
+    b.wait_for("body[data-page=service]", PAGE).await;
     let cpu = format!("svg.chart[data-container=\"{web1}\"][data-series=cpu]");
     let n = 5;
     let started = Instant::now();
@@ -585,15 +612,15 @@ async fn charts_and_every_page_at_desktop_and_phone_size() {
     for series in ["net_rx", "net_tx"] {
         b.wait_for(
             &format!("svg.chart[data-container=\"{web1}\"][data-series={series}]"),
-            LIMIT,
+            PAGE,
         )
         .await;
     }
     traffic.await.expect("the traffic");
     b.goto(&format!("{origin}routes")).await;
-    b.wait_for(&format!("tr[data-route=\"{host}/\"]"), LIMIT)
+    b.wait_for(&format!("tr[data-route=\"{host}/\"]"), PAGE)
         .await;
-    b.wait_for(&format!("svg.chart[data-route=\"{host}/\"]"), LIMIT)
+    b.wait_for(&format!("svg.chart[data-route=\"{host}/\"]"), PAGE)
         .await;
 
     // Every page at a desktop's and a phone's size: nothing wider than the
@@ -610,17 +637,17 @@ async fn charts_and_every_page_at_desktop_and_phone_size() {
         b.set_viewport(w, h).await;
         for (page, path) in &pages {
             b.goto(&format!("{origin}{path}")).await;
-            b.wait_for(&format!("body[data-page={page}]"), LIMIT).await;
+            b.wait_for(&format!("body[data-page={page}]"), PAGE).await;
             match *page {
                 "overview" => {
-                    b.wait_for(&format!("section[data-deployment=\"{project}\"]"), LIMIT)
+                    b.wait_for(&format!("section[data-deployment=\"{project}\"]"), PAGE)
                         .await;
                 }
                 "service" => {
-                    b.wait_for(&cpu, LIMIT).await;
+                    b.wait_for(&cpu, PAGE).await;
                 }
                 "dns" => {
-                    b.wait_for("#dns-names tr[data-name]", LIMIT).await;
+                    b.wait_for("#dns-names tr[data-name]", PAGE).await;
                 }
                 _ => {}
             }
@@ -675,10 +702,14 @@ async fn two_hundred_containers_render_within_a_second() {
     let (http, admin_port) = (free_port(), free_port());
     let _berth = Berth::start(&env.config_admin(http, admin_port, ""), http).await;
     let admin = format!("127.0.0.1:{admin_port}");
-    eventually(LIMIT, "berth sees the 200 containers", || async {
-        let (_, body) = api(&admin, "GET", "/api/containers", Some(TOKEN)).await;
-        (body.matches("\"container_id\"").count() == SERVICES * REPLICAS).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "berth sees the 200 containers",
+        || async {
+            let (_, body) = api(&admin, "GET", "/api/containers", Some(TOKEN)).await;
+            (body.matches("\"container_id\"").count() == SERVICES * REPLICAS).then_some(())
+        },
+    )
     .await;
 
     let b = Browser::start().await;
