@@ -5,6 +5,7 @@
 pub mod deployments;
 pub mod drain;
 pub mod host;
+pub mod service;
 pub mod token;
 
 use std::collections::BTreeSet;
@@ -144,6 +145,8 @@ pub fn router(app: App) -> Router {
         .route("/api/dns", get(dns_records))
         .route("/api/services/{service}/rollout", post(rollout))
         .route("/api/services/{service}/scale", post(scale))
+        .route("/api/services/{service}/stop", post(service::stop))
+        .route("/api/services/{service}/start", post(service::start))
         .route("/api/reload", post(reload))
         .route("/api/events", get(crate::ui::live::events))
         .route(
@@ -514,6 +517,14 @@ pub fn stream_with(
         p.id = id;
         p
     });
+    ndjson(first, rx)
+}
+
+/// Progress lines as NDJSON, `first` first, until the run's last line.
+pub fn ndjson(
+    first: Option<crate::deploy::Progress>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<crate::deploy::Progress>,
+) -> Response {
     let lines = futures_util::stream::unfold((first, rx), |(first, mut rx)| async move {
         let p = match first {
             Some(p) => p,
@@ -531,7 +542,7 @@ pub fn stream_with(
 
 /// Every service berth can roll out or scale: the routed ones and those of
 /// every container, routed or not (workers, databases).
-fn service_keys(snap: &crate::plan::Snapshot) -> BTreeSet<String> {
+pub(crate) fn service_keys(snap: &crate::plan::Snapshot) -> BTreeSet<String> {
     snap.backends
         .values()
         .map(|b| b.service.clone())
@@ -541,7 +552,7 @@ fn service_keys(snap: &crate::plan::Snapshot) -> BTreeSet<String> {
 
 /// `web` → `blog/web` when exactly one compose project has a service `web`;
 /// a container name works for containers outside compose.
-fn resolve_service(
+pub(crate) fn resolve_service(
     keys: &BTreeSet<String>,
     service: &str,
     project: Option<&str>,

@@ -255,6 +255,68 @@ impl Deploys {
         (id, rx)
     }
 
+    /// A run berth carries out itself, outside the queue (a service's stop
+    /// or start): its record, and a reporter whose lines also go to the
+    /// returned channel. [`Deploys::end`] ends it.
+    pub fn begin(
+        &self,
+        kind: &str,
+        service: &str,
+    ) -> (u64, mpsc::UnboundedReceiver<Progress>, Reporter) {
+        let id = {
+            let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reporter = self.reporter(id, Some(tx));
+        {
+            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            h.push(Record {
+                id,
+                kind: kind.to_string(),
+                service: service.to_string(),
+                image: None,
+                status: Status::Starting,
+                reason: None,
+                replicas: 0,
+                target: None,
+                started_unix: unix_now(),
+                finished_unix: None,
+                steps: Vec::new(),
+            });
+            let excess = h.len().saturating_sub(HISTORY);
+            h.drain(..excess);
+            self.save(&h);
+        }
+        (id, rx, reporter)
+    }
+
+    /// Ends a run begun with [`Deploys::begin`]: its record, then its final
+    /// line.
+    pub fn end(
+        &self,
+        reporter: &Reporter,
+        service: &str,
+        status: Status,
+        message: String,
+        replicas: usize,
+    ) {
+        let reason = (status != Status::Completed).then(|| message.clone());
+        self.update(reporter.id, |r| {
+            r.status = status;
+            r.reason = reason;
+            r.replicas = replicas;
+            r.finished_unix = Some(unix_now());
+        });
+        reporter.send(Progress {
+            id: reporter.id,
+            service: service.to_string(),
+            status,
+            message,
+        });
+    }
+
     /// The reporter of run `id`, sending to `tx` too when someone waits.
     fn reporter(&self, id: u64, tx: Option<mpsc::UnboundedSender<Progress>>) -> Reporter {
         Reporter {

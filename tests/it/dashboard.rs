@@ -358,6 +358,37 @@ async fn overview_follows_docker_within_two_seconds() {
     );
     // The change is in the recent events too.
     b.wait_text("#events", |t| t.contains(&web1), LIMIT).await;
+
+    // Stop, then start, a whole service from its page: runs of berth's own,
+    // in the history.
+    let worker1 = env.container_name("worker-1");
+    b.goto(&format!("http://{admin}/service/{project}/worker"))
+        .await;
+    b.wait_for("body[data-page=service]", LIMIT).await;
+    for (button, status) in [("#svc-stop", "exited"), ("#svc-start", "running")] {
+        b.click(button).await;
+        b.wait_for("dialog#confirm[open]", LIMIT).await;
+        b.click("#confirm-yes").await;
+        b.wait_for("#run-progress[data-final=completed]", LIMIT)
+            .await;
+        b.wait_text(&field(&worker1, "status"), |t| t == status, LIMIT)
+            .await;
+    }
+    let (_, runs) = api(&admin, "GET", "/api/rollouts", Some(TOKEN)).await;
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let kinds: Vec<(&str, &str)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("stop", "completed"), ("start", "completed")]);
+    b.wait_text(
+        "#svc-history",
+        |t| t.contains("stop") && t.contains("start"),
+        LIMIT,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -675,7 +675,7 @@ function serviceView(ctx, [dep, svc]) {
     }
   }
 
-  /** Service stop/start (or restart of a lone container): the action on each container in turn. */
+  /** Restart of a lone container's service: the container action. */
   async function eachContainer(action) {
     progress.start();
     setRunning(true);
@@ -730,6 +730,8 @@ function serviceView(ctx, [dep, svc]) {
     const warn = until && !rolling ? breaks(names(), until) : '';
     if (!(await ctx.confirm(`${what} ${dep}/${svc}${rolling ? ', one at a time' : ''}?${warn}`, cap(action), action === 'stop' ? 'danger' : 'primary'))) return;
     if (rolling) return runStream(`/api/deployments/${enc(t.project)}/restart?service=${enc(t.name)}`);
+    // Stop and start are runs of berth's own, kept in the history.
+    if (action !== 'restart') return runStream(`/api/services/${enc(t.name)}/${action}`, { project: t.project });
     return eachContainer(action);
   }
 
