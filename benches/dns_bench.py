@@ -5,12 +5,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from common import docker, free_port
 
 RUNS = int(os.environ.get("RUNS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
@@ -22,18 +23,6 @@ RUN = f"dnsbench{os.getpid()}"
 
 work = tempfile.mkdtemp(prefix="berth-dns-bench-")
 procs = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def docker(*args):
-    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def start(name, argv):

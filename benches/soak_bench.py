@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from common import free_port
 
 DURATION = float(os.environ.get("DURATION", "1200"))
 WORKERS = int(os.environ.get("WORKERS", "4"))
@@ -36,14 +37,6 @@ STABLE = f"stable.{RUN}.test"
 CHURN = f"churn.{RUN}.test"
 IMAGES = ("berth-test-web:1", "berth-test-web:2")
 TOKEN = "berth-soak-token-0123456789"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def docker(*args, check=True):
