@@ -353,27 +353,39 @@ async fn drained(
     let timeout = timeout_param(&q)?;
     let snap = app.snapshot.load_full();
     let c = find(&snap, &target)?;
-    let running = c.is_running();
-    if action == "stop" && !running {
+    if action == "stop" && !c.is_running() {
         return Err(ApiError(
             StatusCode::CONFLICT,
             format!("container {}: not running ({})", c.name, c.status),
         ));
     }
-    let drained = match running {
+    stop_drained(&app, c, action == "restart", timeout)
+        .await
+        .map_err(engine_error)?;
+    Ok(done(c, action))
+}
+
+/// Stops (or restarts) a container, a running routed one drained first;
+/// when the engine refuses, the container goes back into rotation.
+pub(crate) async fn stop_drained(
+    app: &App,
+    c: &ContainerInfo,
+    restart: bool,
+    timeout: Option<i32>,
+) -> Result<(), CallError> {
+    let drained = match c.is_running() {
         true => drain(&app.snapshot, &app.inputs, &c.id).await,
         false => None,
     };
-    let result = if action == "stop" {
-        app.engine.stop(&c.id, &c.name, timeout).await
+    if restart {
+        app.engine.restart(&c.id, &c.name, timeout).await?;
     } else {
-        app.engine.restart(&c.id, &c.name, timeout).await
-    };
-    result.map_err(engine_error)?;
+        app.engine.stop(&c.id, &c.name, timeout).await?;
+    }
     if let Some(d) = drained {
         d.keep();
     }
-    Ok(done(c, action))
+    Ok(())
 }
 
 /// `None`: the container's own stop timeout.

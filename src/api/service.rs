@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use super::drain::drain;
+use super::host::stop_drained;
 use super::{json_body, ndjson, resolve_service, service_keys, ApiError, App};
 use crate::deploy::{Progress, Status};
 use crate::plan::ContainerInfo;
@@ -73,14 +73,7 @@ async fn run(app: App, service: String, body: &[u8], stop: bool) -> Result<Respo
                     Status::Draining,
                     format!("draining and stopping {}", c.name),
                 ));
-                let drained = drain(&app.snapshot, &app.inputs, &c.id).await;
-                let r = app.engine.stop(&c.id, &c.name, None).await;
-                if r.is_ok() {
-                    if let Some(d) = drained {
-                        d.keep();
-                    }
-                }
-                r
+                stop_drained(&app, c, false, None).await
             } else {
                 reporter.send(line(Status::Starting, format!("starting {}", c.name)));
                 app.engine.start(&c.id, &c.name).await
