@@ -70,7 +70,7 @@ impl App {
     }
 
     /// The recent rollouts, scale runs and restarts.
-    pub fn history(&self) -> Vec<crate::deploy::Record> {
+    fn history(&self) -> Vec<crate::deploy::Record> {
         self.deploys
             .history
             .lock()

@@ -201,14 +201,7 @@ impl Deploys {
     /// Queues a request; progress arrives on the returned channel, the last
     /// line carrying a final status.
     pub fn submit(&self, request: Request) -> (u64, mpsc::UnboundedReceiver<Progress>) {
-        let id = {
-            let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
-            *n += 1;
-            *n
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reporter = self.reporter(id, Some(tx));
-        let record = Record {
+        let (id, rx, reporter) = self.open_run(|id| Record {
             id,
             kind: request.kind.word().into(),
             service: request.service.clone(),
@@ -226,14 +219,7 @@ impl Deploys {
             started_unix: unix_now(),
             finished_unix: None,
             steps: Vec::new(),
-        };
-        {
-            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            h.push(record);
-            let excess = h.len().saturating_sub(HISTORY);
-            h.drain(..excess);
-            self.save(&h);
-        }
+        });
         reporter.send(Progress {
             id,
             service: request.service.clone(),
@@ -263,6 +249,28 @@ impl Deploys {
         kind: &str,
         service: &str,
     ) -> (u64, mpsc::UnboundedReceiver<Progress>, Reporter) {
+        self.open_run(|id| Record {
+            id,
+            kind: kind.to_string(),
+            service: service.to_string(),
+            image: None,
+            status: Status::Starting,
+            reason: None,
+            replicas: 0,
+            target: None,
+            started_unix: unix_now(),
+            finished_unix: None,
+            steps: Vec::new(),
+        })
+    }
+
+    /// A new run: its id, its record (made by `record`, saved with the
+    /// history, the oldest beyond [`HISTORY`] dropped), and a reporter whose
+    /// lines also go to the returned channel.
+    fn open_run(
+        &self,
+        record: impl FnOnce(u64) -> Record,
+    ) -> (u64, mpsc::UnboundedReceiver<Progress>, Reporter) {
         let id = {
             let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
             *n += 1;
@@ -270,25 +278,11 @@ impl Deploys {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let reporter = self.reporter(id, Some(tx));
-        {
-            let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-            h.push(Record {
-                id,
-                kind: kind.to_string(),
-                service: service.to_string(),
-                image: None,
-                status: Status::Starting,
-                reason: None,
-                replicas: 0,
-                target: None,
-                started_unix: unix_now(),
-                finished_unix: None,
-                steps: Vec::new(),
-            });
-            let excess = h.len().saturating_sub(HISTORY);
-            h.drain(..excess);
-            self.save(&h);
-        }
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.push(record(id));
+        let excess = h.len().saturating_sub(HISTORY);
+        h.drain(..excess);
+        self.save(&h);
         (id, rx, reporter)
     }
 

@@ -41,7 +41,7 @@ pub struct Frame {
 }
 
 impl Frame {
-    fn new(event: &'static str, value: &impl Serialize) -> Frame {
+    fn new<T: Serialize + ?Sized>(event: &'static str, value: &T) -> Frame {
         Frame {
             event,
             data: serde_json::to_string(value).unwrap_or_default().into(),
@@ -138,7 +138,7 @@ impl Default for Hub {
 
 impl Hub {
     /// Sends a section if it differs from what was sent last.
-    fn publish(&self, event: &'static str, value: &impl Serialize) {
+    fn publish<T: Serialize + ?Sized>(&self, event: &'static str, value: &T) {
         let frame = Frame::new(event, value);
         let mut sections = self.sections.lock().unwrap_or_else(|e| e.into_inner());
         if sections.get(event).is_some_and(|f| f.data == frame.data) {
@@ -236,10 +236,16 @@ fn publish_slow(app: &App) {
     hub.publish("dns", &api::dns_view(app));
 }
 
+/// The newest runs, serialized where they are kept (a build sends a line
+/// per line of its output: no copy of the history for each).
 fn publish_runs(app: &App) {
-    let runs = app.history();
+    let runs = app
+        .deploys
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let skip = runs.len().saturating_sub(RUNS);
-    app.ui.hub.publish("runs", &runs[skip..].to_vec());
+    app.ui.hub.publish("runs", &runs[skip..]);
 }
 
 /// Publishes until berth stops.
