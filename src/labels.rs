@@ -6,10 +6,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::names::{excerpt, parse_duration, suggest, HostPattern, PathPrefix};
+use crate::policy::spec::{self as policy, PolicySpec};
 
 /// Keys of a route: `<prefix>.<key>` for the default route,
-/// `<prefix>.<name>.<key>` for a named one.
+/// `<prefix>.<name>.<key>` for a named one. Its policy keys
+/// ([`crate::policy::POLICY_KEYS`]) go the same way.
 pub const ROUTE_KEYS: &[&str] = &["host", "port", "path", "tls"];
+
+/// A key of a route: where it goes, or a policy.
+pub fn is_route_key(key: &str) -> bool {
+    ROUTE_KEYS.contains(&key) || policy::is_policy_key(key)
+}
 /// Keys that apply to the whole container.
 pub const CONTAINER_KEYS: &[&str] = &[
     "enable",
@@ -43,6 +50,8 @@ pub struct RouteSpec {
     pub port: Option<u16>,
     pub path: PathPrefix,
     pub tls: Option<TlsMode>,
+    /// What the route asks of requests; empty for most.
+    pub policy: PolicySpec,
 }
 
 /// The active HTTP check: on when `path` is set.
@@ -94,6 +103,8 @@ struct RouteDraft {
     port: Option<u16>,
     path: Option<PathPrefix>,
     tls: Option<TlsMode>,
+    policy: PolicySpec,
+    policy_draft: policy::Draft,
     bad: bool,
     /// The first label seen for this route, to name it when the host is missing.
     first_key: Option<(String, String)>,
@@ -118,6 +129,7 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> (LabelSpec, Vec<
         problems: Vec::new(),
         drafts: Vec::new(),
         all_bad: false,
+        labels,
     };
     // Sorted so problems come out in a stable order.
     let mut keys: Vec<(&String, &String)> = labels.iter().collect();
@@ -139,6 +151,7 @@ struct Parser<'a> {
     drafts: Vec<(String, RouteDraft)>,
     /// A container-wide label is wrong: no route is served on its default.
     all_bad: bool,
+    labels: &'a HashMap<String, String>,
 }
 
 impl Parser<'_> {
@@ -170,11 +183,14 @@ impl Parser<'_> {
             return;
         }
         let (name, rkey) = match rest.split_once('.') {
+            _ if is_route_key(rest) => ("", rest),
             None => ("", rest),
+            // `berth.auth.basik`: a typo of the default route's policy.
+            Some((n, _)) if policy::is_policy_group(n) => ("", rest),
             Some((n, k)) => (n, k),
         };
         let named_ok = name.is_empty() || valid_route_name(name);
-        if !ROUTE_KEYS.contains(&rkey) || !named_ok {
+        if !is_route_key(rkey) || !named_ok {
             // Fail safe: what the label meant is unknown, so the route it
             // sits on (the default one for `berth.pth`, `api` for
             // `berth.api.pth`; every route for a container-wide typo) is
@@ -191,6 +207,15 @@ impl Parser<'_> {
         let d = self.draft(name);
         d.first_key
             .get_or_insert_with(|| (key.to_string(), value.to_string()));
+        if policy::is_policy_key(rkey) {
+            // A bad policy label leaves that policy out, and a security
+            // one blocks the route (503): the route itself stays known.
+            if let Err(m) = d.policy.set(&mut d.policy_draft, rkey, value) {
+                let hint = policy_hint(rkey);
+                self.problem(key, value, m, hint);
+            }
+            return;
+        }
         if let Err(m) = route_key(d, rkey, value) {
             d.bad = true;
             self.problem(key, value, m, None);
@@ -211,9 +236,17 @@ impl Parser<'_> {
 
     /// The routes that parsed whole; a named route without a host is a problem.
     fn finish(mut self) -> (LabelSpec, Vec<LabelProblem>) {
-        for (name, d) in std::mem::take(&mut self.drafts) {
+        for (name, mut d) in std::mem::take(&mut self.drafts) {
             if d.bad || self.all_bad {
                 continue;
+            }
+            for (key, why) in d.policy.finish(std::mem::take(&mut d.policy_draft)) {
+                let full = match name.as_str() {
+                    "" => format!("{}.{key}", self.prefix),
+                    n => format!("{}.{n}.{key}", self.prefix),
+                };
+                let value = self.labels.get(&full).cloned().unwrap_or_default();
+                self.problem(&full, &value, why, None);
             }
             let Some(hosts) = d.hosts else {
                 // A port or path alone is not a route (berth.port may serve other
@@ -229,6 +262,7 @@ impl Parser<'_> {
                 port: d.port,
                 path: d.path.unwrap_or_else(PathPrefix::root),
                 tls: d.tls,
+                policy: d.policy,
             });
         }
         if !self.spec.enabled {
@@ -266,16 +300,34 @@ pub fn valid_route_name(name: &str) -> bool {
         && !CONTAINER_KEYS
             .iter()
             .any(|k| k.split('.').next() == Some(name))
+        && !policy::is_policy_group(name)
+}
+
+/// How to write the per-header labels.
+fn policy_hint(key: &str) -> Option<String> {
+    key.starts_with("headers.")
+        .then(|| "one label per header: headers.response.set.<Header-Name>=value".to_string())
 }
 
 fn unknown_hint(prefix: &str, rest: &str) -> Option<String> {
     let mut candidates: Vec<String> = ROUTE_KEYS
         .iter()
+        .chain(policy::POLICY_KEYS)
         .chain(CONTAINER_KEYS)
         .map(|k| k.to_string())
         .collect();
     if let Some((name, _)) = rest.split_once('.') {
-        candidates.extend(ROUTE_KEYS.iter().map(|k| format!("{name}.{k}")));
+        candidates.extend(
+            ROUTE_KEYS
+                .iter()
+                .chain(policy::POLICY_KEYS)
+                .map(|k| format!("{name}.{k}")),
+        );
+        if rest.starts_with("headers.") {
+            return Some(format!(
+                "one label per header: {prefix}.headers.response.set.<Header-Name>=value"
+            ));
+        }
     }
     suggest(rest, candidates.iter().map(String::as_str))
         .map(|s| format!("did you mean {prefix}.{s}?"))
@@ -549,6 +601,84 @@ mod tests {
         assert!(path.message.contains("control"), "{}", path.message);
         let host = p.iter().find(|p| p.key == "berth.admin.host").unwrap();
         assert!(host.value.len() < 300, "{}", host.value.len());
+    }
+
+    #[test]
+    fn policies_on_default_and_named_routes() {
+        let hash = "$2y$05$pQid562aaK.6oz2XeQEu4eYNpBIaQFBBTC5nmE4UBiAYQCwXSqlGi";
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "app.test"),
+                ("berth.auth.basic", &format!("alice:{hash}")),
+                ("berth.headers.response.set.X-Frame-Options", "DENY"),
+                ("berth.api.host", "api.app.test"),
+                ("berth.api.ratelimit", "10/s"),
+                ("berth.api.headers.request.set.X-Api", "1"),
+            ]),
+        );
+        assert_eq!(problems, vec![]);
+        let default = spec.routes.iter().find(|r| r.name.is_empty()).unwrap();
+        assert_eq!(default.policy.basic.len(), 1);
+        assert_eq!(default.policy.response_set.len(), 1);
+        assert!(default.policy.ratelimit.is_none());
+        let api = spec.routes.iter().find(|r| r.name == "api").unwrap();
+        assert!(api.policy.ratelimit.is_some() && api.policy.basic.is_empty());
+        assert_eq!(api.policy.request_set[0].0.as_str(), "x-api");
+    }
+
+    #[test]
+    fn a_bad_auth_label_keeps_the_route_blocked_other_routes_untouched() {
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "app.test"),
+                ("berth.auth.basic", "alice:plaintext"),
+                ("berth.compress", "deflate"),
+                ("berth.api.host", "api.app.test"),
+            ]),
+        );
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["berth.auth.basic", "berth.compress"]);
+        assert_eq!(problems[0].value, "alice:plaintext");
+        let default = spec.routes.iter().find(|r| r.name.is_empty()).unwrap();
+        assert_eq!(default.policy.blocked.len(), 1, "served 503, never open");
+        assert!(default.policy.compress.is_empty());
+        let api = spec.routes.iter().find(|r| r.name == "api").unwrap();
+        assert!(api.policy.is_empty());
+        // A typo in a policy key: the route it sits on is left out.
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[("berth.host", "a.test"), ("berth.auth.basik", "x")]),
+        );
+        assert!(spec.routes.is_empty());
+        assert_eq!(
+            problems[0].hint.as_deref(),
+            Some("did you mean berth.auth.basic?")
+        );
+        let (_, problems) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "a.test"),
+                ("berth.headers.response.set", "X: 1"),
+            ]),
+        );
+        assert!(
+            problems[0]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("one label per header"),
+            "{problems:?}"
+        );
+        // Policy words are not route names.
+        assert!(!valid_route_name("auth") && !valid_route_name("headers"));
+        let (_, problems) = parse(
+            "berth",
+            &labels(&[("berth.host", "a.test"), ("berth.ratelimit.burst", "5")]),
+        );
+        assert_eq!(problems[0].key, "berth.ratelimit.burst");
+        assert_eq!(problems[0].value, "5");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! - [`names`]: hostnames (one host map for routes, certificates and DNS),
 //!   path prefixes, durations, container ids. Pure.
 //! - [`labels`]: a container's labels → what berth should do with it. Pure.
+//! - [`policy`]: route policies from labels (auth, allow-lists, rate limits,
+//!   redirects, headers, CORS, compression, sticky); parsing is pure, the
+//!   proxy carries them out.
 //! - [`compose`]: a Compose file → a validated [`compose::model::Project`]
 //!   (interpolated, long forms, dependency order). Pure.
 //! - [`engine`]: the one seam to the Docker engine (bollard), made once.
@@ -51,6 +54,7 @@ pub mod labels;
 pub mod metrics;
 pub mod names;
 pub mod plan;
+pub mod policy;
 pub mod private;
 pub mod proxy;
 pub mod reload;

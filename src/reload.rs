@@ -74,6 +74,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<String>, Vec<String
         "proxy.header_timeout" => proxy.header_timeout;
         "proxy.body_timeout" => proxy.body_timeout;
         "proxy.max_connections" => proxy.max_connections;
+        "proxy.trusted_proxies" => proxy.trusted_proxies;
         "tls.redirect" => tls.redirect;
         "tls.hsts" => tls.hsts;
         "acme.renew_before" => acme.renew_before;
@@ -144,6 +145,7 @@ fn every_key_is_in_merge(c: &Config) {
         header_timeout: _,
         body_timeout: _,
         max_connections: _,
+        trusted_proxies: _,
     } = proxy;
     let AdminConfig {
         listen: _,

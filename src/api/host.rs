@@ -736,6 +736,10 @@ pub struct RouteView {
     pub path: String,
     pub tls: bool,
     pub backends: Vec<RouteBackend>,
+    /// The route's policies, one line each (never a password hash);
+    /// empty without any.
+    #[serde(default)]
+    pub policies: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -766,6 +770,11 @@ pub fn route_list(s: &Snapshot) -> Vec<RouteView> {
                     addr: b.addr.to_string(),
                 })
                 .collect(),
+            policies: r
+                .policy
+                .as_ref()
+                .map(|p| p.spec.describe())
+                .unwrap_or_default(),
         })
         .collect();
     list.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));

@@ -70,12 +70,20 @@ pub async fn routes(client: Client, json: bool) -> Outcome {
                 } else {
                     backends.join(", ")
                 },
+                if r.policies.is_empty() {
+                    "-".into()
+                } else {
+                    r.policies.join("; ")
+                },
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["HOST", "PATH", "TLS", "READY BACKENDS"], &rows)
+        table(
+            &["HOST", "PATH", "TLS", "READY BACKENDS", "POLICIES"],
+            &rows
+        )
     );
     Ok(Exit::Done)
 }

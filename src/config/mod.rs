@@ -188,6 +188,9 @@ pub struct ProxyConfig {
     /// Client connections open at once, every listener together; more are
     /// closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Peers whose X-Forwarded-For berth believes (a load balancer or CDN
+    /// in front of it); from anyone else the header is replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -254,6 +257,7 @@ impl Default for Config {
                 header_timeout: Duration::from_secs(60),
                 body_timeout: Duration::from_secs(60),
                 max_connections: 10_000,
+                trusted_proxies: Vec::new(),
             },
             routes: Vec::new(),
             admin: AdminConfig {
@@ -411,6 +415,7 @@ struct RawProxy {
     header_timeout: Option<Spanned<String>>,
     body_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
+    trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -515,7 +520,7 @@ mod tests {
             // `y` is a key here, not YAML 1.1's `true`.
             (
                 "proxy:\n  y: 1\n",
-                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after, keepalive_timeout, startup_hold, header_timeout, body_timeout, max_connections",
+                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after, keepalive_timeout, startup_hold, header_timeout, body_timeout, max_connections, trusted_proxies",
             ),
             (
                 "proxy:\n  threads: 1\n  threads: 2\n",

@@ -219,6 +219,25 @@ impl Validator<'_> {
                 Some(n) if n.value >= 1 => n.value as usize,
                 Some(n) => return Err(self.invalid("proxy.max_connections", &n, "at least 1")),
             },
+            trusted_proxies: match r.trusted_proxies {
+                None => d.trusted_proxies.clone(),
+                Some(list) => list
+                    .iter()
+                    .map(|v| {
+                        let raw = v.value.trim();
+                        raw.parse::<ipnet::IpNet>()
+                            .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map(|n| n.trunc())
+                            .map_err(|_| {
+                                self.invalid(
+                                    "proxy.trusted_proxies",
+                                    v,
+                                    "not an address or a CIDR (10.0.0.0/8)",
+                                )
+                            })
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
             keepalive_timeout: match r.keepalive_timeout {
                 None => d.keepalive_timeout,
                 Some(v) => {

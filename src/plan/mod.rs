@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::labels::{self, LabelSpec, RouteSpec, TlsMode};
 use crate::names::{HostPattern, PathPrefix};
+use crate::policy::{PolicySpec, RoutePolicy};
 pub use crate::world::DockerStatus;
 use crate::world::{BackendState, Container, Signals, World, COMPOSE_PROJECT, COMPOSE_SERVICE};
 use dns::{DnsTable, Target};
@@ -67,6 +68,8 @@ pub struct ProxySettings {
     /// `Strict-Transport-Security` value on HTTPS answers.
     pub hsts: Option<String>,
     pub access_log: bool,
+    /// `proxy.trusted_proxies`: whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ProxySettings {
@@ -81,6 +84,7 @@ impl ProxySettings {
             redirect: config.tls.redirect,
             hsts: config.tls.hsts.map(|d| format!("max-age={}", d.as_secs())),
             access_log: config.access_log,
+            trusted_proxies: p.trusted_proxies.clone(),
         }
     }
 }
@@ -271,6 +275,9 @@ pub struct Planner {
     last_good_dirty: bool,
     counters: HashMap<(HostPattern, PathPrefix), Arc<AtomicUsize>>,
     stats: HashMap<String, Arc<BackendStats>>,
+    /// Each route's policy of the last snapshot: kept while unchanged, so
+    /// a rebuild keeps its rate limiter and remembered credentials.
+    policies: HashMap<Key, Arc<RoutePolicy>>,
     generation: u64,
 }
 
@@ -299,6 +306,7 @@ impl Planner {
             last_good_dirty: false,
             counters: HashMap::new(),
             stats: HashMap::new(),
+            policies: HashMap::new(),
             generation: 0,
         }
     }
@@ -325,7 +333,8 @@ impl Planner {
         self.counters.retain(|k, _| b.routes.contains_key(k));
         self.stats
             .retain(|k, _| world.contains_key(k) || k.starts_with("static:"));
-        let (table, tls_hosts) = self.table(b.routes, &b.tls_off);
+        let policies = self.route_policies(std::mem::take(&mut b.policies), &mut b.problems);
+        let (table, tls_hosts) = self.table(b.routes, &b.tls_off, policies);
         self.generation += 1;
         Snapshot {
             table,
@@ -355,12 +364,12 @@ impl Planner {
                     b.routes
                         .entry((h.clone(), r.path.clone()))
                         .or_default()
-                        .push(Backend {
+                        .push(Backend::new(
                             addr,
-                            name: static_name.clone(),
-                            id: Arc::from(id),
+                            static_name.clone(),
+                            Arc::from(id),
                             stats,
-                        });
+                        ));
                 }
             }
         }
@@ -454,7 +463,23 @@ impl Planner {
         let mut addrs = Vec::new();
         for route in &spec.routes {
             for h in &route.hosts {
-                b.routes.entry((h.clone(), route.path.clone())).or_default();
+                let key = (h.clone(), route.path.clone());
+                let by_service = b.policies.entry(key.clone()).or_default();
+                let newest = by_service
+                    .get(&c.service_key())
+                    .is_none_or(|p| p.started_at <= c.started_at);
+                if newest {
+                    by_service.insert(
+                        c.service_key(),
+                        PolicyFrom {
+                            started_at: c.started_at.clone(),
+                            container: c.name.clone(),
+                            container_id: c.short_id().to_string(),
+                            spec: route.policy.clone(),
+                        },
+                    );
+                }
+                b.routes.entry(key).or_default();
                 if route.tls == Some(TlsMode::Off) {
                     b.tls_off.insert((h.clone(), route.path.clone()));
                 }
@@ -483,12 +508,7 @@ impl Planner {
                     b.routes
                         .entry((h.clone(), route.path.clone()))
                         .or_default()
-                        .push(Backend {
-                            addr,
-                            name: name.clone(),
-                            id: id.clone(),
-                            stats: stats.clone(),
-                        });
+                        .push(Backend::new(addr, name.clone(), id.clone(), stats.clone()));
                 }
             }
         }
@@ -542,6 +562,7 @@ impl Planner {
         &mut self,
         routes: BTreeMap<Key, Vec<Backend>>,
         tls_off: &BTreeSet<Key>,
+        mut policies: HashMap<Key, Arc<RoutePolicy>>,
     ) -> (RouteTable, BTreeSet<String>) {
         let mut tls_hosts = BTreeSet::new();
         let table = RouteTable::new(routes.into_iter().map(|((host, prefix), mut backends)| {
@@ -558,6 +579,7 @@ impl Planner {
                 }
             }
             let label = Arc::from(format!("{host}{}", prefix.as_str()));
+            let policy = policies.remove(&(host.clone(), prefix.clone()));
             Route {
                 host,
                 prefix,
@@ -565,9 +587,68 @@ impl Planner {
                 next,
                 tls,
                 label,
+                policy,
             }
         }));
         (table, tls_hosts)
+    }
+
+    /// Each route's policy: the newest container's of each service on it.
+    /// Services that disagree block the route (503) with a problem: none
+    /// of them may open a route another one protects. An unchanged policy
+    /// keeps its live state from the last snapshot.
+    fn route_policies(
+        &mut self,
+        found: BTreeMap<Key, BTreeMap<String, PolicyFrom>>,
+        problems: &mut Vec<Problem>,
+    ) -> HashMap<Key, Arc<RoutePolicy>> {
+        let mut out = HashMap::new();
+        for (key, by_service) in found {
+            let mut froms = by_service.into_iter();
+            let Some((first_service, first)) = froms.next() else {
+                continue;
+            };
+            let mut spec = first.spec;
+            for (service, other) in froms {
+                if other.spec == spec {
+                    continue;
+                }
+                let why = format!(
+                    "services {first_service} and {service} route {}{} with different policy labels: give them the same ones",
+                    key.0,
+                    key.1.as_str()
+                );
+                problems.push(Problem {
+                    container: other.container.clone(),
+                    container_id: other.container_id.clone(),
+                    key: format!("{}.host", self.config.label_prefix),
+                    value: key.0.to_string(),
+                    message: why.clone(),
+                    hint: Some(format!(
+                        "the route answers 503 until they agree ({})",
+                        first.container
+                    )),
+                });
+                spec = PolicySpec {
+                    blocked: vec![why],
+                    ..PolicySpec::default()
+                };
+                break;
+            }
+            if spec.is_empty() {
+                continue;
+            }
+            let policy = match self.policies.get(&key) {
+                Some(old) if *old.spec == spec => old.clone(),
+                old => {
+                    let limiter = old.and_then(|o| o.limiter.clone());
+                    Arc::new(RoutePolicy::new(Arc::new(spec), limiter))
+                }
+            };
+            out.insert(key, policy);
+        }
+        self.policies = out.clone();
+        out
     }
 
     /// Takes back the last good labels saved by an earlier run; labels that
@@ -669,12 +750,22 @@ impl Planner {
 #[derive(Default)]
 struct Build {
     routes: BTreeMap<Key, Vec<Backend>>,
+    /// Each route's policy from each service routed on it (its newest container).
+    policies: BTreeMap<Key, BTreeMap<String, PolicyFrom>>,
     tls_off: BTreeSet<Key>,
     problems: Vec<Problem>,
     backends: BTreeMap<String, BackendInfo>,
     checks: Vec<CheckTarget>,
     dns: DnsTable,
     unchecked: usize,
+}
+
+/// A route's policy as one container's labels say it.
+struct PolicyFrom {
+    started_at: String,
+    container: String,
+    container_id: String,
+    spec: PolicySpec,
 }
 
 /// Every container as `berth ps` shows it.

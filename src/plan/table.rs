@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::names::{normalize_host, HostMap, HostPattern, PathPrefix};
+use crate::policy::RoutePolicy;
 
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -17,6 +18,33 @@ pub struct Backend {
     pub id: Arc<str>,
     /// Shared by every snapshot, so counts survive rebuilds.
     pub stats: Arc<BackendStats>,
+    /// What a sticky cookie names it by: a hash of its id, stable across
+    /// snapshots and berth restarts, that does not show the id.
+    pub token: u64,
+}
+
+impl Backend {
+    pub fn new(
+        addr: SocketAddr,
+        name: Arc<str>,
+        id: Arc<str>,
+        stats: Arc<BackendStats>,
+    ) -> Backend {
+        Backend {
+            token: sticky_token(&id),
+            addr,
+            name,
+            id,
+            stats,
+        }
+    }
+}
+
+/// FNV-1a of a backend id: the same in every berth process.
+fn sticky_token(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl PartialEq for Backend {
@@ -48,6 +76,8 @@ pub struct Route {
     /// `host` + `prefix`, as metrics name the route (made once per snapshot,
     /// not per request).
     pub label: Arc<str>,
+    /// Its policies from labels; `None` for a route without any.
+    pub policy: Option<Arc<RoutePolicy>>,
 }
 
 impl Route {
@@ -63,6 +93,12 @@ impl Route {
 
     pub fn start(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The position of the backend a sticky cookie names, if it is in
+    /// rotation.
+    pub fn sticky(&self, token: u64) -> Option<usize> {
+        self.backends.iter().position(|b| b.token == token)
     }
 
     pub fn specificity(&self) -> Specificity {
@@ -132,15 +168,16 @@ mod tests {
         Route {
             host: HostPattern::parse(host).unwrap(),
             prefix: PathPrefix::parse(prefix).unwrap(),
-            backends: vec![Backend {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                name: Arc::from(format!("{host}{prefix}")),
-                id: Arc::from(format!("{host}{prefix}")),
-                stats: Arc::default(),
-            }],
+            backends: vec![Backend::new(
+                SocketAddr::from(([127, 0, 0, 1], port)),
+                Arc::from(format!("{host}{prefix}")),
+                Arc::from(format!("{host}{prefix}")),
+                Arc::default(),
+            )],
             next: Arc::default(),
             tls: true,
             label: Arc::from(format!("{host}{prefix}")),
+            policy: None,
         }
     }
 

@@ -107,17 +107,20 @@ mod tests {
             host: HostPattern::parse(host).unwrap(),
             prefix: PathPrefix::root(),
             backends: ready
-                .then(|| Backend {
-                    addr: ([127, 0, 0, 1], 9000).into(),
-                    name: Arc::from("web-1"),
-                    id: Arc::from("id"),
-                    stats: Arc::default(),
+                .then(|| {
+                    Backend::new(
+                        ([127, 0, 0, 1], 9000).into(),
+                        Arc::from("web-1"),
+                        Arc::from("id"),
+                        Arc::default(),
+                    )
                 })
                 .into_iter()
                 .collect(),
             next: Arc::default(),
             tls,
             label: Arc::from(host),
+            policy: None,
         }
     }
 

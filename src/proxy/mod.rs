@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod decide;
 pub mod fail;
+pub mod policy;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::metrics::Metrics;
 use crate::plan::{BackendStats, ProxySettings, Route, Snapshot};
+use crate::policy::client::is_trusted;
 use crate::resources::{self, Burst};
 use crate::shutdown::{Open, Requests};
 use crate::tls::Https;
@@ -104,6 +106,8 @@ pub struct Ctx {
     /// The one retry allowed after a request reached a backend.
     late_retry_used: bool,
     backend_id: Option<Arc<str>>,
+    /// What the route's policy keeps between phases; `None` without one.
+    policy: Option<Box<policy::State>>,
 }
 
 impl Ctx {
@@ -120,6 +124,7 @@ impl Ctx {
             response_started: false,
             late_retry_used: false,
             backend_id: None,
+            policy: None,
         }
     }
 
@@ -236,15 +241,15 @@ async fn respond(
     session: &mut Session,
     status: u16,
     body: String,
-    extra: Option<(header::HeaderName, &str)>,
+    extra: &[(header::HeaderName, &str)],
 ) -> Result<bool> {
-    let mut resp = ResponseHeader::build(status, Some(5))?;
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     close_if_stopping(session, &mut resp)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
-    if let Some((name, value)) = extra {
-        resp.insert_header(name, value)?;
+    for (name, value) in extra {
+        resp.insert_header(name.clone(), *value)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session
@@ -288,48 +293,53 @@ impl ProxyHttp for BerthProxy {
         match decision {
             Decision::Proxy(route) => {
                 ctx.start = route.start();
+                if let Some(p) = &route.policy {
+                    if policy::on_request(session, ctx, &route, p, self.tls_listener).await? {
+                        return Ok(true);
+                    }
+                }
                 ctx.route = Some(route);
                 // Keeps a small request body so that a retry can replay it.
                 session.enable_retry_buffering();
                 Ok(false)
             }
-            Decision::Challenge(Some(key_auth)) => respond(session, 200, key_auth, None).await,
+            Decision::Challenge(Some(key_auth)) => respond(session, 200, key_auth, &[]).await,
             Decision::Challenge(None) => {
                 let body = "berth: unknown ACME challenge\n".to_string();
-                respond(session, 404, body, None).await
+                respond(session, 404, body, &[]).await
             }
             Decision::NoHost => {
-                respond(session, 400, "berth: request has no Host\n".into(), None).await
+                respond(session, 400, "berth: request has no Host\n".into(), &[]).await
             }
             Decision::BadHost(why) => {
                 let body = format!("berth: bad Host: {why}\n");
-                respond(session, 400, body, None).await
+                respond(session, 400, body, &[]).await
             }
             Decision::NoRoute if !snap.docker.synced => {
                 // Not a 404 for a host that may well exist: berth has not
                 // listed the containers yet.
                 let body = "berth: starting, the containers are not listed yet\n".to_string();
-                let retry = Some((header::RETRY_AFTER, snap.settings.retry_after.as_str()));
-                respond(session, 503, body, retry).await
+                let retry = [(header::RETRY_AFTER, snap.settings.retry_after.as_str())];
+                respond(session, 503, body, &retry).await
             }
             Decision::NoRoute => {
                 let host = request_host(session.req_header())
                     .as_str()
                     .unwrap_or_default();
                 let body = format!("berth: no route for {host}\n");
-                respond(session, 404, body, None).await
+                respond(session, 404, body, &[]).await
             }
             Decision::NotReady(route) => {
                 let body = format!(
                     "berth: no ready backend for {}{}\n",
                     route.host, route.prefix
                 );
-                let retry = Some((header::RETRY_AFTER, snap.settings.retry_after.as_str()));
-                respond(session, 503, body, retry).await
+                let retry = [(header::RETRY_AFTER, snap.settings.retry_after.as_str())];
+                respond(session, 503, body, &retry).await
             }
             Decision::Redirect(to) => {
                 let body = format!("berth: moved to {to}\n");
-                respond(session, 308, body, Some((header::LOCATION, to.as_str()))).await
+                respond(session, 308, body, &[(header::LOCATION, to.as_str())]).await
             }
         }
     }
@@ -347,9 +357,16 @@ impl ProxyHttp for BerthProxy {
         let id = backend.id.clone();
         ctx.backend_id = Some(id);
         ctx.upstream = Some(backend.addr);
+        let spec = route.policy.as_ref().map(|p| &*p.spec);
+        peer.options.connection_timeout = Some(
+            spec.and_then(|s| s.connect_timeout)
+                .unwrap_or(ctx.settings.connect_timeout),
+        );
+        peer.options.read_timeout = Some(
+            spec.and_then(|s| s.read_timeout)
+                .unwrap_or(ctx.settings.read_timeout),
+        );
         ctx.switch_to(Some(stats));
-        peer.options.connection_timeout = Some(ctx.settings.connect_timeout);
-        peer.options.read_timeout = Some(ctx.settings.read_timeout);
         peer.options.idle_timeout = Some(ctx.settings.idle_timeout);
         Ok(Box::new(peer))
     }
@@ -420,7 +437,7 @@ impl ProxyHttp for BerthProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         // An absolute-form target (`GET http://host/x`) reaches the backend
         // in origin-form, as servers expect (RFC 9112 §3.2.1).
@@ -437,24 +454,74 @@ impl ProxyHttp for BerthProxy {
                 upstream.set_raw_path(origin.as_bytes())?;
             }
         }
-        // Incoming X-Forwarded-* are not trusted: berth is the edge.
-        if let Some(ip) = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string())
-        {
-            upstream.insert_header("x-forwarded-for", &ip)?;
-            upstream.insert_header("x-real-ip", &ip)?;
-        }
+            .map(|a| a.ip());
+        let trusted = !ctx.settings.trusted_proxies.is_empty()
+            && peer.is_some_and(|ip| is_trusted(ip, &ctx.settings.trusted_proxies));
         let proto = if self.tls_listener { "https" } else { "http" };
-        upstream.insert_header("x-forwarded-proto", proto)?;
+        if trusted {
+            // A proxy in front of berth: its chain goes on, with it as the
+            // last hop, and the client is who it says.
+            let peer = peer.map(|ip| ip.to_string()).unwrap_or_default();
+            let chain = match upstream.headers.get("x-forwarded-for").map(|v| v.to_str()) {
+                Some(Ok(before)) => format!("{before}, {peer}"),
+                _ => peer,
+            };
+            upstream.insert_header("x-forwarded-for", &chain)?;
+            if let Some(ip) = policy::client(session, &ctx.settings) {
+                upstream.insert_header("x-real-ip", ip.to_string())?;
+            }
+            if !upstream.headers.contains_key("x-forwarded-proto") {
+                upstream.insert_header("x-forwarded-proto", proto)?;
+            }
+        } else {
+            // Incoming X-Forwarded-* are not trusted: berth is the edge.
+            if let Some(ip) = peer.map(|ip| ip.to_string()) {
+                upstream.insert_header("x-forwarded-for", &ip)?;
+                upstream.insert_header("x-real-ip", &ip)?;
+            }
+            upstream.insert_header("x-forwarded-proto", proto)?;
+        }
         if let Some(host) = request_host(session.req_header())
             .as_str()
             .map(str::to_string)
         {
             upstream.insert_header("x-forwarded-host", &host)?;
         }
+        if let Some(route) = ctx.route.clone() {
+            if let Some(p) = &route.policy {
+                policy::upstream_request(upstream, ctx, &route, p)?;
+            }
+        }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.policy.is_some() {
+            policy::request_body(ctx, body)?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if ctx.policy.is_some() {
+            policy::response_body(ctx, body, end_of_stream);
+        }
+        Ok(None)
     }
 
     async fn upstream_response_filter(
@@ -482,6 +549,11 @@ impl ProxyHttp for BerthProxy {
         if self.tls_listener {
             if let Some(hsts) = ctx.settings.hsts.as_deref() {
                 response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
+            }
+        }
+        if let Some(route) = ctx.route.clone() {
+            if let Some(p) = &route.policy {
+                policy::response(session, response, ctx, &route, p, self.tls_listener)?;
             }
         }
         Ok(())

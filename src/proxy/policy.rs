@@ -1,0 +1,616 @@
+//! Carries out a route's policy ([`crate::policy`]) on a request: refuses
+//! it (403, 429, 413, 401, 503 for a blocked route), redirects it, answers a
+//! CORS preflight, asks a forward-auth service; then rewrites what goes
+//! upstream and what comes back. Called only for routes that have a policy.
+
+use std::net::IpAddr;
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Method};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::Session;
+use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
+use pingora::Result;
+
+use super::{request_host, respond, Ctx};
+use crate::plan::{ProxySettings, Route};
+use crate::policy::auth::Verdict;
+use crate::policy::client::{allowed, client_ip};
+use crate::policy::limit::{retry_after, Outcome};
+use crate::policy::spec::{Encoding, ForwardAuth, RateKey, Www};
+use crate::policy::RoutePolicy;
+
+/// The sticky cookie: it names a backend by its token.
+const STICKY: &str = "berth_sticky";
+/// Bodies smaller than this are not worth compressing.
+const COMPRESS_MIN: usize = 256;
+/// The most of a forward-auth answer's body berth passes on.
+const FORWARD_BODY_MAX: usize = 64 * 1024;
+
+/// What the policy keeps between the phases of one request.
+#[derive(Default)]
+pub struct State {
+    /// `Origin` to allow on the answer (a CORS request from a listed origin).
+    cors_origin: Option<HeaderValue>,
+    /// The backend the client's sticky cookie names, if any.
+    sticky: Option<u64>,
+    /// Headers from the forward-auth answer, for the request upstream.
+    forwarded: Vec<(HeaderName, HeaderValue)>,
+    /// Body bytes still allowed, for a body without Content-Length.
+    body_left: Option<u64>,
+    compress: Option<Box<ResponseCompressionCtx>>,
+}
+
+/// The client's address: the peer, or behind a trusted proxy what it says.
+pub fn client(session: &Session, settings: &ProxySettings) -> Option<IpAddr> {
+    let peer = session.client_addr()?.as_inet()?.ip();
+    let xff = session
+        .req_header()
+        .headers
+        .get("x-forwarded-for")
+        .map(|v| v.as_bytes());
+    Some(client_ip(peer, xff, &settings.trusted_proxies))
+}
+
+/// Before the request goes upstream: `Ok(true)` when berth has answered it.
+pub async fn on_request(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    route: &Route,
+    policy: &RoutePolicy,
+    tls_listener: bool,
+) -> Result<bool> {
+    let spec = &policy.spec;
+    if let Some(why) = &policy.blocked {
+        let body = format!(
+            "berth: {}{} is closed until its labels are fixed: {why}\n",
+            route.host,
+            route.prefix.as_str()
+        );
+        return respond(session, 503, body, &[]).await;
+    }
+    let mut state = Box::<State>::default();
+    let ip = client(session, &ctx.settings);
+    if !spec.allow.is_empty() || !spec.deny.is_empty() {
+        let pass = ip.is_some_and(|ip| allowed(ip, &spec.allow, &spec.deny));
+        if !pass {
+            let who = ip.map_or("this client".to_string(), |ip| ip.to_string());
+            let body = format!("berth: {who} may not use this route\n");
+            return respond(session, 403, body, &[]).await;
+        }
+    }
+    if let Some(limiter) = &policy.limiter {
+        let req = session.req_header();
+        let header = match &limiter.rate().key {
+            RateKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
+            RateKey::Ip => None,
+        };
+        let key =
+            header.unwrap_or_else(|| ip.map(|ip| ip.to_string()).unwrap_or_default().into_bytes());
+        if let Outcome::Deny(wait) = limiter.check(&key, Instant::now()) {
+            let wait = retry_after(wait);
+            let body = format!("berth: too many requests, try again in {wait}s\n");
+            return respond(session, 429, body, &[(header::RETRY_AFTER, &wait)]).await;
+        }
+    }
+    let code = spec.redirect_code.unwrap_or(308);
+    if let Some(www) = spec.www {
+        if let Some(to) = www_target(session.req_header(), www, tls_listener) {
+            let body = format!("berth: moved to {to}\n");
+            return respond(session, code, body, &[(header::LOCATION, &to)]).await;
+        }
+    }
+    if !spec.redirects.is_empty() {
+        let uri = &session.req_header().uri;
+        let to = spec.redirects.iter().find_map(|r| r.target(uri.path()));
+        if let Some(mut to) = to {
+            if let (Some(q), false) = (uri.query(), to.contains('?')) {
+                to = format!("{to}?{q}");
+            }
+            let body = format!("berth: moved to {to}\n");
+            return respond(session, code, body, &[(header::LOCATION, &to)]).await;
+        }
+    }
+    if let Some(cors) = &spec.cors {
+        let req = session.req_header();
+        if let Some(origin) = req.headers.get(header::ORIGIN).cloned() {
+            let listed = origin.to_str().is_ok_and(|o| cors.allows(o));
+            let preflight = req.method == Method::OPTIONS
+                && req
+                    .headers
+                    .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+            if preflight {
+                return preflight_answer(session, cors, &origin, listed).await;
+            }
+            if listed {
+                state.cors_origin = Some(origin);
+            }
+        }
+    }
+    if let Some(limit) = spec.body_limit {
+        let req = session.req_header();
+        let length = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match length {
+            Some(n) if n > limit => {
+                // The body is not read: no next request on this connection.
+                session.set_keepalive(None);
+                let body = format!("berth: the request body is over {limit} bytes\n");
+                return respond(session, 413, body, &[]).await;
+            }
+            Some(_) => {}
+            None => state.body_left = Some(limit),
+        }
+    }
+    if let Some(basic) = &policy.auth {
+        let header = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        if basic.verify(header.as_deref()).await == Verdict::Challenge {
+            let challenge = basic.challenge.to_str().unwrap_or("Basic");
+            let body = "berth: this route needs a user name and password\n".to_string();
+            return respond(session, 401, body, &[(header::WWW_AUTHENTICATE, challenge)]).await;
+        }
+    }
+    if let Some(forward) = &spec.forward {
+        match ask_forward(session, forward, ip, tls_listener, &ctx.settings).await {
+            Forward::Pass(headers) => state.forwarded = headers,
+            Forward::Answer(resp, body) => {
+                session.set_keepalive(None);
+                session.write_response_header(resp, false).await?;
+                session.write_response_body(Some(body), true).await?;
+                return Ok(true);
+            }
+            Forward::Unreachable(why) => {
+                let body = format!(
+                    "berth: the auth service at {} did not answer: {why}\n",
+                    forward.url
+                );
+                return respond(session, 503, body, &[]).await;
+            }
+        }
+    }
+    if spec.sticky {
+        state.sticky = sticky_cookie(session.req_header());
+        if let Some(i) = state.sticky.and_then(|t| route.sticky(t)) {
+            ctx.start = i;
+        }
+    }
+    ctx.policy = Some(state);
+    Ok(false)
+}
+
+/// `www.example.com` ↔ `example.com`, keeping scheme, port, path and query.
+fn www_target(req: &RequestHeader, www: Www, tls: bool) -> Option<String> {
+    let host = request_host(req).as_str()?;
+    let to = match (www, host.strip_prefix("www.")) {
+        (Www::ToApex, Some(apex)) => apex.to_string(),
+        (Www::ToWww, None) => format!("www.{host}"),
+        _ => return None,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    Some(format!("{scheme}://{to}{path}"))
+}
+
+async fn preflight_answer(
+    session: &mut Session,
+    cors: &crate::policy::spec::Cors,
+    origin: &HeaderValue,
+    listed: bool,
+) -> Result<bool> {
+    if !listed {
+        let body = format!(
+            "berth: origin {} may not call this route (cors.origins)\n",
+            String::from_utf8_lossy(origin.as_bytes())
+        );
+        return respond(session, 403, body, &[(header::VARY, "Origin")]).await;
+    }
+    let allow_origin = match (&cors.origins, cors.credentials) {
+        (None, false) => "*".to_string(),
+        _ => String::from_utf8_lossy(origin.as_bytes()).into_owned(),
+    };
+    let methods = cors
+        .methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let asked = session
+        .req_header()
+        .headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let headers = if cors.headers.is_empty() {
+        asked
+    } else {
+        cors.headers
+            .iter()
+            .map(HeaderName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let max_age = cors.max_age.as_secs().to_string();
+    let mut extra = vec![
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin.as_str()),
+        (header::ACCESS_CONTROL_ALLOW_METHODS, methods.as_str()),
+        (header::ACCESS_CONTROL_MAX_AGE, max_age.as_str()),
+        (header::VARY, "Origin"),
+    ];
+    if !headers.is_empty() {
+        extra.push((header::ACCESS_CONTROL_ALLOW_HEADERS, headers.as_str()));
+    }
+    if cors.credentials {
+        extra.push((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+    }
+    respond(session, 204, String::new(), &extra).await
+}
+
+/// The token of a `berth_sticky` cookie.
+fn sticky_cookie(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(STICKY)?.strip_prefix('='))
+        .find_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+enum Forward {
+    /// 2xx: the headers to copy upstream.
+    Pass(Vec<(HeaderName, HeaderValue)>),
+    /// Anything else: what the client gets.
+    Answer(Box<ResponseHeader>, Bytes),
+    Unreachable(String),
+}
+
+static FORWARD_CLIENT: LazyLock<Client<HttpConnector, Empty<Bytes>>> =
+    LazyLock::new(|| Client::builder(TokioExecutor::new()).build_http());
+
+/// Hop-by-hop headers, and the framing of a request that goes without its body.
+fn not_forwarded(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "expect"
+    )
+}
+
+/// Asks the forward-auth service about this request: its method and headers
+/// (not its body), and where it was going in `X-Forwarded-*`.
+async fn ask_forward(
+    session: &Session,
+    forward: &ForwardAuth,
+    ip: Option<IpAddr>,
+    tls: bool,
+    settings: &ProxySettings,
+) -> Forward {
+    let req = session.req_header();
+    let mut ask = http::Request::builder()
+        .method(req.method.clone())
+        .uri(forward.url.clone());
+    for (name, value) in req.headers.iter() {
+        if !not_forwarded(name) && !name.as_str().starts_with("x-forwarded-") {
+            ask = ask.header(name, value);
+        }
+    }
+    let uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    ask = ask
+        .header("x-forwarded-method", req.method.as_str())
+        .header("x-forwarded-proto", if tls { "https" } else { "http" })
+        .header("x-forwarded-uri", uri);
+    if let Some(host) = request_host(req).as_str() {
+        ask = ask.header("x-forwarded-host", host);
+    }
+    if let Some(ip) = ip {
+        ask = ask.header("x-forwarded-for", ip.to_string());
+    }
+    let ask = match ask.body(Empty::new()) {
+        Ok(a) => a,
+        Err(e) => return Forward::Unreachable(e.to_string()),
+    };
+    let wait = settings.connect_timeout + settings.read_timeout;
+    let answer = match tokio::time::timeout(wait, FORWARD_CLIENT.request(ask)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return Forward::Unreachable(e.to_string()),
+        Err(_) => return Forward::Unreachable(format!("no answer within {wait:?}")),
+    };
+    let (parts, body) = answer.into_parts();
+    if parts.status.is_success() {
+        let copied = forward
+            .copy
+            .iter()
+            .filter_map(|name| Some((name.clone(), parts.headers.get(name)?.clone())))
+            .collect();
+        return Forward::Pass(copied);
+    }
+    let body = match tokio::time::timeout(
+        settings.read_timeout,
+        Limited::new(body, FORWARD_BODY_MAX).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => Bytes::new(),
+    };
+    let Ok(mut resp) = ResponseHeader::build(parts.status, Some(parts.headers.len() + 2)) else {
+        return Forward::Unreachable("an unreadable answer".into());
+    };
+    for (name, value) in parts.headers.iter() {
+        if !not_forwarded(name) {
+            let _ = resp.append_header(name.clone(), value.clone());
+        }
+    }
+    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    Forward::Answer(Box::new(resp), body)
+}
+
+/// The request as it goes upstream: prefix stripped, headers set and removed.
+pub fn upstream_request(
+    upstream: &mut RequestHeader,
+    ctx: &mut Ctx,
+    route: &Route,
+    policy: &RoutePolicy,
+) -> Result<()> {
+    let spec = &policy.spec;
+    if spec.strip_prefix && route.prefix.len() > 1 {
+        let prefix = route.prefix.as_str();
+        let pq = upstream
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        if let Some(rest) = pq.strip_prefix(prefix) {
+            let rest = if rest.is_empty() || rest.starts_with('?') {
+                format!("/{rest}")
+            } else {
+                rest.to_string()
+            };
+            upstream.set_raw_path(rest.as_bytes())?;
+            upstream.insert_header("x-forwarded-prefix", prefix)?;
+        }
+    }
+    for name in &spec.request_remove {
+        upstream.remove_header(name);
+    }
+    for (name, value) in &spec.request_set {
+        upstream.insert_header(name.clone(), value.clone())?;
+    }
+    if let Some(state) = &mut ctx.policy {
+        for (name, value) in std::mem::take(&mut state.forwarded) {
+            upstream.insert_header(name, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// A piece of a body without Content-Length: 413 once it is over the limit.
+pub fn request_body(ctx: &mut Ctx, body: &Option<Bytes>) -> Result<()> {
+    let Some(state) = &mut ctx.policy else {
+        return Ok(());
+    };
+    let (Some(left), Some(chunk)) = (state.body_left, body) else {
+        return Ok(());
+    };
+    match left.checked_sub(chunk.len() as u64) {
+        Some(rest) => {
+            state.body_left = Some(rest);
+            Ok(())
+        }
+        None => Err(pingora::Error::explain(
+            pingora::ErrorType::HTTPStatus(413),
+            "the request body is over the route's body_limit",
+        )),
+    }
+}
+
+/// The answer as it goes to the client: headers, CORS, the sticky cookie,
+/// compression.
+pub fn response(
+    session: &Session,
+    response: &mut ResponseHeader,
+    ctx: &mut Ctx,
+    route: &Route,
+    policy: &RoutePolicy,
+    tls: bool,
+) -> Result<()> {
+    let spec = &policy.spec;
+    for name in &spec.response_remove {
+        response.remove_header(name);
+    }
+    for (name, value) in &spec.response_set {
+        response.insert_header(name.clone(), value.clone())?;
+    }
+    let Some(state) = &mut ctx.policy else {
+        return Ok(());
+    };
+    if let Some(origin) = state.cors_origin.take() {
+        let any = spec
+            .cors
+            .as_ref()
+            .is_some_and(|c| c.origins.is_none() && !c.credentials);
+        if any {
+            response.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")?;
+        } else {
+            response.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin)?;
+            response.append_header(header::VARY, "Origin")?;
+        }
+        if spec.cors.as_ref().is_some_and(|c| c.credentials) {
+            response.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true")?;
+        }
+    }
+    if spec.sticky {
+        let used = route
+            .backends
+            .iter()
+            .find(|b| Some(b.id.as_ref()) == ctx.backend_id.as_deref());
+        if let Some(b) = used {
+            if state.sticky != Some(b.token) {
+                let secure = if tls { "; Secure" } else { "" };
+                let cookie = format!(
+                    "{STICKY}={:016x}; Path={}; HttpOnly; SameSite=Lax{secure}",
+                    b.token,
+                    route.prefix.as_str()
+                );
+                response.append_header(header::SET_COOKIE, cookie)?;
+            }
+        }
+    }
+    if !spec.compress.is_empty() {
+        state.compress = compressor(session, response, &spec.compress);
+    }
+    Ok(())
+}
+
+/// A compressor for this answer, when the client accepts one of the
+/// route's encodings and the answer is worth it.
+fn compressor(
+    session: &Session,
+    response: &mut ResponseHeader,
+    offered: &[Encoding],
+) -> Option<Box<ResponseCompressionCtx>> {
+    let req = session.req_header();
+    if req.method == Method::HEAD
+        || matches!(response.status.as_u16(), 204 | 304)
+        || response.status.is_informational()
+    {
+        return None;
+    }
+    let small = response
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n < COMPRESS_MIN);
+    if small {
+        return None;
+    }
+    let accepted = accepted_encodings(req);
+    let chosen = offered.iter().find(|e| accepted.contains(e))?;
+    let (algorithm, level) = match chosen {
+        Encoding::Gzip => (Algorithm::Gzip, 5),
+        Encoding::Brotli => (Algorithm::Brotli, 5),
+        Encoding::Zstd => (Algorithm::Zstd, 3),
+    };
+    let mut ctx = ResponseCompressionCtx::new(0, false, false);
+    ctx.adjust_algorithm_level(algorithm, level);
+    // Pingora's negotiation then sees only the encoding berth chose.
+    let mut asked = RequestHeader::build(Method::GET, b"/", Some(1)).ok()?;
+    asked
+        .insert_header(header::ACCEPT_ENCODING, chosen.token())
+        .ok()?;
+    ctx.request_filter(&asked);
+    ctx.response_header_filter(response, false);
+    Some(Box::new(ctx))
+}
+
+/// The encodings of `Accept-Encoding` with a weight above zero.
+fn accepted_encodings(req: &RequestHeader) -> Vec<Encoding> {
+    let mut out = Vec::new();
+    for value in req.headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let token = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            let enc = match token.as_str() {
+                "gzip" | "x-gzip" => Encoding::Gzip,
+                "br" => Encoding::Brotli,
+                "zstd" => Encoding::Zstd,
+                _ => continue,
+            };
+            if !refused && !out.contains(&enc) {
+                out.push(enc);
+            }
+        }
+    }
+    out
+}
+
+/// A piece of the answer, compressed when the route compresses it.
+pub fn response_body(ctx: &mut Ctx, body: &mut Option<Bytes>, end: bool) {
+    let Some(c) = ctx.policy.as_mut().and_then(|s| s.compress.as_mut()) else {
+        return;
+    };
+    if let Some(out) = c.response_body_filter(body.as_ref(), end) {
+        *body = Some(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(Method::GET, b"/a?b=1", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn www_redirects_keep_path_port_and_scheme() {
+        let r = req(&[("host", "www.example.com:8080")]);
+        assert_eq!(
+            www_target(&r, Www::ToApex, false).as_deref(),
+            Some("http://example.com:8080/a?b=1")
+        );
+        assert_eq!(www_target(&r, Www::ToWww, true), None);
+        let r = req(&[("host", "example.com")]);
+        assert_eq!(
+            www_target(&r, Www::ToWww, true).as_deref(),
+            Some("https://www.example.com/a?b=1")
+        );
+        assert_eq!(www_target(&r, Www::ToApex, true), None);
+    }
+
+    #[test]
+    fn sticky_cookie_among_others() {
+        let r = req(&[("cookie", "a=1; berth_sticky=00000000000000ff; b=2")]);
+        assert_eq!(sticky_cookie(&r), Some(255));
+        let r = req(&[("cookie", "a=1"), ("cookie", "berth_sticky=zz")]);
+        assert_eq!(sticky_cookie(&r), None);
+        let r = req(&[("cookie", "berth_stickyx=10")]);
+        assert_eq!(sticky_cookie(&r), None);
+    }
+
+    #[test]
+    fn accept_encoding_weights() {
+        let r = req(&[("accept-encoding", "gzip;q=0, br;q=0.5, zstd")]);
+        assert_eq!(
+            accepted_encodings(&r),
+            vec![Encoding::Brotli, Encoding::Zstd]
+        );
+        let r = req(&[("accept-encoding", "identity")]);
+        assert!(accepted_encodings(&r).is_empty());
+        assert!(accepted_encodings(&req(&[])).is_empty());
+    }
+}
