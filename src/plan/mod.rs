@@ -638,11 +638,15 @@ impl Planner {
             if spec.is_empty() {
                 continue;
             }
+            let timeouts = (
+                self.config.proxy.connect_timeout,
+                self.config.proxy.read_timeout,
+            );
             let policy = match self.policies.get(&key) {
-                Some(old) if *old.spec == spec => old.clone(),
+                Some(old) if old.same(&spec, timeouts) => old.clone(),
                 old => {
                     let limiter = old.and_then(|o| o.limiter.clone());
-                    Arc::new(RoutePolicy::new(Arc::new(spec), limiter))
+                    Arc::new(RoutePolicy::new(Arc::new(spec), limiter, timeouts))
                 }
             };
             out.insert(key, policy);

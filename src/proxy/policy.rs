@@ -4,15 +4,11 @@
 //! upstream and what comes back. Called only for routes that have a policy.
 
 use std::net::IpAddr;
-use std::sync::LazyLock;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::Session;
 use pingora::protocols::http::compression::{Algorithm, ResponseCompressionCtx};
@@ -24,7 +20,7 @@ use crate::policy::auth::Verdict;
 use crate::policy::client::{allowed, client_ip};
 use crate::policy::limit::{retry_after, Outcome};
 use crate::policy::spec::{Encoding, ForwardAuth, RateKey, Www};
-use crate::policy::RoutePolicy;
+use crate::policy::{ForwardClient, RoutePolicy};
 
 /// The sticky cookie: it names a backend by its token.
 const STICKY: &str = "berth_sticky";
@@ -163,8 +159,8 @@ pub async fn on_request(
             return respond(session, 401, body, &[(header::WWW_AUTHENTICATE, challenge)]).await;
         }
     }
-    if let Some(forward) = &spec.forward {
-        match ask_forward(session, forward, ip, tls_listener, &ctx.settings).await {
+    if let (Some(forward), Some(client)) = (&spec.forward, &policy.forward) {
+        match ask_forward(session, forward, client, ip, tls_listener).await {
             Forward::Pass(headers) => state.forwarded = headers,
             Forward::Answer(resp, body) => {
                 session.set_keepalive(None);
@@ -278,9 +274,6 @@ enum Forward {
     Unreachable(String),
 }
 
-static FORWARD_CLIENT: LazyLock<Client<HttpConnector, Empty<Bytes>>> =
-    LazyLock::new(|| Client::builder(TokioExecutor::new()).build_http());
-
 /// Hop-by-hop headers, and the framing of a request that goes without its body.
 fn not_forwarded(name: &HeaderName) -> bool {
     matches!(
@@ -303,9 +296,9 @@ fn not_forwarded(name: &HeaderName) -> bool {
 async fn ask_forward(
     session: &Session,
     forward: &ForwardAuth,
+    client: &ForwardClient,
     ip: Option<IpAddr>,
     tls: bool,
-    settings: &ProxySettings,
 ) -> Forward {
     let req = session.req_header();
     let mut ask = http::Request::builder()
@@ -331,8 +324,8 @@ async fn ask_forward(
         Ok(a) => a,
         Err(e) => return Forward::Unreachable(e.to_string()),
     };
-    let wait = settings.connect_timeout + settings.read_timeout;
-    let answer = match tokio::time::timeout(wait, FORWARD_CLIENT.request(ask)).await {
+    let wait = client.wait;
+    let answer = match tokio::time::timeout(wait, client.client.request(ask)).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return Forward::Unreachable(e.to_string()),
         Err(_) => return Forward::Unreachable(format!("no answer within {wait:?}")),
@@ -346,15 +339,11 @@ async fn ask_forward(
             .collect();
         return Forward::Pass(copied);
     }
-    let body = match tokio::time::timeout(
-        settings.read_timeout,
-        Limited::new(body, FORWARD_BODY_MAX).collect(),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b.to_bytes(),
-        _ => Bytes::new(),
-    };
+    let body =
+        match tokio::time::timeout(wait, Limited::new(body, FORWARD_BODY_MAX).collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => Bytes::new(),
+        };
     let Ok(mut resp) = ResponseHeader::build(parts.status, Some(parts.headers.len() + 2)) else {
         return Forward::Unreachable("an unreadable answer".into());
     };
@@ -508,7 +497,11 @@ fn compressor(
         return None;
     }
     let accepted = accepted_encodings(req);
-    let chosen = offered.iter().find(|e| accepted.contains(e))?;
+    let Some(chosen) = offered.iter().find(|e| accepted.contains(e)) else {
+        // Another client may get it compressed: caches must tell them apart.
+        let _ = response.append_header(header::VARY, "Accept-Encoding");
+        return None;
+    };
     let (algorithm, level) = match chosen {
         Encoding::Gzip => (Algorithm::Gzip, 5),
         Encoding::Brotli => (Algorithm::Brotli, 5),

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Builds the test backend image from Debian's busybox-static (no registry here).
 set -eu
+# Bumped when the image changes: the tests rebuild an image of another version.
+IMAGE_VERSION=2
 here=$(cd "$(dirname "$0")" && pwd)
 # Tags: :1 (VERSION v1), :2 (VERSION v2), :broken (never passes /health).
 repo=${1:-berth-test-web}
@@ -10,9 +12,9 @@ ctx=$(mktemp -d)
 err=$(mktemp)
 trap 'rm -rf "$ctx" "$err"' EXIT
 cp "$busybox" "$ctx/busybox"
-cp "$here/Dockerfile" "$here/start.sh" "$here/who" "$ctx/"
+cp "$here/Dockerfile" "$here/start.sh" "$here/who" "$here/auth" "$ctx/"
 build() {
-    DOCKER_BUILDKIT=0 docker build -q --label berth-test.image=1 -t "$1" "$ctx" >/dev/null 2>"$err" || { cat "$err" >&2; exit 1; }
+    DOCKER_BUILDKIT=0 docker build -q --label berth-test.image=$IMAGE_VERSION -t "$1" "$ctx" >/dev/null 2>"$err" || { cat "$err" >&2; exit 1; }
     echo "built $1"
 }
 build "$repo:1"

@@ -33,12 +33,24 @@ pub const HTTP_CHECK: [&str; 3] = [
 pub fn ensure_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        // The version tests/image/build.sh stamps on the images: an older
+        // image (other scripts) is rebuilt.
+        let version = include_str!("../image/build.sh")
+            .lines()
+            .find_map(|l| l.strip_prefix("IMAGE_VERSION="))
+            .expect("IMAGE_VERSION in tests/image/build.sh");
         let have = Command::new("docker")
-            .args(["image", "inspect", IMAGE, IMAGE_V2, IMAGE_BROKEN])
-            .stdout(Stdio::null())
+            .args(["image", "inspect", "-f"])
+            .arg("{{index .Config.Labels \"berth-test.image\"}}")
+            .args([IMAGE, IMAGE_V2, IMAGE_BROKEN])
             .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
+            .output()
+            .map(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .all(|l| l.trim() == version)
+            })
             .unwrap_or(false);
         if !have {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/image/build.sh");

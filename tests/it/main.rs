@@ -15,6 +15,7 @@ mod harness;
 mod health;
 mod lifecycle;
 mod limits;
+mod policy;
 mod project;
 mod routing;
 mod shutdown;
