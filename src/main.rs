@@ -109,6 +109,50 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Put a service in maintenance (`on`: its routes answer 503 with a
+    /// page and Retry-After; ACME and the admin API go on) or take it out.
+    Maintenance {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// The compose service (or container name outside compose).
+        service: String,
+        /// Shown on the 503 page.
+        #[arg(long)]
+        message: Option<String>,
+        /// The compose project SERVICE belongs to, when several have it.
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Hold a service's new requests (while you do something quick) until
+    /// `berth resume`, each for at most --max, then 503.
+    Pause {
+        service: String,
+        /// The longest a request is held.
+        #[arg(long, default_value = "30s")]
+        max: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Let a paused service's held requests go on, in the order they came.
+    Resume {
+        service: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Services in maintenance or paused.
+    Modes {
+        /// Print the API's JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Set the number of replicas of a service: `berth scale web=3`.
     Scale {
         /// The compose service and its number of replicas, e.g. web=3.
@@ -371,6 +415,38 @@ fn run(command: Command) -> Outcome {
             api,
         } => api.run(|c| cli::scale(c, &spec, project, timeouts.into())),
         Command::Rollouts { api } => api.run(cli::rollouts),
+        Command::Maintenance {
+            state,
+            service,
+            message,
+            project,
+            api,
+        } => api.run(|c| {
+            let change = cli::ModeChange::Maintenance {
+                on: state == "on",
+                message,
+            };
+            cli::mode(c, &service, project, change)
+        }),
+        Command::Pause {
+            service,
+            max,
+            project,
+            api,
+        } => api.run(|c| {
+            cli::mode(
+                c,
+                &service,
+                project,
+                cli::ModeChange::Pause { max: Some(max) },
+            )
+        }),
+        Command::Resume {
+            service,
+            project,
+            api,
+        } => api.run(|c| cli::mode(c, &service, project, cli::ModeChange::Resume)),
+        Command::Modes { json, api } => api.run(|c| cli::modes(c, json)),
         Command::Deploy {
             file,
             project,

@@ -319,6 +319,8 @@ fn add_background(
         reloader,
         hold: _,
     } = shared;
+    // Before the watcher starts: its first snapshot has the saved modes.
+    let modes = crate::policy::mode::Modes::open(Some(state.clone()), inputs.clone());
     server.add_service(background_service(
         "docker watcher",
         Watcher::new(
@@ -375,6 +377,7 @@ fn add_background(
             dns: (!config.dns.listen.is_empty()).then_some(dns_counters),
             metrics,
             ui: Arc::new(crate::ui::Ui::new(&config, Some(ui_state))),
+            modes,
         };
         server.add_service(background_service(
             "admin api",

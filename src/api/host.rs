@@ -771,10 +771,11 @@ pub fn route_list(s: &Snapshot) -> Vec<RouteView> {
                 })
                 .collect(),
             policies: r
-                .policy
-                .as_ref()
-                .map(|p| p.spec.describe())
-                .unwrap_or_default(),
+                .mode
+                .iter()
+                .map(|m| m.describe())
+                .chain(r.policy.iter().flat_map(|p| p.spec.describe()))
+                .collect(),
         })
         .collect();
     list.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));

@@ -5,6 +5,7 @@
 pub mod deployments;
 pub mod drain;
 pub mod host;
+pub mod mode;
 pub mod service;
 pub mod token;
 
@@ -58,6 +59,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The dashboard's sessions, live stream and samples.
     pub ui: Arc<crate::ui::Ui>,
+    /// Services in maintenance or paused.
+    pub modes: Arc<crate::policy::mode::Modes>,
 }
 
 impl App {
@@ -147,6 +150,13 @@ pub fn router(app: App) -> Router {
         .route("/api/services/{service}/scale", post(scale))
         .route("/api/services/{service}/stop", post(service::stop))
         .route("/api/services/{service}/start", post(service::start))
+        .route(
+            "/api/services/{service}/maintenance",
+            post(mode::maintenance),
+        )
+        .route("/api/services/{service}/pause", post(mode::pause))
+        .route("/api/services/{service}/resume", post(mode::resume))
+        .route("/api/modes", get(mode::list))
         .route("/api/reload", post(reload))
         .route("/api/events", get(crate::ui::live::events))
         .route(
@@ -681,6 +691,7 @@ mod tests {
         use tower::ServiceExt;
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
         let (inputs, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let inputs_for_modes = inputs.clone();
         let snapshot: SharedSnapshot = Arc::default();
         let engine = Engine::new(&Config::default().docker).unwrap();
         let (_controller, deploys) = crate::deploy::Controller::new(
@@ -706,6 +717,7 @@ mod tests {
             dns: None,
             metrics: Arc::default(),
             ui: Arc::new(crate::ui::Ui::new(&Config::default(), None)),
+            modes: crate::policy::mode::Modes::open(None, inputs_for_modes),
         });
         let paths = doc["paths"].as_object().unwrap();
         assert!(paths.len() >= 20, "{}", paths.len());

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{or_dash, print_json, table, Exit, Outcome};
 use crate::api::host::RouteView;
+use crate::api::mode::ModeView;
 use crate::api::{BackendView, DnsView};
 use crate::client::Client;
 use crate::plan::dns::NameView;
@@ -249,5 +250,81 @@ mod tests {
             ..n
         };
         assert_eq!(dns_row(&none)[1], "(nothing ready: NODATA)");
+    }
+}
+
+/// `berth maintenance on|off SERVICE`, `berth pause SERVICE`, `berth resume SERVICE`.
+pub enum ModeChange {
+    Maintenance { on: bool, message: Option<String> },
+    Pause { max: Option<String> },
+    Resume,
+}
+
+pub async fn mode(
+    client: Client,
+    service: &str,
+    project: Option<String>,
+    change: ModeChange,
+) -> Outcome {
+    use crate::api::mode::{MaintenanceBody, PauseBody, ResumeBody};
+    let path = |what: &str| format!("/api/services/{}/{what}", crate::client::encode(service));
+    let view: ModeView = match change {
+        ModeChange::Maintenance { on, message } => {
+            let body = MaintenanceBody {
+                project,
+                on,
+                message,
+            };
+            client
+                .send_json("POST", &path("maintenance"), &body)
+                .await?
+        }
+        ModeChange::Pause { max } => {
+            let body = PauseBody { project, max };
+            client.send_json("POST", &path("pause"), &body).await?
+        }
+        ModeChange::Resume => {
+            let body = ResumeBody { project };
+            client.send_json("POST", &path("resume"), &body).await?
+        }
+    };
+    println!("{}", describe_mode(&view));
+    Ok(Exit::Done)
+}
+
+/// Every service in maintenance or paused.
+pub async fn modes(client: Client, json: bool) -> Outcome {
+    let list: Vec<ModeView> = client.get("/api/modes").await?;
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no service is in maintenance or paused");
+    }
+    for v in &list {
+        println!("{}", describe_mode(v));
+    }
+    Ok(Exit::Done)
+}
+
+fn describe_mode(v: &ModeView) -> String {
+    match v.mode.as_str() {
+        "maintenance" => format!(
+            "{}: in maintenance (503{})",
+            v.service,
+            v.message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ),
+        "paused" => format!(
+            "{}: paused, requests held up to {} ({} held now)",
+            v.service,
+            crate::names::format_duration(std::time::Duration::from_millis(
+                v.max_ms.unwrap_or_default()
+            )),
+            v.held
+        ),
+        _ => format!("{}: serving", v.service),
     }
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::labels::{self, LabelSpec, RouteSpec, TlsMode};
 use crate::names::{HostPattern, PathPrefix};
+use crate::policy::mode::ServiceMode;
 use crate::policy::{PolicySpec, RoutePolicy};
 pub use crate::world::DockerStatus;
 use crate::world::{BackendState, Container, Signals, World, COMPOSE_PROJECT, COMPOSE_SERVICE};
@@ -334,7 +335,7 @@ impl Planner {
         self.stats
             .retain(|k, _| world.contains_key(k) || k.starts_with("static:"));
         let policies = self.route_policies(std::mem::take(&mut b.policies), &mut b.problems);
-        let (table, tls_hosts) = self.table(b.routes, &b.tls_off, policies);
+        let (table, tls_hosts) = self.table(b.routes, &b.tls_off, policies, &b.modes);
         self.generation += 1;
         Snapshot {
             table,
@@ -398,7 +399,8 @@ impl Planner {
         let state = c.state_with(signals, active);
         let running = c.status == "running";
         let stats = self.stats_for(&c.id);
-        let addrs = self.add_routes(b, c, &spec, state, &stats);
+        let mode = signals.modes.0.get(&c.service_key()).cloned();
+        let addrs = self.add_routes(b, c, &spec, state, &stats, mode);
         let check = signals
             .checks
             .get(&c.id)
@@ -456,6 +458,7 @@ impl Planner {
         spec: &LabelSpec,
         state: BackendState,
         stats: &Arc<BackendStats>,
+        mode: Option<Arc<ServiceMode>>,
     ) -> Vec<SocketAddr> {
         let running = c.status == "running";
         let name: Arc<str> = Arc::from(c.name.as_str());
@@ -478,6 +481,9 @@ impl Planner {
                             spec: route.policy.clone(),
                         },
                     );
+                }
+                if let Some(m) = &mode {
+                    b.modes.insert(key.clone(), m.clone());
                 }
                 b.routes.entry(key).or_default();
                 if route.tls == Some(TlsMode::Off) {
@@ -563,6 +569,7 @@ impl Planner {
         routes: BTreeMap<Key, Vec<Backend>>,
         tls_off: &BTreeSet<Key>,
         mut policies: HashMap<Key, Arc<RoutePolicy>>,
+        modes: &BTreeMap<Key, Arc<ServiceMode>>,
     ) -> (RouteTable, BTreeSet<String>) {
         let mut tls_hosts = BTreeSet::new();
         let table = RouteTable::new(routes.into_iter().map(|((host, prefix), mut backends)| {
@@ -580,6 +587,7 @@ impl Planner {
             }
             let label = Arc::from(format!("{host}{}", prefix.as_str()));
             let policy = policies.remove(&(host.clone(), prefix.clone()));
+            let mode = modes.get(&(host.clone(), prefix.clone())).cloned();
             Route {
                 host,
                 prefix,
@@ -588,6 +596,7 @@ impl Planner {
                 tls,
                 label,
                 policy,
+                mode,
             }
         }));
         (table, tls_hosts)
@@ -756,6 +765,8 @@ struct Build {
     routes: BTreeMap<Key, Vec<Backend>>,
     /// Each route's policy from each service routed on it (its newest container).
     policies: BTreeMap<Key, BTreeMap<String, PolicyFrom>>,
+    /// Routes of a service in maintenance or paused.
+    modes: BTreeMap<Key, Arc<ServiceMode>>,
     tls_off: BTreeSet<Key>,
     problems: Vec<Problem>,
     backends: BTreeMap<String, BackendInfo>,

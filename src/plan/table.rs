@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::names::{normalize_host, HostMap, HostPattern, PathPrefix};
+use crate::policy::mode::ServiceMode;
 use crate::policy::RoutePolicy;
 
 #[derive(Debug, Clone)]
@@ -78,6 +79,8 @@ pub struct Route {
     pub label: Arc<str>,
     /// Its policies from labels; `None` for a route without any.
     pub policy: Option<Arc<RoutePolicy>>,
+    /// Maintenance or pause of a service routed here.
+    pub mode: Option<Arc<ServiceMode>>,
 }
 
 impl Route {
@@ -178,6 +181,7 @@ mod tests {
             tls: true,
             label: Arc::from(format!("{host}{prefix}")),
             policy: None,
+            mode: None,
         }
     }
 

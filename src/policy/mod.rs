@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod limit;
+pub mod mode;
 pub mod spec;
 
 use std::sync::Arc;

@@ -55,6 +55,16 @@ pub enum Decision {
     Proxy(Arc<Route>),
 }
 
+impl Decision {
+    /// The route it is about: proxied to, or known with nothing ready.
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        match self {
+            Decision::Proxy(r) | Decision::NotReady(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// The decision for `req` arriving on the HTTP listener, or on the HTTPS one
 /// when `tls_listener`.
 pub fn decide(
@@ -121,6 +131,7 @@ mod tests {
             tls,
             label: Arc::from(host),
             policy: None,
+            mode: None,
         }
     }
 

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::plan::{BackendStats, ProxySettings, Route, Snapshot};
 use crate::policy::client::is_trusted;
+use crate::policy::mode::ModeSpec;
 use crate::resources::{self, Burst};
 use crate::shutdown::{Open, Requests};
 use crate::tls::Https;
@@ -243,8 +244,19 @@ async fn respond(
     body: String,
     extra: &[(header::HeaderName, &str)],
 ) -> Result<bool> {
+    respond_as(session, status, "text/plain; charset=utf-8", body, extra).await
+}
+
+/// [`respond`] with another content type.
+async fn respond_as(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: String,
+    extra: &[(header::HeaderName, &str)],
+) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_TYPE, content_type)?;
     close_if_stopping(session, &mut resp)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
@@ -282,7 +294,23 @@ impl ProxyHttp for BerthProxy {
         // HTTP/1.1 keeps a connection for ever by default: bounded idle time
         // between requests (Connection: close from the client still wins).
         let first = self.decide(session);
-        let (snap, decision) = self.hold(session, first).await;
+        let (mut snap, mut decision) = self.hold(session, first).await;
+        if let Some(mode) = decision.route().and_then(|r| r.mode.clone()) {
+            match &mode.spec {
+                ModeSpec::Maintenance { message } => {
+                    let retry = snap.settings.retry_after.clone();
+                    return policy::maintenance(session, message.as_deref(), &retry).await;
+                }
+                ModeSpec::Paused { max_ms } => {
+                    let max = Duration::from_millis(*max_ms);
+                    if let Err(why) = mode.gate.wait(max).await {
+                        return policy::still_paused(session, why, max).await;
+                    }
+                    // Released: what holds now (a new version may be in).
+                    (snap, decision) = self.decide(session);
+                }
+            }
+        }
         session.set_keepalive(Some(snap.settings.keepalive_secs));
         // A body that stops coming: 408 after this long without a byte
         // (not for an upgrade: its reads are the tunnel's).

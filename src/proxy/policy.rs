@@ -187,6 +187,63 @@ pub async fn on_request(
     Ok(false)
 }
 
+/// A service in maintenance: 503 with the message, a page for browsers.
+pub async fn maintenance(
+    session: &mut Session,
+    message: Option<&str>,
+    retry_after: &str,
+) -> Result<bool> {
+    let message = message.unwrap_or("This service is down for maintenance. Please try again soon.");
+    let retry = [(header::RETRY_AFTER, retry_after)];
+    if wants_html(session.req_header()) {
+        let page = page("Down for maintenance", message);
+        return super::respond_as(session, 503, "text/html; charset=utf-8", page, &retry).await;
+    }
+    respond(session, 503, format!("{message}\n"), &retry).await
+}
+
+/// A held request that was not released: 503.
+pub async fn still_paused(
+    session: &mut Session,
+    why: crate::policy::mode::NotReleased,
+    max: std::time::Duration,
+) -> Result<bool> {
+    use crate::policy::mode::{NotReleased, HELD_MAX};
+    let body = match why {
+        NotReleased::TimedOut => format!(
+            "berth: this service is paused; the request waited {} and was not let through\n",
+            crate::names::format_duration(max)
+        ),
+        NotReleased::Full => {
+            format!("berth: this service is paused and {HELD_MAX} requests wait already\n")
+        }
+    };
+    respond(session, 503, body, &[(header::RETRY_AFTER, "1")]).await
+}
+
+/// A browser asks for HTML first.
+fn wants_html(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+/// berth's own page: a title and a message, escaped.
+pub fn page(title: &str, message: &str) -> String {
+    let esc = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1><p>{m}</p></body></html>\n",
+        t = esc(title),
+        m = esc(message).replace('\n', "<br>")
+    )
+}
+
 /// `www.example.com` ↔ `example.com`, keeping scheme, port, path and query.
 fn www_target(req: &RequestHeader, www: Www, tls: bool) -> Option<String> {
     let host = request_host(req).as_str()?;

@@ -119,6 +119,8 @@ pub enum Input {
     Drain { id: String },
     /// Back in rotation: what the drain was for did not happen.
     Undrain { id: String },
+    /// Every service's maintenance or pause mode, as set now.
+    Modes(crate::policy::mode::ModeTable),
 }
 
 /// The watcher's connection to the engine, as the snapshot publishes it.
@@ -146,6 +148,8 @@ pub struct Signals {
     /// Asked to drain (rollout, scale, admin): no new requests. Container id →
     /// the run (`started_at`) the drain is for: a restart ends it.
     pub drain: HashMap<String, String>,
+    /// Services in maintenance or paused (service key → mode).
+    pub modes: crate::policy::mode::ModeTable,
 }
 
 /// Results of the active HTTP check for one run of a container.

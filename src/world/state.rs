@@ -269,6 +269,14 @@ impl WorldState {
                 changed: self.signals.drain.remove(&id).is_some(),
                 probe: None,
             },
+            Input::Modes(modes) => {
+                let changed = self.signals.modes != modes;
+                self.signals.modes = modes;
+                InputOutcome {
+                    changed,
+                    probe: None,
+                }
+            }
         }
     }
 

@@ -653,3 +653,136 @@ async fn sticky_cookie_keeps_a_client_on_one_replica_until_it_leaves() {
         assert_eq!(served_by(&r.body), other[..12]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_under_load_then_pause_and_resume_kept_across_a_restart() {
+    let env = Env::new("maint").await;
+    let host = env.host("web");
+    let mut l = env.service_labels("web");
+    l.extend(label(&format!("berth.host={host}")));
+    env.run("web-1", &args(&l)).await;
+    let http = free_port();
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let state = TempDir::new();
+    let extra = format!("state_dir: {}\n", state.path().display());
+    let config = env.config_admin(http, admin_port, &extra);
+    let berth = Berth::start(&config, http).await;
+    admin_ready(&admin).await;
+    routed(http, &host, "/", 200).await;
+
+    let load = crate::harness::Load::start(http, &host, 4);
+    load.wait_count(50, "load before the maintenance").await;
+    let message = "Back at five: upgrading the database";
+    let (code, out, err) = cli(&admin, &["maintenance", "on", "web", "--message", message]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    println!("{out}");
+    assert!(out.contains("in maintenance"), "{out}");
+    let r = curl(http, &host, "/", &[]).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.body.trim(), message);
+    assert!(r.header("retry-after").is_some());
+    let page = curl(http, &host, "/", &["-H", "Accept: text/html,*/*"]).await;
+    assert_eq!(page.status, 503);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(
+        page.body.contains(message) && page.body.contains("<h1>"),
+        "{}",
+        page.body
+    );
+    let seen = load.count();
+    load.wait_count(seen + 50, "load during the maintenance")
+        .await;
+    let (code, out, _) = cli(&admin, &["routes"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("maintenance (503)"), "{out}");
+    let (code, _, _) = cli(&admin, &["maintenance", "off", "web"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(curl(http, &host, "/", &[]).await.status, 200);
+    let seen = load.count();
+    load.wait_count(seen + 50, "load after the maintenance")
+        .await;
+    let (log, _) = load.finish().await;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for r in &log {
+        let kind = match r {
+            Ok(_) => "200",
+            Err(e) if e.starts_with("status 503") && e.contains(message) => "maintenance 503",
+            Err(_) => "other",
+        };
+        *counts.entry(kind).or_default() += 1;
+    }
+    println!("under load: {counts:?}");
+    assert_eq!(
+        counts.get("other"),
+        None,
+        "{:?}",
+        crate::harness::failures(&log)
+    );
+    assert!(counts.get("maintenance 503").copied().unwrap_or(0) >= 50);
+    let last = log.iter().rposition(|r| r.is_err()).unwrap();
+    assert!(log[last + 1..].len() >= 50 && log[last + 1..].iter().all(Result::is_ok));
+
+    // Pause: requests wait, then go on when resumed.
+    let (code, out, err) = cli(&admin, &["pause", "web", "--max", "20s"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let held: Vec<_> = (0..5)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let r = HttpClient::new()
+                    .get(http, &host, &format!("/?n={i}"))
+                    .await;
+                (Instant::now(), r)
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "5 requests held", || async {
+        let (_, body) =
+            crate::harness::api(&admin, "GET", "/api/modes", Some(crate::harness::TOKEN)).await;
+        body.contains("\"held\":5").then_some(())
+    })
+    .await;
+    let (code, out, _) = cli(&admin, &["modes"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("paused") && out.contains("5 held"), "{out}");
+    let resumed = Instant::now();
+    let (code, out, err) = cli(&admin, &["resume", "web"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for h in held {
+        let (at, r) = h.await.unwrap();
+        assert_eq!(r.unwrap().status, 200);
+        assert!(at >= resumed, "answered before the resume");
+    }
+    let (code, _, err) = cli(&admin, &["resume", "web"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not paused"), "{err}");
+
+    // A request held past --max gets 503.
+    let (code, _, _) = cli(&admin, &["pause", "web", "--max", "1s"]).await;
+    assert_eq!(code, 0);
+    let started = Instant::now();
+    let r = curl(http, &host, "/", &[]).await;
+    println!("held {:?}, then {}", started.elapsed(), r.status);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(r.body.contains("paused"), "{}", r.body);
+
+    // The mode outlives berth.
+    let (code, _, _) = cli(&admin, &["maintenance", "on", "web"]).await;
+    assert_eq!(code, 0);
+    drop(berth);
+    let _berth = Berth::start(&config, http).await;
+    eventually(
+        Duration::from_secs(10),
+        "the maintenance after a restart",
+        || async {
+            let r = curl(http, &host, "/", &[]).await;
+            (r.status == 503 && r.body.contains("maintenance")).then_some(())
+        },
+    )
+    .await;
+}
