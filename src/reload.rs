@@ -75,6 +75,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<String>, Vec<String
         "proxy.body_timeout" => proxy.body_timeout;
         "proxy.max_connections" => proxy.max_connections;
         "proxy.trusted_proxies" => proxy.trusted_proxies;
+        "proxy.error_page" => proxy.error_page;
         "tls.redirect" => tls.redirect;
         "tls.hsts" => tls.hsts;
         "acme.renew_before" => acme.renew_before;
@@ -146,6 +147,7 @@ fn every_key_is_in_merge(c: &Config) {
         body_timeout: _,
         max_connections: _,
         trusted_proxies: _,
+        error_page: _,
     } = proxy;
     let AdminConfig {
         listen: _,

@@ -339,6 +339,10 @@ fn add_background(
         Checker::new(snapshot.clone(), notified.clone(), inputs.clone()),
     ));
     server.add_service(background_service("memory", conn::Trimmer(conns)));
+    server.add_service(background_service(
+        "error pages",
+        crate::policy::pages::PageLoader::new(engine.clone(), snapshot.clone(), notified.clone()),
+    ));
     let dns_counters = Arc::new(DnsCounters::default());
     if !pre.dns_sockets.is_empty() {
         server.add_service(background_service(

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -191,6 +192,9 @@ pub struct ProxyConfig {
     /// Peers whose X-Forwarded-For berth believes (a load balancer or CDN
     /// in front of it); from anyone else the header is replaced.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `proxy.error_page`: the file, and the HTML read from it when the
+    /// configuration was loaded.
+    pub error_page: Option<(std::path::PathBuf, Arc<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +262,7 @@ impl Default for Config {
                 body_timeout: Duration::from_secs(60),
                 max_connections: 10_000,
                 trusted_proxies: Vec::new(),
+                error_page: None,
             },
             routes: Vec::new(),
             admin: AdminConfig {
@@ -416,6 +421,7 @@ struct RawProxy {
     body_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<u32>>,
     trusted_proxies: Option<Vec<Spanned<String>>>,
+    error_page: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -520,7 +526,7 @@ mod tests {
             // `y` is a key here, not YAML 1.1's `true`.
             (
                 "proxy:\n  y: 1\n",
-                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after, keepalive_timeout, startup_hold, header_timeout, body_timeout, max_connections, trusted_proxies",
+                "line 2 column 3: proxy.y: \"1\": unknown field `y`: known keys here: threads, connect_timeout, read_timeout, idle_timeout, retry_after, keepalive_timeout, startup_hold, header_timeout, body_timeout, max_connections, trusted_proxies, error_page",
             ),
             (
                 "proxy:\n  threads: 1\n  threads: 2\n",

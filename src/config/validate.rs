@@ -192,6 +192,22 @@ impl Validator<'_> {
         Ok(p.value)
     }
 
+    /// `proxy.error_page`: an HTML file, read now (at most 256 KB).
+    fn error_page(
+        &self,
+        v: &Spanned<String>,
+    ) -> Result<(std::path::PathBuf, std::sync::Arc<String>), ConfigError> {
+        let path = std::path::PathBuf::from(v.value.trim());
+        let text = std::fs::read(&path)
+            .map_err(|e| self.invalid("proxy.error_page", v, format!("cannot read: {e}")))?;
+        if text.len() > 256 * 1024 {
+            return Err(self.invalid("proxy.error_page", v, "larger than 256 KB"));
+        }
+        let text = String::from_utf8(text)
+            .map_err(|_| self.invalid("proxy.error_page", v, "not UTF-8 text"))?;
+        Ok((path, std::sync::Arc::new(text)))
+    }
+
     fn proxy(&self, r: RawProxy, d: &ProxyConfig) -> Result<ProxyConfig, ConfigError> {
         Ok(ProxyConfig {
             threads: match r.threads {
@@ -237,6 +253,10 @@ impl Validator<'_> {
                             })
                     })
                     .collect::<Result<_, _>>()?,
+            },
+            error_page: match r.error_page {
+                None => d.error_page.clone(),
+                Some(v) => Some(self.error_page(&v)?),
             },
             keepalive_timeout: match r.keepalive_timeout {
                 None => d.keepalive_timeout,

@@ -57,6 +57,25 @@ pub struct Engine {
     constraint: Option<(String, String)>,
 }
 
+/// The first regular file of a tar, at most `max` bytes.
+fn first_file(tar: &[u8], max: usize) -> Result<Bytes, String> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        if entry.size() > max as u64 {
+            return Err(format!("larger than {max} bytes"));
+        }
+        let mut out = Vec::new();
+        entry.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        return Ok(Bytes::from(out));
+    }
+    Err("not a file".into())
+}
+
 /// The engine's error as a [`CallError`] naming what was asked.
 pub(crate) fn call_error(what: String, e: bollard::errors::Error) -> CallError {
     match e {
@@ -436,6 +455,29 @@ impl Engine {
                 "stats {name}: the engine sent nothing"
             ))),
         }
+    }
+
+    /// A file from a container's filesystem (the engine's archive API), at
+    /// most `max` bytes: an error page a route names, for example.
+    pub async fn read_file(&self, id: &str, path: &str, max: usize) -> Result<Bytes, CallError> {
+        let what = || format!("read {path} from {}", short_id(id));
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut tar = Vec::new();
+        let mut stream = self.docker()?.download_from_container(id, Some(options));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| call_error(what(), e))?;
+            tar.extend_from_slice(&chunk);
+            // The tar adds headers and padding: a little more than the file.
+            if tar.len() > max + 64 * 1024 {
+                return Err(CallError::unreached(format!(
+                    "{}: larger than {max} bytes",
+                    what()
+                )));
+            }
+        }
+        first_file(&tar, max).map_err(|e| CallError::unreached(format!("{}: {e}", what())))
     }
 
     pub async fn stats(&self, id: &str, name: &str) -> Result<Stats, CallError> {

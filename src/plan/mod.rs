@@ -71,6 +71,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// `proxy.trusted_proxies`: whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `proxy.error_page`: what browsers get for berth's own errors.
+    pub error_page: Option<Arc<String>>,
 }
 
 impl ProxySettings {
@@ -86,6 +88,7 @@ impl ProxySettings {
             hsts: config.tls.hsts.map(|d| format!("max-age={}", d.as_secs())),
             access_log: config.access_log,
             trusted_proxies: p.trusted_proxies.clone(),
+            error_page: p.error_page.as_ref().map(|(_, text)| text.clone()),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod limit;
 pub mod mode;
+pub mod pages;
 pub mod spec;
 
 use std::sync::Arc;
@@ -34,6 +35,9 @@ pub struct RoutePolicy {
     pub blocked: Option<String>,
     /// The client that asks the forward-auth service, with its timeouts.
     pub forward: Option<ForwardClient>,
+    /// `errors.page` as read from a container of the route (by the error
+    /// page loader, off the request path); `None` until then.
+    pub page: arc_swap::ArcSwapOption<String>,
 }
 
 /// Asks a forward-auth service: its own connection pool, connecting within
@@ -86,6 +90,7 @@ impl RoutePolicy {
             auth,
             blocked,
             forward,
+            page: arc_swap::ArcSwapOption::empty(),
         }
     }
 

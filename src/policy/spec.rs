@@ -43,6 +43,7 @@ pub const POLICY_KEYS: &[&str] = &[
     "timeout.read",
     "timeout.connect",
     "sticky",
+    "errors.page",
 ];
 
 /// `headers.request.set.<Header-Name>=value`: one label per header, so a
@@ -99,6 +100,9 @@ pub struct PolicySpec {
     pub read_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     pub sticky: bool,
+    /// An HTML file in the container: the page browsers get for 404, 502,
+    /// 503 and 504 on this route (`{{status}}` and `{{message}}` filled in).
+    pub error_page: Option<String>,
     /// Security labels that did not parse (`key: why`): the route answers
     /// 503 with them.
     pub blocked: Vec<String>,
@@ -309,6 +313,12 @@ impl PolicySpec {
                     _ => return Err("use cookie (or off)".into()),
                 }
             }
+            "errors.page" => {
+                if !v.starts_with('/') || v.len() > 1024 || v.chars().any(char::is_control) {
+                    return Err("use the absolute path of an HTML file in the container".into());
+                }
+                self.error_page = Some(v.to_string());
+            }
             _ => return Err("unknown policy label".into()),
         }
         Ok(())
@@ -507,6 +517,9 @@ impl PolicySpec {
         }
         if self.sticky {
             out.push("sticky: cookie".into());
+        }
+        if let Some(p) = &self.error_page {
+            out.push(format!("errors.page: {p}"));
         }
         out
     }

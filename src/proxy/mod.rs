@@ -299,7 +299,10 @@ impl ProxyHttp for BerthProxy {
             match &mode.spec {
                 ModeSpec::Maintenance { message } => {
                     let retry = snap.settings.retry_after.clone();
-                    return policy::maintenance(session, message.as_deref(), &retry).await;
+                    let custom = decision
+                        .route()
+                        .and_then(|r| policy::error_page(Some(r), &snap.settings));
+                    return policy::maintenance(session, message.as_deref(), &retry, custom).await;
                 }
                 ModeSpec::Paused { max_ms } => {
                     let max = Duration::from_millis(*max_ms);
@@ -355,7 +358,7 @@ impl ProxyHttp for BerthProxy {
                     .as_str()
                     .unwrap_or_default();
                 let body = format!("berth: no route for {host}\n");
-                respond(session, 404, body, &[]).await
+                policy::error_answer(session, 404, body, &[], None, &snap.settings).await
             }
             Decision::NotReady(route) => {
                 let body = format!(
@@ -363,7 +366,7 @@ impl ProxyHttp for BerthProxy {
                     route.host, route.prefix
                 );
                 let retry = [(header::RETRY_AFTER, snap.settings.retry_after.as_str())];
-                respond(session, 503, body, &retry).await
+                policy::error_answer(session, 503, body, &retry, Some(&route), &snap.settings).await
             }
             Decision::Redirect(to) => {
                 let body = format!("berth: moved to {to}\n");
@@ -652,8 +655,14 @@ impl ProxyHttp for BerthProxy {
             // No next request on this connection: the rest of a body may
             // still be on its way.
             session.set_keepalive(None);
-            if let Err(e) = session.respond_error(status).await {
-                info!(error = %e, status, "could not answer the failed request");
+            let route = ctx.route.clone();
+            let paged =
+                policy::failure_page(session, status, route.as_deref(), &ctx.settings).await;
+            // A browser gets the error page when one is set.
+            if !matches!(paged, Ok(true)) {
+                if let Err(e) = session.respond_error(status).await {
+                    info!(error = %e, status, "could not answer the failed request");
+                }
             }
         }
         FailToProxy {

@@ -4,6 +4,7 @@
 //! upstream and what comes back. Called only for routes that have a policy.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -41,6 +42,8 @@ pub struct State {
     /// Body bytes still allowed, for a body without Content-Length.
     body_left: Option<u64>,
     compress: Option<Box<ResponseCompressionCtx>>,
+    /// The route's error page, in place of the backend's error body.
+    replace_body: Option<Bytes>,
 }
 
 /// The client's address: the peer, or behind a trusted proxy what it says.
@@ -69,7 +72,8 @@ pub async fn on_request(
             route.host,
             route.prefix.as_str()
         );
-        return respond(session, 503, body, &[]).await;
+        let settings = ctx.settings.clone();
+        return error_answer(session, 503, body, &[], Some(route), &settings).await;
     }
     let mut state = Box::<State>::default();
     let ip = client(session, &ctx.settings);
@@ -192,14 +196,89 @@ pub async fn maintenance(
     session: &mut Session,
     message: Option<&str>,
     retry_after: &str,
+    custom: Option<Arc<String>>,
 ) -> Result<bool> {
     let message = message.unwrap_or("This service is down for maintenance. Please try again soon.");
     let retry = [(header::RETRY_AFTER, retry_after)];
     if wants_html(session.req_header()) {
-        let page = page("Down for maintenance", message);
-        return super::respond_as(session, 503, "text/html; charset=utf-8", page, &retry).await;
+        let page = match custom {
+            Some(custom) => fill(&custom, 503, message),
+            None => page("Down for maintenance", message),
+        };
+        return super::respond_as(session, 503, HTML, page, &retry).await;
     }
     respond(session, 503, format!("{message}\n"), &retry).await
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The error page for a request on `route`: the route's own (`errors.page`,
+/// once loaded), else `proxy.error_page`.
+pub fn error_page(route: Option<&Route>, settings: &ProxySettings) -> Option<Arc<String>> {
+    route
+        .and_then(|r| r.policy.as_ref())
+        .and_then(|p| p.page.load_full())
+        .or_else(|| settings.error_page.clone())
+}
+
+/// berth's own error answer: the error page for a browser when there is
+/// one, else `body` as text.
+pub async fn error_answer(
+    session: &mut Session,
+    status: u16,
+    body: String,
+    extra: &[(HeaderName, &str)],
+    route: Option<&Route>,
+    settings: &ProxySettings,
+) -> Result<bool> {
+    if wants_html(session.req_header()) {
+        if let Some(page) = error_page(route, settings) {
+            let html = fill(&page, status, body.trim().trim_start_matches("berth: "));
+            return super::respond_as(session, status, HTML, html, extra).await;
+        }
+    }
+    respond(session, status, body, extra).await
+}
+
+/// A page with `{{status}}` and `{{message}}` filled in (the message
+/// escaped).
+pub fn fill(page: &str, status: u16, message: &str) -> String {
+    page.replace("{{status}}", &status.to_string())
+        .replace("{{message}}", &escape(message))
+}
+
+fn escape(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An error page instead of Pingora's empty error answer (502, 504 ...),
+/// for a browser, when one is set: `Ok(true)` when written.
+pub async fn failure_page(
+    session: &mut Session,
+    status: u16,
+    route: Option<&Route>,
+    settings: &ProxySettings,
+) -> Result<bool> {
+    if !wants_html(session.req_header()) {
+        return Ok(false);
+    }
+    let Some(page) = error_page(route, settings) else {
+        return Ok(false);
+    };
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let html = Bytes::from(fill(&page, status, reason));
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(header::CONTENT_TYPE, HTML)?;
+    resp.insert_header(header::CONTENT_LENGTH, html.len().to_string())?;
+    resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+    session.write_error_response(resp, html).await?;
+    Ok(true)
 }
 
 /// A held request that was not released: 503.
@@ -231,12 +310,7 @@ fn wants_html(req: &RequestHeader) -> bool {
 
 /// berth's own page: a title and a message, escaped.
 pub fn page(title: &str, message: &str) -> String {
-    let esc = |t: &str| {
-        t.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let esc = escape;
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{t}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:15vh auto;padding:0 1rem;color:#222}}h1{{font-size:1.4rem}}</style></head><body><h1>{t}</h1><p>{m}</p></body></html>\n",
         t = esc(title),
@@ -492,6 +566,24 @@ pub fn response(
     let Some(state) = &mut ctx.policy else {
         return Ok(());
     };
+    if matches!(response.status.as_u16(), 404 | 502 | 503 | 504) {
+        if let Some(page) = policy.page.load_full() {
+            if wants_html(session.req_header()) && has_body(session, response) {
+                let html = Bytes::from(fill(&page, response.status.as_u16(), reason(response)));
+                for name in [
+                    header::CONTENT_ENCODING,
+                    header::TRANSFER_ENCODING,
+                    header::ETAG,
+                    header::LAST_MODIFIED,
+                ] {
+                    response.remove_header(&name);
+                }
+                response.insert_header(header::CONTENT_TYPE, HTML)?;
+                response.insert_header(header::CONTENT_LENGTH, html.len().to_string())?;
+                state.replace_body = Some(html);
+            }
+        }
+    }
     if let Some(origin) = state.cors_origin.take() {
         let any = spec
             .cors
@@ -524,10 +616,30 @@ pub fn response(
             }
         }
     }
-    if !spec.compress.is_empty() {
+    if !spec.compress.is_empty() && state.replace_body.is_none() {
         state.compress = compressor(session, response, &spec.compress);
     }
     Ok(())
+}
+
+/// An answer that will have body pieces (the body filter is called).
+fn has_body(session: &Session, response: &ResponseHeader) -> bool {
+    if session.req_header().method == Method::HEAD {
+        return false;
+    }
+    let length = response
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) => n > 0,
+        None => response.headers.contains_key(header::TRANSFER_ENCODING),
+    }
+}
+
+fn reason(response: &ResponseHeader) -> &'static str {
+    response.status.canonical_reason().unwrap_or("Error")
 }
 
 /// A compressor for this answer, when the client accepts one of the
@@ -606,7 +718,14 @@ fn accepted_encodings(req: &RequestHeader) -> Vec<Encoding> {
 
 /// A piece of the answer, compressed when the route compresses it.
 pub fn response_body(ctx: &mut Ctx, body: &mut Option<Bytes>, end: bool) {
-    let Some(c) = ctx.policy.as_mut().and_then(|s| s.compress.as_mut()) else {
+    let Some(state) = ctx.policy.as_mut() else {
+        return;
+    };
+    if let Some(page) = &state.replace_body {
+        *body = end.then(|| page.clone());
+        return;
+    }
+    let Some(c) = state.compress.as_mut() else {
         return;
     };
     if let Some(out) = c.response_body_filter(body.as_ref(), end) {

@@ -2,7 +2,7 @@
 # Builds the test backend image from Debian's busybox-static (no registry here).
 set -eu
 # Bumped when the image changes: the tests rebuild an image of another version.
-IMAGE_VERSION=2
+IMAGE_VERSION=3
 here=$(cd "$(dirname "$0")" && pwd)
 # Tags: :1 (VERSION v1), :2 (VERSION v2), :broken (never passes /health).
 repo=${1:-berth-test-web}

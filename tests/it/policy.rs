@@ -786,3 +786,56 @@ async fn maintenance_under_load_then_pause_and_resume_kept_across_a_restart() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_pages_for_browsers_and_text_for_others() {
+    let env = Env::new("pages").await;
+    let (app, plain) = (env.host("app"), env.host("plain"));
+    let mut l = Vec::new();
+    l.extend(label(&format!("berth.host={app}")));
+    l.extend(label("berth.errors.page=/www/error.html"));
+    let id = env.run("app", &args(&l)).await;
+    env.run("plain", &["--label", &format!("berth.host={plain}")])
+        .await;
+    let dir = TempDir::new();
+    let page = dir.path().join("error.html");
+    std::fs::write(&page, "<h1>{{status}} at the edge</h1><p>{{message}}</p>\n").unwrap();
+    let http = free_port();
+    let extra = format!("proxy:\n  error_page: {}\n", page.display());
+    let berth = Berth::start(&env.config(http, &extra), http).await;
+    routed(http, &app, "/", 200).await;
+    berth
+        .wait_log("error page loaded", Duration::from_secs(10))
+        .await;
+    let html = ["-H", "Accept: text/html,application/xhtml+xml,*/*;q=0.8"];
+
+    // berth's own 404: the page from the config for a browser, text for curl.
+    let r = curl(http, &env.host("nowhere"), "/", &html).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("<h1>404 at the edge</h1>"), "{}", r.body);
+    assert!(r.body.contains("no route for"), "{}", r.body);
+    let r = curl(http, &env.host("nowhere"), "/", &[]).await;
+    assert!(r.body.starts_with("berth: no route for"), "{}", r.body);
+
+    // The app's own 404: its route's page for a browser, its body otherwise.
+    let r = curl(http, &app, "/missing", &html).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.body.contains("<h1>404 from the app</h1>"), "{}", r.body);
+    let r = curl(http, &app, "/missing", &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(!r.body.contains("from the app"), "{}", r.body);
+    // A route without a page keeps the app's answer for everyone.
+    let r = curl(http, &plain, "/missing", &html).await;
+    assert!(!r.body.contains("at the edge"), "{}", r.body);
+
+    // Nothing ready: 503 with the route's page, kept from when it ran.
+    docker(&["stop", "-t", "2", &id]).await;
+    eventually(Duration::from_secs(10), "the 503 page", || async {
+        let r = curl(http, &app, "/", &html).await;
+        (r.status == 503 && r.body.contains("<h1>503 from the app</h1>")).then_some(())
+    })
+    .await;
+    let r = curl(http, &app, "/", &[]).await;
+    assert!(r.body.starts_with("berth: no ready backend"), "{}", r.body);
+}
