@@ -188,71 +188,6 @@ fn dns_row(n: &NameView) -> Vec<String> {
     vec![n.name.clone(), answers, containers.join(", ")]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::dns::TargetView;
-
-    #[test]
-    fn times_left() {
-        for (t, want) in [
-            (None, "-"),
-            (Some(99), "expired"),
-            (Some(100), "in 0h00m"),
-            (Some(100 + 2 * 3600 + 5 * 60 + 59), "in 2h05m"),
-            (Some(100 + 90 * 86400), "in 2160h00m"),
-        ] {
-            assert_eq!(until(t, 100), want, "{t:?}");
-        }
-    }
-
-    #[test]
-    fn cert_rows_say_why_not_ordered_before_the_last_error() {
-        let c = HostStatus {
-            host: "a.example".into(),
-            source: Some("acme".into()),
-            last_error: Some("validation failed".into()),
-            failures: 1,
-            ..HostStatus::default()
-        };
-        let row = cert_row(&c, 0);
-        assert_eq!(
-            row,
-            ["a.example", "acme", "-", "-", "1", "validation failed"]
-        );
-        let local = HostStatus {
-            not_eligible: Some("localhost".into()),
-            ..c
-        };
-        assert_eq!(cert_row(&local, 0)[5], "not ordered: localhost");
-    }
-
-    #[test]
-    fn dns_rows_show_nodata_and_unready_containers() {
-        let target = |name: &str, ready| TargetView {
-            container: name.into(),
-            project: None,
-            ready,
-            addrs: vec![],
-        };
-        let n = NameView {
-            name: "web.internal".into(),
-            ready: vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()],
-            containers: vec![target("w1", true), target("w2", false)],
-        };
-        assert_eq!(
-            dns_row(&n),
-            ["web.internal", "10.0.0.2 10.0.0.3", "w1, w2 (not ready)"]
-        );
-        let none = NameView {
-            ready: vec![],
-            containers: vec![],
-            ..n
-        };
-        assert_eq!(dns_row(&none)[1], "(nothing ready: NODATA)");
-    }
-}
-
 /// `berth maintenance on|off SERVICE`, `berth pause SERVICE`, `berth resume SERVICE`.
 pub enum ModeChange {
     Maintenance { on: bool, message: Option<String> },
@@ -326,5 +261,70 @@ fn describe_mode(v: &ModeView) -> String {
             v.held
         ),
         _ => format!("{}: serving", v.service),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::dns::TargetView;
+
+    #[test]
+    fn times_left() {
+        for (t, want) in [
+            (None, "-"),
+            (Some(99), "expired"),
+            (Some(100), "in 0h00m"),
+            (Some(100 + 2 * 3600 + 5 * 60 + 59), "in 2h05m"),
+            (Some(100 + 90 * 86400), "in 2160h00m"),
+        ] {
+            assert_eq!(until(t, 100), want, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn cert_rows_say_why_not_ordered_before_the_last_error() {
+        let c = HostStatus {
+            host: "a.example".into(),
+            source: Some("acme".into()),
+            last_error: Some("validation failed".into()),
+            failures: 1,
+            ..HostStatus::default()
+        };
+        let row = cert_row(&c, 0);
+        assert_eq!(
+            row,
+            ["a.example", "acme", "-", "-", "1", "validation failed"]
+        );
+        let local = HostStatus {
+            not_eligible: Some("localhost".into()),
+            ..c
+        };
+        assert_eq!(cert_row(&local, 0)[5], "not ordered: localhost");
+    }
+
+    #[test]
+    fn dns_rows_show_nodata_and_unready_containers() {
+        let target = |name: &str, ready| TargetView {
+            container: name.into(),
+            project: None,
+            ready,
+            addrs: vec![],
+        };
+        let n = NameView {
+            name: "web.internal".into(),
+            ready: vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()],
+            containers: vec![target("w1", true), target("w2", false)],
+        };
+        assert_eq!(
+            dns_row(&n),
+            ["web.internal", "10.0.0.2 10.0.0.3", "w1, w2 (not ready)"]
+        );
+        let none = NameView {
+            ready: vec![],
+            containers: vec![],
+            ..n
+        };
+        assert_eq!(dns_row(&none)[1], "(nothing ready: NODATA)");
     }
 }

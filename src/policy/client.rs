@@ -80,8 +80,9 @@ mod tests {
     fn forwarded_for_is_read_only_from_trusted_peers() {
         let trusted = nets(&["10.0.0.0/8"]);
         let xff = Some(&b"203.0.113.7, 10.0.0.5"[..]);
+        type Case<'a> = (&'a str, Option<&'a [u8]>, &'a [IpNet], &'a str);
         #[rustfmt::skip]
-        let cases: &[(&str, Option<&[u8]>, &[IpNet], &str)] = &[
+        let cases: &[Case] = &[
             // No trusted proxies: the peer, whatever the header says.
             ("198.51.100.1", xff, &[], "198.51.100.1"),
             // An untrusted peer: its header is ignored.
