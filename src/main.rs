@@ -112,6 +112,7 @@ enum Command {
     /// Put a service in maintenance (`on`: its routes answer 503 with a
     /// page and Retry-After; ACME and the admin API go on) or take it out.
     Maintenance {
+        /// on: answer 503 with the page; off: serve again.
         #[arg(value_parser = ["on", "off"])]
         state: String,
         /// The compose service (or container name outside compose).
@@ -128,10 +129,12 @@ enum Command {
     /// Hold a service's new requests (while you do something quick) until
     /// `berth resume`, each for at most --max, then 503.
     Pause {
+        /// The compose service (or container name outside compose).
         service: String,
         /// The longest a request is held.
         #[arg(long, default_value = "30s")]
         max: String,
+        /// The compose project SERVICE belongs to, when several have it.
         #[arg(long)]
         project: Option<String>,
         #[command(flatten)]
@@ -139,7 +142,9 @@ enum Command {
     },
     /// Let a paused service's held requests go on, in the order they came.
     Resume {
+        /// The compose service (or container name outside compose).
         service: String,
+        /// The compose project SERVICE belongs to, when several have it.
         #[arg(long)]
         project: Option<String>,
         #[command(flatten)]
