@@ -12,7 +12,7 @@ TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils git docker-comp
 # From PyPI: schemathesis fuzzes the admin API against its OpenAPI document.
 PIP_PACKAGES := schemathesis
 # The side-by-side benchmark also runs nginx and haproxy, driven by wrk.
-BENCH_PACKAGES := cmake wrk nginx haproxy dnsperf dnsmasq-base docker-compose
+BENCH_PACKAGES := cmake wrk nginx haproxy dnsperf dnsmasq-base docker-compose apache2-utils
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test deps bench-deps test-images lint release bench

@@ -17,6 +17,11 @@ DURATION = int(os.environ.get("DURATION", "10"))
 CONNS = int(os.environ.get("CONNS", "50"))
 PROXY_CPU, LOAD_CPU = "1", "0"
 HOST = "bench.local"
+# The policy row: basic auth (bcrypt, as htpasswd -B makes it), a rate limit
+# that does not bite, two response headers; nginx does the same.
+POLICY_HOST = "policy.local"
+POLICY = os.environ.get("POLICY", "1") != "0"
+AUTH = "Authorization: Basic " + __import__("base64").b64encode(b"bench:bench-secret").decode()
 BACKENDS = (19001, 19002)
 PORTS = {"direct": BACKENDS[0], "berth": 18080, "nginx": 18081, "haproxy": 18082}
 # HTTPS, same certificate (ECDSA P-256) for both: keep-alive, and a new
@@ -109,11 +114,13 @@ def to_ms(s):
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
 
 
-def wrk(port, seconds, scheme="http", close=False):
+def wrk(port, seconds, scheme="http", close=False, host=HOST, headers=()):
     extra = ["-H", "Connection: close"] if close else []
+    for h in headers:
+        extra += ["-H", h]
     out = subprocess.run(
         ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNS}", f"-d{seconds}s", "--latency",
-         "-H", f"Host: {HOST}", *extra, f"{scheme}://127.0.0.1:{port}/"],
+         "-H", f"Host: {host}", *extra, f"{scheme}://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -156,6 +163,13 @@ dns:
 routes:
   - host: {HOST}
     backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
+  - host: {POLICY_HOST}
+    backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
+    policy:
+      auth.basic: "{HTPASSWD}"
+      ratelimit: 1000000/s
+      headers.response.set.X-Frame-Options: DENY
+      headers.response.set.X-Content-Type-Options: nosniff
 log:
   level: error
   access: false
@@ -163,7 +177,18 @@ log:
     return path
 
 
+def htpasswd():
+    out = subprocess.run(["htpasswd", "-nbB", "bench", "bench-secret"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    path = os.path.join(work, "htpasswd")
+    with open(path, "w") as f:
+        f.write(out + "\n")
+    return out, path
+
+
 def main():
+    global HTPASSWD
+    HTPASSWD, htpasswd_file = htpasswd()
     backend = start("backends", [NGINX, "-c", nginx_conf("backends", "\n".join(
         f"server {{ listen 127.0.0.1:{p} reuseport; location / {{ return 200 'ok\\n'; }} }}" for p in BACKENDS))], LOAD_CPU)
     servers = "\n".join(f"server 127.0.0.1:{p};" for p in BACKENDS)
@@ -173,8 +198,17 @@ server {{ listen 127.0.0.1:{TLS_PORTS['nginx']} ssl http2; server_name {HOST};
   ssl_certificate {crt}; ssl_certificate_key {key}; keepalive_requests 1000000;
   location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
   proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}""" if TLS else ""
+    nginx_policy = f"""
+limit_req_zone $binary_remote_addr zone=bench:10m rate=1000000r/s;
+server {{ listen 127.0.0.1:{PORTS['nginx']}; server_name {POLICY_HOST}; location / {{
+  auth_basic "berth"; auth_basic_user_file {htpasswd_file};
+  limit_req zone=bench burst=1000000 nodelay;
+  add_header X-Frame-Options DENY always; add_header X-Content-Type-Options nosniff always;
+  proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
+  proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}""" if POLICY else ""
     nginx = start("nginx", [NGINX, "-c", nginx_conf("nginx", f"""
 upstream be {{ {servers} keepalive 128; }}
+{nginx_policy}
 server {{ listen 127.0.0.1:{PORTS['nginx']}; location / {{
   proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
   proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}
@@ -205,25 +239,28 @@ backend be
         pids["base"] = base.pid
     for name, port in PORTS.items():
         wait_port(port)
-    # (name, port, scheme, close, pid)
-    targets = [(n, p, "http", False, pids[n]) for n, p in PORTS.items()]
+    # (name, port, scheme, close, pid, host, headers)
+    targets = [(n, p, "http", False, pids[n], HOST, ()) for n, p in PORTS.items()]
+    if POLICY:
+        for n in ("berth", "nginx"):
+            targets.append((f"{n}-pol", PORTS[n], "http", False, pids[n], POLICY_HOST, (AUTH,)))
     if TLS:
         for n, p in TLS_PORTS.items():
             wait_port(p)
-            targets.append((f"{n}-tls", p, "https", False, pids[n]))
-            targets.append((f"{n}-hs", p, "https", True, pids[n]))
+            targets.append((f"{n}-tls", p, "https", False, pids[n], HOST, ()))
+            targets.append((f"{n}-hs", p, "https", True, pids[n], HOST, ()))
 
     results = {t[0]: [] for t in targets}
     print(f"# {RUNS} runs x {DURATION}s, wrk -t1 -c{CONNS}; proxies on CPU {PROXY_CPU}, wrk and backends on CPU {LOAD_CPU}", flush=True)
     time.sleep(2.5)  # berth picks up its certificate files every 2 s
-    for name, port, scheme, close, pid in targets:
-        wrk(port, 2, scheme, close)  # warm-up
+    for name, port, scheme, close, pid, host, headers in targets:
+        wrk(port, 2, scheme, close, host, headers)  # warm-up
     for run in range(RUNS):
-        for name, port, scheme, close, pid in targets:
+        for name, port, scheme, close, pid, host, headers in targets:
             tree = tree_pids(pid) if pid else []
             t0, s0 = cpu_stat()
             c0 = cpu_ticks(tree)
-            reqs, rps, p50, p99, non2xx, sockerr = wrk(port, DURATION, scheme, close)
+            reqs, rps, p50, p99, non2xx, sockerr = wrk(port, DURATION, scheme, close, host, headers)
             c1 = cpu_ticks(tree)
             t1, s1 = cpu_stat()
             steal = 100.0 * (s1 - s0) / max(1, t1 - t0)
@@ -253,6 +290,12 @@ backend be
         for kind in ("tls", "hs"):
             b, o = med[f"berth-{kind}"], med[f"nginx-{kind}"]
             print(f"berth/nginx {kind}: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")
+    if POLICY:
+        b, o = med["berth-pol"], med["nginx-pol"]
+        print("# -pol: basic auth (bcrypt) + rate limit + 2 response headers; berth remembers verified credentials, nginx checks the hash on every request")
+        print(f"berth/nginx pol: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")
+        base = med["berth"]
+        print(f"berth-pol/berth: cpu_per_req={b[3] / base[3]:.2f} (the policies' own cost)")
     b = med["berth"]
     if BASELINE:
         o = med["base"]

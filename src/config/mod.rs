@@ -202,6 +202,8 @@ pub struct StaticRoute {
     pub hosts: Vec<HostPattern>,
     pub path: PathPrefix,
     pub backends: Vec<SocketAddr>,
+    /// Policies, as labels give them to container routes.
+    pub policy: crate::policy::PolicySpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -430,6 +432,9 @@ struct RawRoute {
     host: Spanned<String>,
     path: Option<Spanned<String>>,
     backends: Vec<Spanned<String>>,
+    /// The route's policies: the keys of the labels (`auth.basic`,
+    /// `ratelimit`, ...), values as the labels write them.
+    policy: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -590,6 +595,41 @@ mod tests {
             assert!(e.starts_with(&format!("t.yaml: {at}")), "{yaml:?}: {e}");
             assert!(e.contains(needle) && !e.contains('\n'), "{yaml:?}: {e}");
             assert!(!e.contains("<input>"), "{e}");
+        }
+    }
+
+    #[test]
+    fn static_routes_take_policies_and_refuse_bad_ones() {
+        let yaml = |policy: &str| {
+            format!(
+                "routes:\n  - host: a.test\n    backends: [127.0.0.1:9000]\n    policy:\n{policy}"
+            )
+        };
+        let c = Config::parse(
+            &yaml("      ratelimit: 10/s\n      body_limit: 1024\n      headers.response.set.X-Frame-Options: DENY\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        let p = &c.routes[0].policy;
+        assert_eq!(p.ratelimit.as_ref().unwrap().count, 10);
+        assert_eq!(p.body_limit, Some(1024));
+        assert_eq!(p.response_set.len(), 1);
+        for (policy, want) in [
+            (
+                "      ratelimt: 10/s\n",
+                "routes[0].policy.ratelimt: \"10/s\": unknown policy key (did you mean ratelimit?)",
+            ),
+            (
+                "      auth.basic: alice:secret\n",
+                "routes[0].policy.auth.basic: \"alice:secret\": user 'alice': not a bcrypt or argon2 hash",
+            ),
+            (
+                "      ratelimit.burst: \"5\"\n",
+                "routes[0].policy.ratelimit.burst: \"5\": needs ratelimit",
+            ),
+        ] {
+            let e = Config::parse(&yaml(policy), "t.yaml").unwrap_err().to_string();
+            assert!(e.contains(want), "{policy:?}: {e}");
         }
     }
 

@@ -304,13 +304,45 @@ impl Validator<'_> {
                 .iter()
                 .map(|b| self.addr(&format!("routes[{i}].backends"), b))
                 .collect::<Result<Vec<_>, _>>()?;
+            let policy = self.route_policy(i, r.policy.unwrap_or_default())?;
             routes.push(StaticRoute {
                 hosts,
                 path,
                 backends,
+                policy,
             });
         }
         Ok(routes)
+    }
+
+    /// A static route's policy: the same keys and values as the labels of
+    /// a container route. In a file, any mistake refuses the file.
+    fn route_policy(
+        &self,
+        i: usize,
+        raw: std::collections::BTreeMap<String, Spanned<String>>,
+    ) -> Result<crate::policy::PolicySpec, ConfigError> {
+        use crate::policy::spec::{is_policy_key, Draft, POLICY_KEYS};
+        let mut spec = crate::policy::PolicySpec::default();
+        let mut draft = Draft::default();
+        for (key, v) in &raw {
+            let name = format!("routes[{i}].policy.{key}");
+            if !is_policy_key(key) {
+                let hint = crate::names::suggest(key, POLICY_KEYS.iter().copied())
+                    .map(|k| format!(" (did you mean {k}?)"))
+                    .unwrap_or_default();
+                return Err(self.invalid(&name, v, format!("unknown policy key{hint}")));
+            }
+            spec.set(&mut draft, key, &v.value)
+                .map_err(|m| self.invalid(&name, v, m))?;
+        }
+        if let Some((key, why)) = spec.finish(draft).into_iter().next() {
+            let Some(v) = raw.get(&key).or_else(|| raw.values().next()) else {
+                return Ok(spec);
+            };
+            return Err(self.invalid(&format!("routes[{i}].policy.{key}"), v, why));
+        }
+        Ok(spec)
     }
 
     fn admin(&self, r: RawAdmin, d: &AdminConfig) -> Result<AdminConfig, ConfigError> {

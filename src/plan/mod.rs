@@ -362,6 +362,16 @@ impl Planner {
         let config = self.config.clone();
         for r in &config.routes {
             for h in &r.hosts {
+                let key = (h.clone(), r.path.clone());
+                b.policies.entry(key).or_default().insert(
+                    format!("static route {h}{}", r.path.as_str()),
+                    PolicyFrom {
+                        started_at: String::new(),
+                        container: "config".into(),
+                        container_id: "-".into(),
+                        spec: r.policy.clone(),
+                    },
+                );
                 for &addr in &r.backends {
                     let id = format!("static:{addr}");
                     let stats = self.stats_for(&id);
