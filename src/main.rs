@@ -91,10 +91,27 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Replace every replica of a service with a fresh one, with no failed request.
+    /// Replace every replica of a service with a fresh one, with no failed
+    /// request; with --canary, start the new image beside them for a share
+    /// of the traffic, then `berth rollout promote|abort SERVICE`.
     Rollout {
-        /// The compose service (or container name outside compose).
+        /// The compose service (or container name outside compose); or
+        /// `promote` / `abort` followed by the service with a canary.
         service: String,
+        /// After `promote` or `abort`: the service.
+        #[arg(value_name = "SERVICE")]
+        canary_service: Option<String>,
+        /// Start a canary with --image getting this share of the requests
+        /// (e.g. 10%), each client kept on one side by a cookie.
+        #[arg(long)]
+        canary: Option<String>,
+        /// With --canary: after --window, promote it when its 5xx rate and
+        /// p99 are no worse than the stable replicas', abort it otherwise.
+        #[arg(long)]
+        auto: bool,
+        /// How long --auto watches the canary.
+        #[arg(long)]
+        window: Option<String>,
         /// The compose project SERVICE belongs to, when several have it.
         #[arg(long)]
         project: Option<String>,
@@ -407,12 +424,32 @@ fn run(command: Command) -> Outcome {
         Command::Completions { shell } => cli::completions(shell, &mut Cli::command()),
         Command::Rollout {
             service,
+            canary_service,
+            canary,
+            auto,
+            window,
             project,
             image,
             batch,
             timeouts,
             api,
-        } => api.run(|c| cli::rollout(c, &service, project, image, batch, timeouts.into())),
+        } => match (service.as_str(), canary_service) {
+            ("promote" | "abort", Some(target)) => {
+                let promote = service == "promote";
+                api.run(|c| cli::canary_end(c, &target, project, promote, timeouts.into()))
+            }
+            (_, Some(extra)) => Err(Abort::new(cli::Exit::NotAsked, format!(
+                "rollout takes one service ({extra:?} is one too many): berth rollout SERVICE, or berth rollout promote|abort SERVICE"
+            ))),
+            (_, None) => {
+                let canary = cli::CanaryArgs {
+                    share: canary,
+                    auto,
+                    window,
+                };
+                api.run(|c| cli::rollout(c, &service, project, image, batch, canary, timeouts.into()))
+            }
+        },
         Command::Scale {
             spec,
             project,

@@ -148,6 +148,11 @@ pub fn router(app: App) -> Router {
         .route("/api/dns", get(dns_records))
         .route("/api/services/{service}/rollout", post(rollout))
         .route("/api/services/{service}/scale", post(scale))
+        .route(
+            "/api/services/{service}/canary/promote",
+            post(canary_promote),
+        )
+        .route("/api/services/{service}/canary/abort", post(canary_abort))
         .route("/api/services/{service}/stop", post(service::stop))
         .route("/api/services/{service}/start", post(service::start))
         .route(
@@ -436,6 +441,24 @@ pub struct RolloutBody {
     pub batch: Option<usize>,
     pub health_timeout: Option<String>,
     pub drain_timeout: Option<String>,
+    /// `10%`: start a canary with `image` beside the replicas instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// With `canary`: judge it after `window` and promote or abort it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<bool>,
+    /// How long `auto` watches the canary (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+/// The body of `POST /api/services/{service}/canary/promote` and `/abort`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryEndBody {
+    pub project: Option<String>,
+    pub health_timeout: Option<String>,
+    pub drain_timeout: Option<String>,
 }
 
 /// The body of `POST /api/services/{service}/scale`.
@@ -477,16 +500,82 @@ async fn rollout(
         &service,
         b.project.as_deref(),
     )?;
+    let image = b.image.filter(|i| !i.trim().is_empty());
+    let kind = match &b.canary {
+        None => {
+            if b.auto.is_some() || b.window.is_some() {
+                return Err(bad("auto and window go with canary"));
+            }
+            Kind::Rollout {
+                image,
+                batch: b.batch.unwrap_or(1),
+            }
+        }
+        Some(share) => {
+            let percent = crate::deploy::canary::parse_percent(share)
+                .map_err(|e| bad(format!("canary: {e}")))?;
+            let Some(image) = image else {
+                return Err(bad("canary: give the new image (image)"));
+            };
+            if b.window.is_some() && b.auto != Some(true) {
+                return Err(bad("window goes with auto: true"));
+            }
+            let window = duration("window", &b.window)?.unwrap_or(Duration::from_secs(300));
+            Kind::Canary {
+                image,
+                percent,
+                auto: (b.auto == Some(true)).then_some(window),
+            }
+        }
+    };
     let request = DeployRequest {
-        kind: Kind::Rollout {
-            image: b.image.filter(|i| !i.trim().is_empty()),
-            batch: b.batch.unwrap_or(1),
+        kind,
+        service,
+        health_timeout: duration("health_timeout", &b.health_timeout)?,
+        drain_timeout: duration("drain_timeout", &b.drain_timeout)?,
+    };
+    Ok(stream(&app, request))
+}
+
+/// `POST /api/services/{service}/canary/promote` and `/abort`.
+async fn canary_end(
+    app: App,
+    service: String,
+    body: &[u8],
+    promote: bool,
+) -> Result<Response, ApiError> {
+    let b: CanaryEndBody = json_body(body)?;
+    let service = resolve_service(
+        &service_keys(&app.snapshot.load()),
+        &service,
+        b.project.as_deref(),
+    )?;
+    let request = DeployRequest {
+        kind: Kind::CanaryEnd {
+            promote,
+            verdict: None,
         },
         service,
         health_timeout: duration("health_timeout", &b.health_timeout)?,
         drain_timeout: duration("drain_timeout", &b.drain_timeout)?,
     };
     Ok(stream(&app, request))
+}
+
+async fn canary_promote(
+    State(app): State<App>,
+    Path(service): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    canary_end(app, service, &body, true).await
+}
+
+async fn canary_abort(
+    State(app): State<App>,
+    Path(service): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    canary_end(app, service, &body, false).await
 }
 
 async fn scale(

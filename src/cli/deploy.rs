@@ -19,14 +19,23 @@ pub struct DeployTimeouts {
     pub drain_timeout: Option<String>,
 }
 
+/// `--canary 10% [--auto [--window 5m]]`.
+#[derive(Debug, Clone, Default)]
+pub struct CanaryArgs {
+    pub share: Option<String>,
+    pub auto: bool,
+    pub window: Option<String>,
+}
+
 /// Replaces every replica of `service` with a fresh one (`image`: `None`,
-/// the image they run now), `batch` at a time.
+/// the image they run now), `batch` at a time; or starts a canary.
 pub async fn rollout(
     client: Client,
     service: &str,
     project: Option<String>,
     image: Option<String>,
     batch: usize,
+    canary: CanaryArgs,
     timeouts: DeployTimeouts,
 ) -> Outcome {
     let path = format!("/api/services/{}/rollout", encode(service));
@@ -34,6 +43,27 @@ pub async fn rollout(
         project,
         image,
         batch: Some(batch),
+        health_timeout: timeouts.health_timeout,
+        drain_timeout: timeouts.drain_timeout,
+        auto: (canary.share.is_some() || canary.auto).then_some(canary.auto),
+        canary: canary.share,
+        window: canary.window,
+    };
+    follow_progress(&client, &path, Some(&body), false).await
+}
+
+/// `berth rollout promote|abort SERVICE`: ends the service's canary.
+pub async fn canary_end(
+    client: Client,
+    service: &str,
+    project: Option<String>,
+    promote: bool,
+    timeouts: DeployTimeouts,
+) -> Outcome {
+    let what = if promote { "promote" } else { "abort" };
+    let path = format!("/api/services/{}/canary/{what}", encode(service));
+    let body = crate::api::CanaryEndBody {
+        project,
         health_timeout: timeouts.health_timeout,
         drain_timeout: timeouts.drain_timeout,
     };

@@ -181,6 +181,7 @@ pub(crate) mod tests {
             started_at: String::new(),
             config_hash: None,
             exit_code: None,
+            canary: None,
         }
     }
 

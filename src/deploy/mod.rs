@@ -12,6 +12,7 @@
 //! requests; then it brings each service back to the replica count `berth
 //! scale` last reached.
 
+pub mod canary;
 pub mod plan;
 pub mod project;
 
@@ -55,6 +56,20 @@ pub enum Kind {
     Down {
         volumes: bool,
     },
+    /// Start a canary: new replicas running `image` beside the stable ones,
+    /// given `percent` of the traffic; with `auto`, judged after that long.
+    Canary {
+        image: String,
+        percent: u32,
+        auto: Option<Duration>,
+    },
+    /// End the canary: promote it (the stable replicas replaced with its
+    /// image, its own retired) or abort it (its own retired). `verdict`:
+    /// why `--auto` decided so.
+    CanaryEnd {
+        promote: bool,
+        verdict: Option<String>,
+    },
 }
 
 impl Kind {
@@ -65,6 +80,9 @@ impl Kind {
             Kind::Restart => "restart",
             Kind::Deploy(_) => "deploy",
             Kind::Down { .. } => "down",
+            Kind::Canary { .. } => "canary",
+            Kind::CanaryEnd { promote: true, .. } => "promote",
+            Kind::CanaryEnd { promote: false, .. } => "abort",
         }
     }
 
@@ -75,6 +93,9 @@ impl Kind {
             Kind::Restart => OpKind::Restart,
             // Run through per-service rollouts of their own.
             Kind::Deploy(_) | Kind::Down { .. } => OpKind::Rollout,
+            // Recovered as a rollout (never as a scale, whose replica count
+            // would be remembered).
+            Kind::Canary { .. } | Kind::CanaryEnd { .. } => OpKind::Rollout,
         }
     }
 }
@@ -207,6 +228,7 @@ impl Deploys {
             service: request.service.clone(),
             image: match &request.kind {
                 Kind::Rollout { image, .. } => image.clone(),
+                Kind::Canary { image, .. } => Some(image.clone()),
                 _ => None,
             },
             status: Status::Queued,
@@ -545,8 +567,18 @@ impl Controller {
         };
         let n = units.len();
         self.deploys.update(run.id, |r| r.replicas = n);
+        if let Kind::CanaryEnd {
+            verdict: Some(v), ..
+        } = &request.kind
+        {
+            run.say(Status::Queued, format!("--auto: {v}"));
+        }
         let image = match &request.kind {
             Kind::Rollout { image, .. } => image.clone(),
+            Kind::Canary { image, .. } => Some(image.clone()),
+            Kind::CanaryEnd { promote: true, .. } => {
+                canary_image(&self.snapshot.load(), &request.service)
+            }
             _ => None,
         };
         let health_timeout = request
@@ -561,6 +593,49 @@ impl Controller {
         };
         run.finish(plan.status, message, plan.reason.clone());
         self.ended(run, &plan);
+        if let (
+            Kind::Canary {
+                auto: Some(window), ..
+            },
+            Status::Completed,
+        ) = (&request.kind, plan.status)
+        {
+            self.judge_later(&request.service, *window);
+        }
+    }
+
+    /// `--auto`: after `window`, compares the canary's figures with the
+    /// stable replicas' (berth's own counters) and queues its promotion or
+    /// abort, saying which figure decided.
+    fn judge_later(&self, service: &str, window: Duration) {
+        let (snapshot, deploys, service) = (
+            self.snapshot.clone(),
+            self.deploys.clone(),
+            service.to_string(),
+        );
+        tokio::spawn(async move {
+            let before = side_figures(&snapshot.load(), &service);
+            info!(service, window = ?window, "canary: judging it at the end of the window");
+            tokio::time::sleep(window).await;
+            let after = side_figures(&snapshot.load(), &service);
+            let (stable, canary) = canary::compare(&before, &after);
+            let verdict = canary::verdict(stable, canary, canary::Margin::default());
+            let (promote, why) = match verdict {
+                canary::Verdict::Promote(why) => (true, format!("promoting: {why}")),
+                canary::Verdict::Abort(why) => (false, format!("aborting: {why}")),
+            };
+            info!(service, promote, "canary: {why}");
+            let request = Request {
+                kind: Kind::CanaryEnd {
+                    promote,
+                    verdict: Some(why),
+                },
+                service,
+                health_timeout: None,
+                drain_timeout: None,
+            };
+            let _ = deploys.submit(request);
+        });
     }
 
     /// After a run's record is final: the saved run goes, and a scale that
@@ -668,12 +743,16 @@ impl Controller {
                 run.say(Status::Starting, text);
                 let key = run.key.clone();
                 let maker = run.maker.clone();
+                let canary = match run.request.kind {
+                    Kind::Canary { percent, .. } => Some(percent),
+                    _ => None,
+                };
                 tokio::spawn(async move {
                     let made = match maker {
                         Some(m) => m.create(unit, &key).await,
                         None => {
                             engine
-                                .create_clone(&template, image.as_deref(), unit, &key)
+                                .create_clone(&template, image.as_deref(), unit, &key, canary)
                                 .await
                         }
                     };
@@ -936,6 +1015,30 @@ fn done(plan: &Plan, kind: &Kind) -> String {
     }
 }
 
+/// The image the canary of `service` runs.
+fn canary_image(snap: &Snapshot, service: &str) -> Option<String> {
+    snap.containers
+        .values()
+        .find(|c| c.service_key() == service && c.canary.is_some() && c.is_running())
+        .map(|c| c.image.clone())
+}
+
+/// Each routed replica of `service`: whether it is a canary, and its
+/// counters now.
+fn side_figures(snap: &Snapshot, service: &str) -> canary::Counters {
+    snap.backends
+        .values()
+        .filter(|b| b.service == service)
+        .map(|b| {
+            let is_canary = snap
+                .containers
+                .get(&b.id)
+                .is_some_and(|c| c.canary.is_some());
+            (b.id.clone(), (is_canary, b.stats.figures()))
+        })
+        .collect()
+}
+
 /// The replicas of `service` that take or will take requests: running, not
 /// on their way out; by name, as (name, id). Routed ones by their backend
 /// state; a service berth does not route (a worker, a database) by its
@@ -1003,7 +1106,29 @@ pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize
         }
         return Ok((targets.iter().map(|c| Unit::restart(&c.id)).collect(), 1));
     }
-    let replicas = live_replicas(snap, &request.service);
+    let all = live_replicas(snap, &request.service);
+    let is_canary = |id: &String| snap.containers.get(id).is_some_and(|c| c.canary.is_some());
+    let (canaries, replicas): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, id)| is_canary(id));
+    if let Kind::CanaryEnd { promote, .. } = &request.kind {
+        if canaries.is_empty() {
+            return Err(format!("no canary of {} is running", request.service));
+        }
+        let retire = canaries.iter().map(|(_, id)| Unit::retire(id));
+        if !*promote {
+            let n = canaries.len();
+            return Ok((retire.collect(), n));
+        }
+        // Each stable replica replaced by one with the canary's image, then
+        // the canary's own retired.
+        let replace = replicas.iter().map(|(_, id)| Unit::replace(id));
+        return Ok((replace.chain(retire).collect(), 1));
+    }
+    if !canaries.is_empty() {
+        return Err(format!(
+            "a canary of {} is running: end it first (berth rollout promote|abort {})",
+            request.service, request.service
+        ));
+    }
     let Some(first) = replicas.first() else {
         return Err(format!(
             "service {} has no running replica",
@@ -1011,6 +1136,10 @@ pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize
         ));
     };
     Ok(match &request.kind {
+        Kind::Canary { percent, .. } => {
+            let n = canary::replicas_for(replicas.len(), *percent);
+            ((0..n).map(|_| Unit::add(&first.1)).collect(), n)
+        }
         Kind::Rollout { batch, .. } => (
             replicas.iter().map(|(_, id)| Unit::replace(id)).collect(),
             (*batch).max(1),
@@ -1030,7 +1159,7 @@ pub fn units_for(request: &Request, snap: &Snapshot) -> Result<(Vec<Unit>, usize
             let batch = retire.len();
             (retire, batch)
         }
-        Kind::Restart | Kind::Deploy(_) | Kind::Down { .. } => {
+        Kind::Restart | Kind::Deploy(_) | Kind::Down { .. } | Kind::CanaryEnd { .. } => {
             return Err(format!("{} runs no replica units", request.kind.word()))
         }
     })
@@ -1266,6 +1395,7 @@ mod tests {
             started_at: String::new(),
             config_hash: None,
             exit_code: None,
+            canary: None,
         };
         for info in [
             c("1", Some("p"), "web", "running"),

@@ -995,6 +995,7 @@ mod tests {
             started_at: run.into(),
             config_hash: None,
             exit_code: None,
+            canary: None,
         }
     }
 

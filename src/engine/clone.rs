@@ -28,6 +28,9 @@ pub struct MadeBy<'a> {
     pub operation: &'a str,
     pub unit: usize,
     pub number: Option<u32>,
+    /// A canary replica, with its share of traffic (percent); any other
+    /// clone is none, whatever its template was.
+    pub canary: Option<u32>,
 }
 
 /// Takes the container's value unless it equals what the image set.
@@ -64,6 +67,13 @@ pub fn clone_body(
         .collect();
     labels.insert(OPERATION_LABEL.into(), by.operation.into());
     labels.insert(UNIT_LABEL.into(), by.unit.to_string());
+    labels.remove(crate::deploy::canary::CANARY_LABEL);
+    if let Some(percent) = by.canary {
+        labels.insert(
+            crate::deploy::canary::CANARY_LABEL.into(),
+            percent.to_string(),
+        );
+    }
     if let Some(n) = by.number {
         labels.insert(COMPOSE_NUMBER.into(), n.to_string());
     }
@@ -259,6 +269,7 @@ mod tests {
             operation: "7@1700000100",
             unit: 0,
             number: Some(3),
+            canary: None,
         };
         let body = clone_body(&old(), Some(&image()), "blog:2", by);
         assert_eq!(body.image.as_deref(), Some("blog:2"));

@@ -280,6 +280,7 @@ impl Engine {
         image: Option<&str>,
         n: usize,
         operation: &str,
+        canary: Option<u32>,
     ) -> Result<String, CallError> {
         let docker = self.docker()?;
         let old = docker
@@ -325,6 +326,7 @@ impl Engine {
             operation,
             unit: n,
             number,
+            canary,
         };
         let body = clone::clone_body(&old, old_image.as_ref(), &image, by);
         let name = clone::clone_name(

@@ -22,7 +22,7 @@ use crate::policy::{PolicySpec, RoutePolicy};
 pub use crate::world::DockerStatus;
 use crate::world::{BackendState, Container, Signals, World, COMPOSE_PROJECT, COMPOSE_SERVICE};
 use dns::{DnsTable, Target};
-pub use table::{Backend, BackendStats, Route, RouteTable};
+pub use table::{Backend, BackendStats, CanarySplit, Route, RouteTable};
 
 /// Everything the data plane reads, published as one immutable value.
 #[derive(Debug, Default)]
@@ -125,6 +125,9 @@ pub struct ContainerInfo {
     /// How its last run ended, once it has stopped (not shown).
     #[serde(skip)]
     pub exit_code: Option<i64>,
+    /// A canary replica: its share of traffic in percent (not shown).
+    #[serde(skip)]
+    pub canary: Option<u32>,
 }
 
 impl ContainerInfo {
@@ -151,6 +154,7 @@ impl ContainerInfo {
             started_at: String::new(),
             config_hash: None,
             exit_code: None,
+            canary: None,
         }
     }
 
@@ -527,7 +531,10 @@ impl Planner {
                     b.routes
                         .entry((h.clone(), route.path.clone()))
                         .or_default()
-                        .push(Backend::new(addr, name.clone(), id.clone(), stats.clone()));
+                        .push(Backend {
+                            canary: canary_of(c),
+                            ..Backend::new(addr, name.clone(), id.clone(), stats.clone())
+                        });
                 }
             }
         }
@@ -587,6 +594,15 @@ impl Planner {
         let mut tls_hosts = BTreeSet::new();
         let table = RouteTable::new(routes.into_iter().map(|((host, prefix), mut backends)| {
             backends.dedup();
+            // The stable replicas first, then the canary's.
+            backends.sort_by_key(|b| b.canary.is_some());
+            let stable = backends.iter().filter(|b| b.canary.is_none()).count();
+            let canary = backends
+                .iter()
+                .filter_map(|b| b.canary)
+                .max()
+                .filter(|_| stable > 0)
+                .map(|percent| CanarySplit { percent, stable });
             let next = self
                 .counters
                 .entry((host.clone(), prefix.clone()))
@@ -610,6 +626,7 @@ impl Planner {
                 label,
                 policy,
                 mode,
+                canary,
             }
         }));
         (table, tls_hosts)
@@ -788,6 +805,14 @@ struct Build {
     unchecked: usize,
 }
 
+/// A canary replica's share of traffic, from its label.
+fn canary_of(c: &Container) -> Option<u32> {
+    c.labels
+        .get(crate::deploy::canary::CANARY_LABEL)
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|p| (1..=99).contains(p))
+}
+
 /// A route's policy as one container's labels say it.
 struct PolicyFrom {
     started_at: String,
@@ -824,6 +849,7 @@ fn container_infos(
                     .get(crate::deploy::project::spec::COMPOSE_HASH)
                     .cloned(),
                 exit_code: c.exit_code,
+                canary: canary_of(c),
             };
             (c.id.clone(), info)
         })

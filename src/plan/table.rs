@@ -3,7 +3,7 @@
 //! allocate only for a Host header that needs lowercasing.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::names::{normalize_host, HostMap, HostPattern, PathPrefix};
@@ -22,6 +22,8 @@ pub struct Backend {
     /// What a sticky cookie names it by: a hash of its id, stable across
     /// snapshots and berth restarts, that does not show the id.
     pub token: u64,
+    /// A canary replica: its share of the route's traffic, in percent.
+    pub canary: Option<u32>,
 }
 
 impl Backend {
@@ -33,6 +35,7 @@ impl Backend {
     ) -> Backend {
         Backend {
             token: sticky_token(&id),
+            canary: None,
             addr,
             name,
             id,
@@ -61,6 +64,35 @@ pub struct BackendStats {
     pub inflight: AtomicUsize,
     /// Connect failures since the last success.
     pub connect_failures: AtomicU32,
+    /// Answers, 5xx answers and response times by bucket
+    /// ([`crate::deploy::canary::BUCKETS_MS`]): counted on routes with a
+    /// canary only, for its verdict.
+    pub answered: AtomicU64,
+    pub errors: AtomicU64,
+    pub latency: [AtomicU64; 16],
+}
+
+impl BackendStats {
+    pub fn record(&self, status: u16, elapsed: std::time::Duration) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 || status == 0 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency[crate::deploy::canary::bucket(elapsed)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Answers, 5xx answers, and the latency counts, now.
+    pub fn figures(&self) -> (u64, u64, [u64; 16]) {
+        let mut latency = [0u64; 16];
+        for (out, c) in latency.iter_mut().zip(&self.latency) {
+            *out = c.load(Ordering::Relaxed);
+        }
+        (
+            self.answered.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            latency,
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +113,17 @@ pub struct Route {
     pub policy: Option<Arc<RoutePolicy>>,
     /// Maintenance or pause of a service routed here.
     pub mode: Option<Arc<ServiceMode>>,
+    /// A canary among the backends: they come after the stable ones.
+    pub canary: Option<CanarySplit>,
+}
+
+/// How a route with a canary splits its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CanarySplit {
+    /// The canary's share, in percent.
+    pub percent: u32,
+    /// `backends[..stable]` are the stable ones, the rest the canary.
+    pub stable: usize,
 }
 
 impl Route {
@@ -182,6 +225,7 @@ mod tests {
             label: Arc::from(format!("{host}{prefix}")),
             policy: None,
             mode: None,
+            canary: None,
         }
     }
 

@@ -132,6 +132,7 @@ mod tests {
             label: Arc::from(host),
             policy: None,
             mode: None,
+            canary: None,
         }
     }
 

@@ -23,8 +23,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{info, warn};
 
+use crate::deploy::canary;
 use crate::metrics::Metrics;
-use crate::plan::{BackendStats, ProxySettings, Route, Snapshot};
+use crate::plan::{BackendStats, CanarySplit, ProxySettings, Route, Snapshot};
 use crate::policy::client::is_trusted;
 use crate::policy::mode::ModeSpec;
 use crate::resources::{self, Burst};
@@ -109,6 +110,8 @@ pub struct Ctx {
     backend_id: Option<Arc<str>>,
     /// What the route's policy keeps between phases; `None` without one.
     policy: Option<Box<policy::State>>,
+    /// The canary cookie to set: the side this client was put on.
+    canary_cookie: Option<bool>,
 }
 
 impl Ctx {
@@ -126,6 +129,7 @@ impl Ctx {
             late_retry_used: false,
             backend_id: None,
             policy: None,
+            canary_cookie: None,
         }
     }
 
@@ -227,6 +231,40 @@ fn request_host(req: &RequestHeader) -> HostField<'_> {
     }
 }
 
+/// A route with a canary: the client's side (its cookie, else the even
+/// share), then round robin within that side.
+fn canary_pick(session: &Session, ctx: &mut Ctx, route: &Route, split: CanarySplit) {
+    let n = ctx.start;
+    let cookie = canary_cookie(session.req_header());
+    let to_canary = cookie.unwrap_or_else(|| canary::goes_to_canary(n, split.percent));
+    let (first, len) = if to_canary {
+        (split.stable, route.backends.len() - split.stable)
+    } else {
+        (0, split.stable)
+    };
+    if len > 0 {
+        ctx.start = first + n % len;
+    }
+    if cookie != Some(to_canary) {
+        ctx.canary_cookie = Some(to_canary);
+    }
+}
+
+/// The side a `berth_canary` cookie keeps the client on.
+fn canary_cookie(req: &RequestHeader) -> Option<bool> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(canary::COOKIE)?.strip_prefix('='))
+        .find_map(|v| match v.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        })
+}
+
 /// Stopping, or handing over to a new berth: the client must not send
 /// another request on this connection.
 fn close_if_stopping(session: &mut Session, response: &mut ResponseHeader) -> Result<()> {
@@ -324,6 +362,9 @@ impl ProxyHttp for BerthProxy {
         match decision {
             Decision::Proxy(route) => {
                 ctx.start = route.start();
+                if let Some(split) = route.canary {
+                    canary_pick(session, ctx, &route, split);
+                }
                 if let Some(p) = &route.policy {
                     if policy::on_request(session, ctx, &route, p, self.tls_listener).await? {
                         return Ok(true);
@@ -587,14 +628,29 @@ impl ProxyHttp for BerthProxy {
                 policy::response(session, response, ctx, &route, p, self.tls_listener)?;
             }
         }
+        if let Some(canary) = ctx.canary_cookie {
+            let secure = if self.tls_listener { "; Secure" } else { "" };
+            let cookie = format!(
+                "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+                canary::COOKIE,
+                u8::from(canary)
+            );
+            response.append_header(header::SET_COOKIE, cookie)?;
+        }
         Ok(())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         conn::request_done(session);
-        ctx.switch_to(None);
         let elapsed = ctx.started.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // A canary's verdict compares the replicas of its route.
+        if ctx.route.as_ref().is_some_and(|r| r.canary.is_some()) {
+            if let Some(stats) = &ctx.current {
+                stats.record(status, elapsed);
+            }
+        }
+        ctx.switch_to(None);
         self.metrics
             .request(ctx.route_label(), status, elapsed.as_secs_f64());
         if ctx.settings.access_log

@@ -2,9 +2,10 @@
 # Builds the test backend image from Debian's busybox-static (no registry here).
 set -eu
 # Bumped when the image changes: the tests rebuild an image of another version.
-IMAGE_VERSION=3
+IMAGE_VERSION=4
 here=$(cd "$(dirname "$0")" && pwd)
-# Tags: :1 (VERSION v1), :2 (VERSION v2), :broken (never passes /health).
+# Tags: :1 (VERSION v1), :2 (VERSION v2), :broken (never passes /health),
+# :500 (VERSION v3, healthy, its /cgi-bin/who answers 500).
 repo=${1:-berth-test-web}
 busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "$busybox missing: apt-get install busybox-static" >&2; exit 1; }
@@ -22,3 +23,5 @@ echo 'ENV VERSION=v2' >> "$ctx/Dockerfile"
 build "$repo:2"
 echo 'ENV HEALTHY=0' >> "$ctx/Dockerfile"
 build "$repo:broken"
+printf 'ENV HEALTHY=1\nENV FAIL=1\nENV VERSION=v3\n' >> "$ctx/Dockerfile"
+build "$repo:500"

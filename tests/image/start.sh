@@ -6,6 +6,8 @@ echo "${VERSION:-v1}" > /www/version
 echo "$(hostname) ${VERSION:-v1}" > /www/index.html
 # An error page a route can name (berth.errors.page).
 echo '<h1>{{status}} from the app</h1><p>{{message}}</p>' > /www/error.html
+# FAIL=1 (an image for canary tests): /cgi-bin/who answers 500.
+[ "${FAIL:-0}" = 1 ] && touch /www/fail
 # A page worth compressing (text/html, a few KB).
 for i in $(seq 1 100); do echo "<p>line $i of a page that compresses well</p>"; done > /www/big.html
 sleep "${START_DELAY:-0}"

@@ -19,6 +19,8 @@ pub const IMAGE: &str = "berth-test-web:1";
 pub const IMAGE_V2: &str = "berth-test-web:2";
 /// An image whose /health never appears.
 pub const IMAGE_BROKEN: &str = "berth-test-web:broken";
+/// A healthy image whose `/cgi-bin/who` answers 500 (VERSION v3).
+pub const IMAGE_500: &str = "berth-test-web:500";
 /// Test configs turn DNS off: the default port would be shared by every berth.
 pub const DNS_OFF: &str = "dns:\n  listen: \"off\"\n";
 pub const TOKEN: &str = "berth-test-token-0123456789";
@@ -42,7 +44,7 @@ pub fn ensure_image() {
         let have = Command::new("docker")
             .args(["image", "inspect", "-f"])
             .arg("{{index .Config.Labels \"berth-test.image\"}}")
-            .args([IMAGE, IMAGE_V2, IMAGE_BROKEN])
+            .args([IMAGE, IMAGE_V2, IMAGE_BROKEN, IMAGE_500])
             .stderr(Stdio::null())
             .output()
             .map(|o| {

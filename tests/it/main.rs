@@ -4,6 +4,7 @@
 mod acme;
 mod admin;
 mod browser;
+mod canary;
 mod check;
 mod cli;
 mod crash;
