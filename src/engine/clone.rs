@@ -288,6 +288,26 @@ mod tests {
         );
         let same = clone_body(&old(), Some(&image()), "blog:1", by);
         assert_eq!(same.labels.unwrap()[COMPOSE_HASH], "h1");
+        // A canary clone carries its share; no other clone does, even of a
+        // canary replica.
+        let canary = MadeBy {
+            canary: Some(10),
+            ..by
+        };
+        let body_c = clone_body(&old(), Some(&image()), "blog:2", canary);
+        let canary_labels = body_c.labels.unwrap();
+        assert_eq!(canary_labels[crate::deploy::canary::CANARY_LABEL], "10");
+        let mut was_canary = old();
+        if let Some(cfg) = was_canary.config.as_mut() {
+            cfg.labels
+                .get_or_insert_with(Default::default)
+                .insert(crate::deploy::canary::CANARY_LABEL.into(), "10".into());
+        }
+        let plain = clone_body(&was_canary, Some(&image()), "blog:2", by);
+        assert!(!plain
+            .labels
+            .unwrap()
+            .contains_key(crate::deploy::canary::CANARY_LABEL));
         assert_eq!(
             (
                 labels[OPERATION_LABEL].as_str(),
