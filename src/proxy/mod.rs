@@ -365,12 +365,14 @@ impl ProxyHttp for BerthProxy {
                 if let Some(split) = route.canary {
                     canary_pick(session, ctx, &route, split);
                 }
+                // Set first: metrics and the access log name the route of
+                // an answer its policy gave.
+                ctx.route = Some(route.clone());
                 if let Some(p) = &route.policy {
                     if policy::on_request(session, ctx, &route, p, self.tls_listener).await? {
                         return Ok(true);
                     }
                 }
-                ctx.route = Some(route);
                 // Keeps a small request body so that a retry can replay it.
                 session.enable_retry_buffering();
                 Ok(false)

@@ -88,12 +88,24 @@ pub async fn on_request(
     if let Some(limiter) = &policy.limiter {
         let req = session.req_header();
         let header = match &limiter.rate().key {
-            RateKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
+            RateKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes()),
             RateKey::Ip => None,
         };
-        let key =
-            header.unwrap_or_else(|| ip.map(|ip| ip.to_string()).unwrap_or_default().into_bytes());
-        if let Outcome::Deny(wait) = limiter.check(&key, Instant::now()) {
+        // The address's bytes, on the stack.
+        let mut octets = [0u8; 16];
+        let key: &[u8] = match (header, ip) {
+            (Some(h), _) => h,
+            (None, Some(IpAddr::V4(a))) => {
+                octets[..4].copy_from_slice(&a.octets());
+                &octets[..4]
+            }
+            (None, Some(IpAddr::V6(a))) => {
+                octets = a.octets();
+                &octets
+            }
+            (None, None) => &[],
+        };
+        if let Outcome::Deny(wait) = limiter.check(key, Instant::now()) {
             let wait = retry_after(wait);
             let body = format!("berth: too many requests, try again in {wait}s\n");
             return respond(session, 429, body, &[(header::RETRY_AFTER, &wait)]).await;
