@@ -158,7 +158,8 @@ impl Parser<'_> {
     fn problem(&mut self, key: &str, value: &str, message: String, hint: Option<String>) {
         // A password (hashed, or plain by mistake) is not repeated in logs.
         let redacted;
-        let value = if key.ends_with("auth.basic") {
+        let shown = [".auth.realm", ".auth.forward", ".auth.forward.headers"];
+        let value = if key.contains(".auth.") && !shown.iter().any(|s| key.ends_with(s)) {
             redacted = redact_passwords(value);
             redacted.as_str()
         } else {
@@ -296,6 +297,21 @@ impl Parser<'_> {
         };
         self.problem(&key, &value, message, Some(hint));
     }
+}
+
+/// Whether any label under `prefix` is a security policy (`auth.*`,
+/// `allow`, `deny`, `ratelimit*`, `body_limit`) of any route, read or not.
+pub fn has_security_labels(prefix: &str, labels: &HashMap<String, String>) -> bool {
+    let dotted = format!("{prefix}.");
+    labels
+        .keys()
+        .filter_map(|k| k.strip_prefix(&dotted))
+        .any(|rest| {
+            policy::is_security_key(rest)
+                || rest
+                    .split_once('.')
+                    .is_some_and(|(_, k)| policy::is_security_key(k))
+        })
 }
 
 /// A route name: lowercase letters, digits, `-`, `_`, and not the first

@@ -225,6 +225,62 @@ impl fmt::Display for HostPattern {
     }
 }
 
+/// A request path as routes and backends should read it, when it is not
+/// already: percent-encoded unreserved characters decoded (`%61` → `a`),
+/// runs of `/` merged, `.` and `..` segments resolved (RFC 3986 §5.2.4;
+/// never above the root). Otherwise `/x/../admin` or `/%61dmin` would miss
+/// the `/admin` route (and its policy) and reach a backend that reads them
+/// as `/admin`. `None`: the path is fine as it is (the common case, found
+/// with one scan).
+pub fn normalize_path(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let suspect = b.contains(&b'%') || b.windows(2).any(|w| w == b"//" || w == b"/.");
+    if !suspect {
+        return None;
+    }
+    // Decode the unreserved characters only: `%2F` stays a byte of a segment.
+    let mut bytes = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(c) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    bytes.push(c);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        bytes.push(b[i]);
+        i += 1;
+    }
+    let decoded = String::from_utf8_lossy(&bytes);
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing = false;
+    for (n, seg) in segments.iter().enumerate() {
+        match *seg {
+            "" if n != last => {}
+            "." => trailing = n == last,
+            ".." => {
+                out.pop();
+                trailing = n == last;
+            }
+            s => {
+                out.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut normal = format!("/{}", out.join("/"));
+    if trailing && normal != "/" {
+        normal.push('/');
+    }
+    (normal != path).then_some(normal)
+}
+
 /// A path prefix matched segment by segment: `/api` matches `/api`, `/api/x` and
 /// `/api?q`, never `/apix`. A prefix ending in `/` matches anything below it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -397,6 +453,27 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_read_as_backends_read_them() {
+        for (raw, want) in [
+            ("/", None),
+            ("/api/users?x=1", None),
+            ("/x/../admin", Some("/admin")),
+            ("/%61dmin", Some("/admin")),
+            ("//admin", Some("/admin")),
+            ("/a/./b/", Some("/a/b/")),
+            ("/a/b/..", Some("/a/")),
+            ("/../../etc", Some("/etc")),
+            ("/a%2Fb", None),
+            ("/a%2fb/%7euser", Some("/a%2fb/~user")),
+            ("/%zz", None),
+            ("/50%", None),
+            ("/.well-known/acme-challenge/t", None),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), want, "{raw}");
+        }
+    }
 
     #[test]
     fn hosts_parse_and_normalise() {

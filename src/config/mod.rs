@@ -621,7 +621,7 @@ mod tests {
             ),
             (
                 "      auth.basic: alice:secret\n",
-                "routes[0].policy.auth.basic: \"alice:secret\": user 'alice': not a bcrypt or argon2 hash",
+                "routes[0].policy.auth.basic: \"(hidden)\": user 'alice': not a bcrypt or argon2 hash",
             ),
             (
                 "      ratelimit.burst: \"5\"\n",

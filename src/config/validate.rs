@@ -333,8 +333,16 @@ impl Validator<'_> {
                     .unwrap_or_default();
                 return Err(self.invalid(&name, v, format!("unknown policy key{hint}")));
             }
-            spec.set(&mut draft, key, &v.value)
-                .map_err(|m| self.invalid(&name, v, m))?;
+            spec.set(&mut draft, key, &v.value).map_err(|m| {
+                // A password is not repeated in an error (nor in a reload's answer).
+                let mut e = self.invalid(&name, v, m);
+                if key.starts_with("auth.basic") {
+                    if let ConfigError::Invalid { value, .. } = &mut e {
+                        *value = "(hidden)".into();
+                    }
+                }
+                e
+            })?;
         }
         if let Some((key, why)) = spec.finish(draft).into_iter().next() {
             let Some(v) = raw.get(&key).or_else(|| raw.values().next()) else {

@@ -602,7 +602,16 @@ impl Planner {
                 .filter_map(|b| b.canary)
                 .max()
                 .filter(|_| stable > 0)
-                .map(|percent| CanarySplit { percent, stable });
+                .map(|percent| CanarySplit {
+                    percent,
+                    stable,
+                    generation: backends
+                        .iter()
+                        .filter(|b| b.canary.is_some())
+                        .map(|b| b.token as u32)
+                        .min()
+                        .unwrap_or_default(),
+                });
             let next = self
                 .counters
                 .entry((host.clone(), prefix.clone()))
@@ -766,7 +775,16 @@ impl Planner {
             }
             return spec;
         }
-        let fallback = self.last_good.get(&service).map(|(_, s)| s.clone());
+        // Labels that ask for protection (auth, allow/deny, a rate or body
+        // limit) apply as they parsed, bad parts blocking their route: the
+        // last good labels may lack that protection, and serving with them
+        // would leave open what the new ones close.
+        let protects = labels::has_security_labels(&self.config.label_prefix, &c.labels);
+        let fallback = if protects {
+            None
+        } else {
+            self.last_good.get(&service).map(|(_, s)| s.clone())
+        };
         for p in label_problems {
             let mut hint = p.hint;
             if fallback.is_some() {
@@ -1171,6 +1189,52 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("last good labels of p/web"));
+    }
+
+    #[test]
+    fn new_protection_with_a_mistake_never_falls_back_to_open_labels() {
+        let mut p = Planner::new(Arc::default());
+        let svc = [
+            (COMPOSE_SERVICE, "web"),
+            ("com.docker.compose.project", "p"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut l = vec![("berth.host", "a.test")];
+            l.extend_from_slice(&svc);
+            l.extend_from_slice(extra);
+            container("web-1", 2, &l)
+        };
+        build(&mut p, &world(vec![with(&[])]));
+        // Auth is added with a plain password: the route is blocked, not
+        // served on the last good labels (which have no auth).
+        let s = build(
+            &mut p,
+            &world(vec![with(&[("berth.auth.basic", "bob:hunter2")])]),
+        );
+        let route = s.table.find("a.test", "/").unwrap();
+        assert!(route.policy.as_ref().unwrap().blocked.is_some());
+        assert!(!s.problems[0]
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("last good"));
+        // A valid new auth next to another mistake keeps the auth.
+        let hash = "$2y$05$pQid562aaK.6oz2XeQEu4eYNpBIaQFBBTC5nmE4UBiAYQCwXSqlGi";
+        let c = container(
+            "web-1",
+            2,
+            &[
+                ("berth.host", "a.test"),
+                (COMPOSE_SERVICE, "web"),
+                ("com.docker.compose.project", "p"),
+                ("berth.auth.basic", &format!("alice:{hash}")),
+                ("berth.compress", "deflate"),
+            ],
+        );
+        let s = build(&mut p, &world(vec![c]));
+        let route = s.table.find("a.test", "/").unwrap();
+        let policy = route.policy.as_ref().unwrap();
+        assert!(policy.auth.is_some() && policy.blocked.is_none());
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct CanarySplit {
     pub percent: u32,
     /// `backends[..stable]` are the stable ones, the rest the canary.
     pub stable: usize,
+    /// Tells this canary's cookies from an earlier one's: a hash of its
+    /// first replica's id.
+    pub generation: u32,
 }
 
 impl Route {

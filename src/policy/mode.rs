@@ -42,8 +42,9 @@ pub struct ServiceMode {
     pub spec: ModeSpec,
     /// Since when (unix seconds).
     pub since: u64,
-    /// Where a paused service's requests wait.
-    pub gate: Gate,
+    /// Where a paused service's requests wait (one pause after another
+    /// keeps the same gate, and its queue).
+    pub gate: Arc<Gate>,
 }
 
 /// The line `berth routes` and the API show for a route in this mode.
@@ -61,12 +62,14 @@ impl ServiceMode {
 }
 
 /// Why a held request was let go without being served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReleased {
     /// [`HELD_MAX`] requests wait already.
     Full,
     /// It waited its longest.
     TimedOut,
+    /// The pause became a maintenance (with this message).
+    Maintenance(Option<String>),
 }
 
 /// Held requests, released in the order they came.
@@ -77,8 +80,9 @@ pub struct Gate {
 
 #[derive(Debug, Default)]
 struct GateInner {
-    open: bool,
-    queue: VecDeque<oneshot::Sender<()>>,
+    /// `Some(Ok)`: let through; `Some(Err)`: refused; `None`: hold.
+    done: Option<Result<(), NotReleased>>,
+    queue: VecDeque<oneshot::Sender<Result<(), NotReleased>>>,
 }
 
 impl Gate {
@@ -86,8 +90,8 @@ impl Gate {
     pub async fn wait(&self, max: Duration) -> Result<(), NotReleased> {
         let rx = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if g.open {
-                return Ok(());
+            if let Some(done) = &g.done {
+                return done.clone();
             }
             if g.queue.len() >= HELD_MAX {
                 // Those that gave up leave their place.
@@ -101,19 +105,29 @@ impl Gate {
             rx
         };
         match tokio::time::timeout(max, rx).await {
-            Ok(Ok(())) => Ok(()),
-            // Dropped without a release: the gate went with its mode.
+            Ok(Ok(outcome)) => outcome,
+            // Dropped without a word: the gate went with its mode.
             Ok(Err(_)) => Ok(()),
             Err(_) => Err(NotReleased::TimedOut),
         }
     }
 
-    /// Lets every held request go, first come first.
+    /// Lets every held request go, first come first, and those to come.
     pub fn open(&self) {
+        self.close_with(Ok(()));
+    }
+
+    /// The pause became a maintenance: held requests and those to come get
+    /// its answer.
+    pub fn refuse(&self, message: Option<String>) {
+        self.close_with(Err(NotReleased::Maintenance(message)));
+    }
+
+    fn close_with(&self, outcome: Result<(), NotReleased>) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.open = true;
+        g.done = Some(outcome.clone());
         for tx in g.queue.drain(..) {
-            let _ = tx.send(());
+            let _ = tx.send(outcome.clone());
         }
     }
 
@@ -173,7 +187,7 @@ impl Modes {
                 let mode = ServiceMode {
                     spec: s.spec,
                     since: s.since,
-                    gate: Gate::default(),
+                    gate: Arc::default(),
                 };
                 (k, Arc::new(mode))
             })
@@ -190,27 +204,46 @@ impl Modes {
     /// Sets (or with `None` ends) the mode of `service`. Requests held by a
     /// pause that ends or is replaced go on, in order.
     pub fn set(&self, service: &str, spec: Option<ModeSpec>) -> Result<(), String> {
-        let old = {
+        let (old, new) = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            let old = match spec {
+            let old = map.get(service).cloned();
+            let new = spec.clone();
+            match spec {
                 Some(spec) => {
+                    // Paused again: the same gate, its queue kept.
+                    let gate = match (&old, &spec) {
+                        (Some(o), ModeSpec::Paused { .. })
+                            if matches!(o.spec, ModeSpec::Paused { .. }) =>
+                        {
+                            o.gate.clone()
+                        }
+                        _ => Arc::default(),
+                    };
                     let mode = ServiceMode {
                         spec,
                         since: std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_secs()),
-                        gate: Gate::default(),
+                        gate,
                     };
-                    map.insert(service.to_string(), Arc::new(mode))
+                    map.insert(service.to_string(), Arc::new(mode));
                 }
-                None => map.remove(service),
-            };
+                None => {
+                    map.remove(service);
+                }
+            }
             self.save(&map)?;
-            old
+            (old, new)
         };
         self.tell();
-        if let Some(old) = old {
-            old.gate.open();
+        // Requests held by a pause that ends go on, or get the maintenance
+        // that replaces it.
+        if let Some(old) = old.filter(|o| matches!(o.spec, ModeSpec::Paused { .. })) {
+            match new {
+                Some(ModeSpec::Paused { .. }) => {}
+                Some(ModeSpec::Maintenance { message }) => old.gate.refuse(message),
+                None => old.gate.open(),
+            }
         }
         Ok(())
     }
@@ -287,6 +320,26 @@ mod tests {
             Err(NotReleased::TimedOut)
         );
         assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_that_becomes_a_maintenance_refuses_what_it_held() {
+        let gate = Arc::new(Gate::default());
+        let held = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.wait(Duration::from_secs(30)).await })
+        };
+        while gate.held() < 1 {
+            tokio::task::yield_now().await;
+        }
+        gate.refuse(Some("back soon".into()));
+        let want = Err(NotReleased::Maintenance(Some("back soon".into())));
+        assert_eq!(held.await.unwrap(), want);
+        assert_eq!(
+            gate.wait(Duration::from_secs(1)).await,
+            want,
+            "and those to come"
+        );
     }
 
     #[tokio::test(start_paused = true)]

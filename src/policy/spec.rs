@@ -485,7 +485,11 @@ impl PolicySpec {
             ("response", &self.response_set, &self.response_remove),
         ] {
             for (name, value) in set {
-                let value = String::from_utf8_lossy(value.as_bytes());
+                // A request header may carry a credential: its name only.
+                let value = match side {
+                    "request" => "…".into(),
+                    _ => String::from_utf8_lossy(value.as_bytes()),
+                };
                 out.push(format!("headers.{side}: {name}: {value}"));
             }
             if !remove.is_empty() {

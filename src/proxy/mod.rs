@@ -27,7 +27,7 @@ use crate::deploy::canary;
 use crate::metrics::Metrics;
 use crate::plan::{BackendStats, CanarySplit, ProxySettings, Route, Snapshot};
 use crate::policy::client::is_trusted;
-use crate::policy::mode::ModeSpec;
+use crate::policy::mode::{ModeSpec, NotReleased};
 use crate::resources::{self, Burst};
 use crate::shutdown::{Open, Requests};
 use crate::tls::Https;
@@ -235,33 +235,47 @@ fn request_host(req: &RequestHeader) -> HostField<'_> {
 /// share), then round robin within that side.
 fn canary_pick(session: &Session, ctx: &mut Ctx, route: &Route, split: CanarySplit) {
     let n = ctx.start;
-    let cookie = canary_cookie(session.req_header());
+    let cookie = canary_cookie(session.req_header(), split.generation);
     let to_canary = cookie.unwrap_or_else(|| canary::goes_to_canary(n, split.percent));
-    let (first, len) = if to_canary {
-        (split.stable, route.backends.len() - split.stable)
+    // Requests each side had before this one: round robin within a side
+    // that does not depend on how the sides alternate.
+    let canary_before = n * split.percent as usize / 100;
+    let (first, len, turn) = if to_canary {
+        (
+            split.stable,
+            route.backends.len() - split.stable,
+            canary_before,
+        )
     } else {
-        (0, split.stable)
+        (0, split.stable, n - canary_before)
     };
     if len > 0 {
-        ctx.start = first + n % len;
+        ctx.start = first + turn % len;
     }
     if cookie != Some(to_canary) {
         ctx.canary_cookie = Some(to_canary);
     }
 }
 
-/// The side a `berth_canary` cookie keeps the client on.
-fn canary_cookie(req: &RequestHeader) -> Option<bool> {
+/// The side a `berth_canary` cookie of this canary keeps the client on (a
+/// cookie of an earlier canary counts for nothing).
+fn canary_cookie(req: &RequestHeader, generation: u32) -> Option<bool> {
     req.headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(canary::COOKIE)?.strip_prefix('='))
-        .find_map(|v| match v.trim() {
-            "1" => Some(true),
-            "0" => Some(false),
-            _ => None,
+        .find_map(|v| {
+            let (side, g) = v.trim().split_once('-')?;
+            if u32::from_str_radix(g, 16).ok()? != generation {
+                return None;
+            }
+            match side {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            }
         })
 }
 
@@ -294,9 +308,14 @@ async fn respond_as(
     extra: &[(header::HeaderName, &str)],
 ) -> Result<bool> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    resp.insert_header(header::CONTENT_TYPE, content_type)?;
+    if status != 204 {
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
+    }
     close_if_stopping(session, &mut resp)?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    // A 204 has neither a body nor its length (RFC 9110 §8.6).
+    if status != 204 {
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    }
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;
     for (name, value) in extra {
         resp.insert_header(name.clone(), *value)?;
@@ -329,26 +348,55 @@ impl ProxyHttp for BerthProxy {
         // A client that pipelines (request N+1 sent before response N) gets
         // every answer, in order, rather than EOF after the first one.
         session.set_pipelining_enabled(true);
+        // Routes, policies and the backend read one path: `/x/../admin` is
+        // `/admin` everywhere.
+        if let Some(normal) = crate::names::normalize_path(session.req_header().uri.path()) {
+            let query = session.req_header().uri.query().map(|q| format!("?{q}"));
+            let target = format!("{normal}{}", query.unwrap_or_default());
+            session.req_header_mut().set_raw_path(target.as_bytes())?;
+        }
         // HTTP/1.1 keeps a connection for ever by default: bounded idle time
         // between requests (Connection: close from the client still wins).
         let first = self.decide(session);
         let (mut snap, mut decision) = self.hold(session, first).await;
-        if let Some(mode) = decision.route().and_then(|r| r.mode.clone()) {
+        // A service in maintenance answers; a paused one holds the request,
+        // then it is decided again (a new version may be in, or a
+        // maintenance) at most once more.
+        for _ in 0..2 {
+            let Some(mode) = decision.route().and_then(|r| r.mode.clone()) else {
+                break;
+            };
+            let custom = decision
+                .route()
+                .and_then(|r| policy::error_page(Some(r), &snap.settings));
+            let retry = snap.settings.retry_after.clone();
             match &mode.spec {
                 ModeSpec::Maintenance { message } => {
-                    let retry = snap.settings.retry_after.clone();
-                    let custom = decision
-                        .route()
-                        .and_then(|r| policy::error_page(Some(r), &snap.settings));
                     return policy::maintenance(session, message.as_deref(), &retry, custom).await;
                 }
                 ModeSpec::Paused { max_ms } => {
                     let max = Duration::from_millis(*max_ms);
-                    if let Err(why) = mode.gate.wait(max).await {
-                        return policy::still_paused(session, why, max).await;
+                    match mode.gate.wait(max).await {
+                        Ok(()) => (snap, decision) = self.decide(session),
+                        Err(NotReleased::Maintenance(message)) => {
+                            return policy::maintenance(
+                                session,
+                                message.as_deref(),
+                                &retry,
+                                custom,
+                            )
+                            .await;
+                        }
+                        Err(why) => return policy::still_paused(session, why, max).await,
                     }
-                    // Released: what holds now (a new version may be in).
-                    (snap, decision) = self.decide(session);
+                    if decision
+                        .route()
+                        .and_then(|r| r.mode.as_ref())
+                        .is_some_and(|m| Arc::ptr_eq(m, &mode))
+                    {
+                        // The same pause, let through.
+                        break;
+                    }
                 }
             }
         }
@@ -367,9 +415,10 @@ impl ProxyHttp for BerthProxy {
                 }
                 // Set first: metrics and the access log name the route of
                 // an answer its policy gave.
-                ctx.route = Some(route.clone());
-                if let Some(p) = &route.policy {
-                    if policy::on_request(session, ctx, &route, p, self.tls_listener).await? {
+                let policy = route.policy.clone();
+                ctx.route = Some(route);
+                if let (Some(p), Some(route)) = (policy, ctx.route.clone()) {
+                    if policy::on_request(session, ctx, &route, &p, self.tls_listener).await? {
                         return Ok(true);
                     }
                 }
@@ -539,9 +588,9 @@ impl ProxyHttp for BerthProxy {
             // A proxy in front of berth: its chain goes on, with it as the
             // last hop, and the client is who it says.
             let peer = peer.map(|ip| ip.to_string()).unwrap_or_default();
-            let chain = match upstream.headers.get("x-forwarded-for").map(|v| v.to_str()) {
-                Some(Ok(before)) => format!("{before}, {peer}"),
-                _ => peer,
+            let chain = match policy::forwarded_for(&upstream.headers) {
+                Some(before) => format!("{}, {peer}", String::from_utf8_lossy(&before)),
+                None => peer,
             };
             upstream.insert_header("x-forwarded-for", &chain)?;
             if let Some(ip) = policy::client(session, &ctx.settings) {
@@ -564,9 +613,11 @@ impl ProxyHttp for BerthProxy {
         {
             upstream.insert_header("x-forwarded-host", &host)?;
         }
-        if let Some(route) = ctx.route.clone() {
-            if let Some(p) = &route.policy {
-                policy::upstream_request(upstream, ctx, &route, p)?;
+        if ctx.route.as_ref().is_some_and(|r| r.policy.is_some()) {
+            if let Some(route) = ctx.route.clone() {
+                if let Some(p) = &route.policy {
+                    policy::upstream_request(upstream, ctx, &route, p)?;
+                }
             }
         }
         Ok(())
@@ -625,19 +676,25 @@ impl ProxyHttp for BerthProxy {
                 response.insert_header(header::STRICT_TRANSPORT_SECURITY, hsts)?;
             }
         }
-        if let Some(route) = ctx.route.clone() {
-            if let Some(p) = &route.policy {
-                policy::response(session, response, ctx, &route, p, self.tls_listener)?;
+        if ctx.route.as_ref().is_some_and(|r| r.policy.is_some()) {
+            if let Some(route) = ctx.route.clone() {
+                if let Some(p) = &route.policy {
+                    policy::response(session, response, ctx, &route, p, self.tls_listener)?;
+                }
             }
         }
-        if let Some(canary) = ctx.canary_cookie {
-            let secure = if self.tls_listener { "; Secure" } else { "" };
-            let cookie = format!(
-                "{}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                canary::COOKIE,
-                u8::from(canary)
-            );
-            response.append_header(header::SET_COOKIE, cookie)?;
+        if let (Some(canary), Some(route)) = (ctx.canary_cookie, &ctx.route) {
+            if let Some(split) = route.canary {
+                let secure = if self.tls_listener { "; Secure" } else { "" };
+                let cookie = format!(
+                    "{}={}-{:08x}; Path={}; HttpOnly; SameSite=Lax{secure}",
+                    canary::COOKIE,
+                    u8::from(canary),
+                    split.generation,
+                    route.prefix.as_str()
+                );
+                response.append_header(header::SET_COOKIE, cookie)?;
+            }
         }
         Ok(())
     }

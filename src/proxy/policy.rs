@@ -49,12 +49,27 @@ pub struct State {
 /// The client's address: the peer, or behind a trusted proxy what it says.
 pub fn client(session: &Session, settings: &ProxySettings) -> Option<IpAddr> {
     let peer = session.client_addr()?.as_inet()?.ip();
-    let xff = session
-        .req_header()
-        .headers
-        .get("x-forwarded-for")
-        .map(|v| v.as_bytes());
-    Some(client_ip(peer, xff, &settings.trusted_proxies))
+    if settings.trusted_proxies.is_empty() {
+        return Some(peer);
+    }
+    let chain = forwarded_for(&session.req_header().headers);
+    Some(client_ip(peer, chain.as_deref(), &settings.trusted_proxies))
+}
+
+/// Every `X-Forwarded-For` line of a request as one chain, in order: a
+/// proxy may add a line of its own rather than extend the client's.
+pub fn forwarded_for(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut lines = headers.get_all("x-forwarded-for").iter();
+    let first = lines.next()?;
+    let Some(second) = lines.next() else {
+        return Some(std::borrow::Cow::Borrowed(first.as_bytes()));
+    };
+    let mut all = first.as_bytes().to_vec();
+    for line in std::iter::once(second).chain(lines) {
+        all.extend_from_slice(b", ");
+        all.extend_from_slice(line.as_bytes());
+    }
+    Some(std::borrow::Cow::Owned(all))
 }
 
 /// Before the request goes upstream: `Ok(true)` when berth has answered it.
@@ -66,9 +81,10 @@ pub async fn on_request(
     tls_listener: bool,
 ) -> Result<bool> {
     let spec = &policy.spec;
-    if let Some(why) = &policy.blocked {
+    if policy.blocked.is_some() {
+        // The reason (label values) is for `berth problems`, not the world.
         let body = format!(
-            "berth: {}{} is closed until its labels are fixed: {why}\n",
+            "berth: {}{} is closed until its labels are fixed (berth problems says why)\n",
             route.host,
             route.prefix.as_str()
         );
@@ -99,9 +115,10 @@ pub async fn on_request(
                 octets[..4].copy_from_slice(&a.octets());
                 &octets[..4]
             }
+            // An IPv6 client usually holds a whole /64: counted as one.
             (None, Some(IpAddr::V6(a))) => {
                 octets = a.octets();
-                &octets
+                &octets[..8]
             }
             (None, None) => &[],
         };
@@ -160,7 +177,15 @@ pub async fn on_request(
                 return respond(session, 413, body, &[]).await;
             }
             Some(_) => {}
-            None => state.body_left = Some(limit),
+            // Counted as it comes: a chunked body (or HTTP/2's); never the
+            // bytes of an upgraded connection.
+            None if !session.is_upgrade_req()
+                && (req.headers.contains_key(header::TRANSFER_ENCODING)
+                    || req.version == http::Version::HTTP_2) =>
+            {
+                state.body_left = Some(limit)
+            }
+            None => {}
         }
     }
     if let Some(basic) = &policy.auth {
@@ -185,10 +210,8 @@ pub async fn on_request(
                 return Ok(true);
             }
             Forward::Unreachable(why) => {
-                let body = format!(
-                    "berth: the auth service at {} did not answer: {why}\n",
-                    forward.url
-                );
+                tracing::info!(route = %route.label, auth = %forward.url, error = %why, "the forward-auth service did not answer: 503");
+                let body = "berth: the auth service did not answer\n".to_string();
                 return respond(session, 503, body, &[]).await;
             }
         }
@@ -308,6 +331,7 @@ pub async fn still_paused(
         NotReleased::Full => {
             format!("berth: this service is paused and {HELD_MAX} requests wait already\n")
         }
+        NotReleased::Maintenance(_) => "berth: this service is down for maintenance\n".into(),
     };
     respond(session, 503, body, &[(header::RETRY_AFTER, "1")]).await
 }
@@ -515,10 +539,10 @@ pub fn upstream_request(
             .map_or("/", |p| p.as_str())
             .to_string();
         if let Some(rest) = pq.strip_prefix(prefix) {
-            let rest = if rest.is_empty() || rest.starts_with('?') {
-                format!("/{rest}")
-            } else {
+            let rest = if rest.starts_with('/') {
                 rest.to_string()
+            } else {
+                format!("/{rest}")
             };
             upstream.set_raw_path(rest.as_bytes())?;
             upstream.insert_header("x-forwarded-prefix", prefix)?;
@@ -529,6 +553,13 @@ pub fn upstream_request(
     }
     for (name, value) in &spec.request_set {
         upstream.insert_header(name.clone(), value.clone())?;
+    }
+    if let Some(forward) = &spec.forward {
+        // What the auth service vouches for comes from it alone, never
+        // from the client.
+        for name in &forward.copy {
+            upstream.remove_header(name);
+        }
     }
     if let Some(state) = &mut ctx.policy {
         for (name, value) in std::mem::take(&mut state.forwarded) {
@@ -596,7 +627,10 @@ pub fn response(
             }
         }
     }
-    if let Some(origin) = state.cors_origin.take() {
+    if let (Some(origin), false) = (
+        state.cors_origin.clone(),
+        response.status.is_informational(),
+    ) {
         let any = spec
             .cors
             .as_ref()
@@ -662,10 +696,8 @@ fn compressor(
     offered: &[Encoding],
 ) -> Option<Box<ResponseCompressionCtx>> {
     let req = session.req_header();
-    if req.method == Method::HEAD
-        || matches!(response.status.as_u16(), 204 | 304)
-        || response.status.is_informational()
-    {
+    // Only a whole 200: a 206's Content-Range counts the bytes as they are.
+    if req.method == Method::HEAD || response.status != http::StatusCode::OK {
         return None;
     }
     let small = response

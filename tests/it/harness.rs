@@ -68,6 +68,15 @@ pub fn ensure_image() {
     });
 }
 
+/// The replica (hostname, a container id prefix) that served `GET /` of
+/// the test image.
+pub fn served_by(body: &str) -> String {
+    body.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Runs the docker CLI; panics with its stderr on failure.
 pub async fn docker(args: &[&str]) -> String {
     let out = tokio::process::Command::new("docker")

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http_body_util::Empty;
 
 use crate::harness::{
-    admin_ready, berth_cli, cli, docker, eventually, free_port, ip_of, Berth, Env, HttpClient,
-    TempDir,
+    admin_ready, berth_cli, cli, docker, eventually, free_port, ip_of, served_by, Berth, Env,
+    HttpClient, TempDir,
 };
 
 /// What curl got: the final status (after any 100 Continue), headers with
@@ -541,14 +541,6 @@ async fn redirects_prefix_headers_cors_compression_and_body_limit() {
     assert_eq!(r.status, 413, "{r:?}");
 }
 
-/// The replica (hostname) that served `GET /`.
-fn served_by(body: &str) -> String {
-    body.split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_cookie_keeps_a_client_on_one_replica_until_it_leaves() {
     let env = Env::new("sticky").await;
@@ -838,4 +830,30 @@ async fn error_pages_for_browsers_and_text_for_others() {
     .await;
     let r = curl(http, &app, "/", &[]).await;
     assert!(r.body.starts_with("berth: no ready backend"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_read_timeout() {
+    let env = Env::new("timeout").await;
+    let (quick, patient) = (env.host("quick"), env.host("patient"));
+    let mut l = Vec::new();
+    l.extend(label(&format!("berth.host={quick}")));
+    l.extend(label("berth.timeout.read=1s"));
+    l.extend(label(&format!("berth.slow.host={patient}")));
+    env.run("app", &args(&l)).await;
+    let http = free_port();
+    let _berth = Berth::start(&env.config(http, ""), http).await;
+    routed(http, &quick, "/", 200).await;
+    // The backend answers after 2 s: too late for the route that waits 1 s.
+    let started = Instant::now();
+    let r = curl(http, &quick, "/cgi-bin/who?wait=2", &[]).await;
+    let waited = started.elapsed();
+    println!("timeout.read=1s: {} after {waited:?}", r.status);
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(waited < Duration::from_millis(1900), "{waited:?}");
+    let r = curl(http, &patient, "/cgi-bin/who?wait=2", &[]).await;
+    assert_eq!(
+        r.status, 200,
+        "the other route keeps proxy.read_timeout: {r:?}"
+    );
 }

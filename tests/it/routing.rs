@@ -8,16 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{
-    cli, docker, eventually, free_port, serve_web, Berth, Env, HttpClient, Served,
+    cli, docker, eventually, free_port, serve_web, served_by, Berth, Env, HttpClient, Served,
 };
-
-/// The hostname (container id prefix) that served `GET /`.
-fn served_by(body: &str) -> String {
-    body.split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_load_round_robin() {

@@ -153,7 +153,7 @@ function containerRow(c, extra = [], problem = false) {
   };
 }
 
-const ROUTE_COLS = [col('Host'), col('Path'), col('TLS'), col('Ready backends'), col('Service')];
+const ROUTE_COLS = [col('Host'), col('Path'), col('TLS'), col('Ready backends'), col('Service'), col('Policies')];
 
 function routeRow(state, r) {
   const at = byContainer(state.deployments);
@@ -165,6 +165,7 @@ function routeRow(state, r) {
       r.tls ? badge('TLS') : badge('plain HTTP', 'muted'),
       `${badge(`${r.backends.length} ready`, r.backends.length ? 'ok' : 'bad')} ${r.backends.map((b) => `<span class="mono small">${esc(b.name)} ${esc(b.addr)}</span>`).join(', ')}`,
       [...svcs].map(([k, x]) => `<a href="${esc(svcHref(x.dep, x.svc))}">${esc(k)}</a>`).join(' ') || DASH,
+      (r.policies ?? []).map((p) => (/^(blocked|maintenance|paused)/.test(p) ? badge(p, 'bad') : `<span class="small">${esc(p)}</span>`)).join('<br>') || DASH,
     ],
   };
 }
