@@ -142,9 +142,19 @@ def make_cert():
     return certs, crt, key
 
 
-def berth_conf(name, certs, tls):
-    """A berth config routing HOST to the backends, on PORTS[name]."""
+def berth_conf(name, certs, tls, policy=True):
+    """A berth config routing HOST to the backends, on PORTS[name]; with
+    `policy`, also POLICY_HOST with basic auth, a rate limit and headers (a
+    BASELINE build from before route policies gets none)."""
     path = os.path.join(work, f"{name}.yaml")
+    policy_route = f"""  - host: {POLICY_HOST}
+    backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
+    policy:
+      auth.basic: "{HTPASSWD}"
+      ratelimit: 1000000/s
+      headers.response.set.X-Frame-Options: DENY
+      headers.response.set.X-Content-Type-Options: nosniff
+""" if policy and POLICY else ""
     with open(path, "w") as f:
         f.write(f"""http:
   listen: 127.0.0.1:{PORTS[name]}
@@ -163,14 +173,7 @@ dns:
 routes:
   - host: {HOST}
     backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
-  - host: {POLICY_HOST}
-    backends: [{", ".join(f"127.0.0.1:{p}" for p in BACKENDS)}]
-    policy:
-      auth.basic: "{HTPASSWD}"
-      ratelimit: 1000000/s
-      headers.response.set.X-Frame-Options: DENY
-      headers.response.set.X-Content-Type-Options: nosniff
-log:
+{policy_route}log:
   level: error
   access: false
 """)
@@ -183,6 +186,9 @@ def htpasswd():
     path = os.path.join(work, "htpasswd")
     with open(path, "w") as f:
         f.write(out + "\n")
+    # nginx's workers run as nobody: they must reach and read the file.
+    os.chmod(work, 0o755)
+    os.chmod(path, 0o644)
     return out, path
 
 
@@ -208,10 +214,10 @@ server {{ listen 127.0.0.1:{PORTS['nginx']}; server_name {POLICY_HOST}; location
   proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}""" if POLICY else ""
     nginx = start("nginx", [NGINX, "-c", nginx_conf("nginx", f"""
 upstream be {{ {servers} keepalive 128; }}
-{nginx_policy}
-server {{ listen 127.0.0.1:{PORTS['nginx']}; location / {{
+server {{ listen 127.0.0.1:{PORTS['nginx']} default_server; location / {{
   proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";
   proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}
+{nginx_policy}
 {nginx_tls}""")], PROXY_CPU)
     hap_cfg = os.path.join(work, "haproxy.cfg")
     with open(hap_cfg, "w") as f:
@@ -235,7 +241,7 @@ backend be
     berth = start("berth", [BERTH, "serve", "--config", berth_conf("berth", certs, TLS)], PROXY_CPU)
     pids = {"direct": None, "berth": berth.pid, "nginx": nginx.pid, "haproxy": haproxy.pid}
     if BASELINE:
-        base = start("base", [BASELINE, "serve", "--config", berth_conf("base", certs, False)], PROXY_CPU)
+        base = start("base", [BASELINE, "serve", "--config", berth_conf("base", certs, False, policy=False)], PROXY_CPU)
         pids["base"] = base.pid
     for name, port in PORTS.items():
         wait_port(port)

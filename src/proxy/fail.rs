@@ -27,6 +27,11 @@ pub fn classify(e: &Error, request_body_done: bool) -> (u16, Fault) {
         (ErrorType::HTTPStatus(code), ErrorSource::Upstream) => (*code, Fault::Backend),
         (ErrorType::HTTPStatus(code), _) => (*code, Fault::Internal),
         _ if stalled_body(e, request_body_done) => (408, Fault::Client),
+        // A backend too slow for `proxy.read_timeout` (or the route's
+        // `timeout.read`): a gateway timeout, as nginx answers it.
+        (ErrorType::ReadTimedout | ErrorType::ConnectTimedout, ErrorSource::Upstream) => {
+            (504, Fault::Backend)
+        }
         (_, ErrorSource::Upstream) => (502, Fault::Backend),
         (
             ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
@@ -72,7 +77,8 @@ mod tests {
             (err(ReadTimedout, Down), true, (408, Fault::Client), "a stalled body, seen downstream"),
             (err(ReadTimedout, Down), false, (408, Fault::Client), "a stalled body, seen downstream"),
             (err(ReadTimedout, Up), false, (408, Fault::Client), "the backend waited for the body"),
-            (err(ReadTimedout, Up), true, (502, Fault::Backend), "a slow backend"),
+            (err(ReadTimedout, Up), true, (504, Fault::Backend), "a slow backend"),
+            (err(ConnectTimedout, Up), true, (504, Fault::Backend), "a backend that does not accept"),
             (err(ConnectRefused, Up), true, (502, Fault::Backend), "a backend that refuses"),
             (err(HTTPStatus(503), Internal), true, (503, Fault::Internal), "berth's own answer"),
             (err(ConnectionClosed, Down), false, (0, Fault::Client), "the client went away"),

@@ -94,7 +94,12 @@ async fn canary_share_cookie_promote_and_abort_without_a_failed_request() {
         .next()
         .unwrap()
         .to_string();
-    for side in [cookie.as_str(), "berth_canary=1", "berth_canary=0"] {
+    // `berth_canary=<side>-<canary id>`: both sides of this canary, and one
+    // of an earlier canary that counts for nothing.
+    let generation = cookie.split_once('-').unwrap().1.to_string();
+    let canary_side = format!("berth_canary=1-{generation}");
+    let stable_side = format!("berth_canary=0-{generation}");
+    for side in [cookie.as_str(), canary_side.as_str(), stable_side.as_str()] {
         let mut seen: HashMap<String, usize> = HashMap::new();
         for _ in 0..50 {
             let req = http::Request::get(format!("http://127.0.0.1:{http}/"))
@@ -108,10 +113,20 @@ async fn canary_share_cookie_promote_and_abort_without_a_failed_request() {
         }
         println!("50 requests with {side}: {seen:?}");
         assert_eq!(seen.len(), 1, "{side}: {seen:?}");
-        if side == "berth_canary=1" {
+        if side == canary_side {
             assert!(seen.contains_key("v2"));
         }
     }
+    let req = http::Request::get(format!("http://127.0.0.1:{http}/"))
+        .header("host", &host)
+        .header("cookie", "berth_canary=1-00000000")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let r = client.send(req).await.unwrap();
+    assert!(
+        r.headers.get("set-cookie").is_some(),
+        "a stale cookie is replaced"
+    );
 
     // Promote under load: only v2 afterwards, no failed request.
     let load = Load::start(http, &host, 4);

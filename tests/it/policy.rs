@@ -168,7 +168,22 @@ async fn basic_auth_challenges_passes_and_a_bad_hash_fails_closed() {
     // its other route and the other containers are served.
     let r = curl(http, &broken, "/", &["-u", "bob:hunter2"]).await;
     assert_eq!(r.status, 503, "{r:?}");
-    assert!(r.body.contains("auth.basic"), "{}", r.body);
+    assert!(
+        r.body.contains("closed until its labels are fixed"),
+        "{}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("bob"),
+        "the reason is not shown to the world: {}",
+        r.body
+    );
+    let (code, out, _) = cli(&admin, &["problems"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("berth.auth.basic") && !out.contains("hunter2"),
+        "{out}"
+    );
     routed(http, &format!("api.{broken}"), "/", 200).await;
     assert_eq!(curl(http, &open, "/", &[]).await.status, 200);
 

@@ -158,7 +158,7 @@ async fn a_reload_applies_routes_and_timeouts_live_and_refuses_a_bad_file() {
         .get(http, "static.test", "/cgi-bin/who?wait=2")
         .await
         .unwrap();
-    assert_eq!(slow.status, 502, "read_timeout 1s: {}", slow.body);
+    assert_eq!(slow.status, 504, "read_timeout 1s: {}", slow.body);
     let load = Load::start(http, "static.test", 4);
     load.wait_count(200, "the load before the reload").await;
 
