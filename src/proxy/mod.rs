@@ -260,23 +260,17 @@ fn canary_pick(session: &Session, ctx: &mut Ctx, route: &Route, split: CanarySpl
 /// The side a `berth_canary` cookie of this canary keeps the client on (a
 /// cookie of an earlier canary counts for nothing).
 fn canary_cookie(req: &RequestHeader, generation: u32) -> Option<bool> {
-    req.headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(canary::COOKIE)?.strip_prefix('='))
-        .find_map(|v| {
-            let (side, g) = v.trim().split_once('-')?;
-            if u32::from_str_radix(g, 16).ok()? != generation {
-                return None;
-            }
-            match side {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            }
-        })
+    policy::cookies(req, canary::COOKIE).find_map(|v| {
+        let (side, g) = v.split_once('-')?;
+        if u32::from_str_radix(g, 16).ok()? != generation {
+            return None;
+        }
+        match side {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        }
+    })
 }
 
 /// Stopping, or handing over to a new berth: the client must not send

@@ -424,13 +424,18 @@ async fn preflight_answer(
 
 /// The token of a `berth_sticky` cookie.
 fn sticky_cookie(req: &RequestHeader) -> Option<u64> {
+    cookies(req, STICKY).find_map(|v| u64::from_str_radix(v, 16).ok())
+}
+
+/// The values of the request's cookies named `name`, in order.
+pub fn cookies<'r>(req: &'r RequestHeader, name: &'r str) -> impl Iterator<Item = &'r str> {
     req.headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(STICKY)?.strip_prefix('='))
-        .find_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .filter_map(move |c| c.trim().strip_prefix(name)?.strip_prefix('='))
+        .map(str::trim)
 }
 
 enum Forward {
