@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::names::{excerpt, parse_duration, suggest, HostPattern, PathPrefix};
-use crate::policy::spec::{self as policy, PolicySpec};
+use crate::policy::spec::{self as policy, boolean, positive, whole, PolicySpec};
 
 /// Keys of a route: `<prefix>.<key>` for the default route,
 /// `<prefix>.<name>.<key>` for a named one. Its policy keys
@@ -407,27 +407,9 @@ fn container_key(spec: &mut LabelSpec, key: &str, value: &str) -> Result<(), Str
     Ok(())
 }
 
-fn boolean(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" => Ok(true),
-        "false" | "no" | "0" => Ok(false),
-        _ => Err("not a boolean: use true or false".into()),
-    }
-}
-
+/// Passes or failures in a row: 1 to 100.
 fn count(v: &str) -> Result<u32, String> {
-    match v.parse::<u32>() {
-        Ok(n) if (1..=100).contains(&n) => Ok(n),
-        _ => Err("use a whole number from 1 to 100".into()),
-    }
-}
-
-fn positive(d: Duration) -> Result<Duration, String> {
-    if d.is_zero() {
-        Err("must be more than zero".into())
-    } else {
-        Ok(d)
-    }
+    whole(v, 1, 100)
 }
 
 fn route_key(d: &mut RouteDraft, key: &str, value: &str) -> Result<(), String> {

@@ -546,7 +546,8 @@ fn list(v: &str) -> Result<Vec<&str>, String> {
     Ok(items)
 }
 
-fn boolean(v: &str) -> Result<bool, String> {
+/// `true`/`yes`/`1` or `false`/`no`/`0`, any case (labels read the same).
+pub(crate) fn boolean(v: &str) -> Result<bool, String> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "yes" | "1" => Ok(true),
         "false" | "no" | "0" => Ok(false),
@@ -554,14 +555,14 @@ fn boolean(v: &str) -> Result<bool, String> {
     }
 }
 
-fn whole(v: &str, min: u32, max: u32) -> Result<u32, String> {
+pub(crate) fn whole(v: &str, min: u32, max: u32) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!("use a whole number from {min} to {max}")),
     }
 }
 
-fn positive(d: Duration) -> Result<Duration, String> {
+pub(crate) fn positive(d: Duration) -> Result<Duration, String> {
     if d.is_zero() {
         Err("must be more than zero".into())
     } else {
