@@ -8,7 +8,7 @@ CARGO ?= cargo
 # without recommends: they could replace the engine) the peer those tests
 # check berth's containers against, apache2-utils the `htpasswd -B` whose
 # hashes the basic-auth tests paste into labels.
-TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils git docker-compose chromium chromium-driver apache2-utils
+TEST_PACKAGES := cmake busybox-static pebble curl bind9-dnsutils git docker-compose chromium chromium-driver apache2-utils bind9 bind9-utils
 # From PyPI: schemathesis fuzzes the admin API against its OpenAPI document.
 PIP_PACKAGES := schemathesis
 # The side-by-side benchmark also runs nginx and haproxy, driven by wrk.

@@ -273,8 +273,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Certificates berth manages: valid until, last error, next attempt.
+    /// Certificates berth manages: valid until, issuer, challenge, last
+    /// error, next attempt; `berth certs renew HOST` orders a new one now.
     Certs {
+        /// renew: order a new certificate for HOST now.
+        #[arg(value_parser = ["renew"])]
+        action: Option<String>,
+        /// The host (or `*.wildcard`) to renew.
+        host: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -538,7 +544,18 @@ fn run(command: Command) -> Outcome {
                 api.run(|c| cli::env_list(c, &project, json))
             }
         },
-        Command::Certs { api } => api.run(cli::certs),
+        Command::Certs { action, host, api } => match (action, host) {
+            (None, None) => api.run(cli::certs),
+            (Some(_), Some(host)) => api.run(|c| cli::renew(c, host)),
+            (Some(_), None) => Err(cli::Abort::new(
+                cli::Exit::NotAsked,
+                "berth certs renew: name the HOST to renew",
+            )),
+            (None, Some(host)) => Err(cli::Abort::new(
+                cli::Exit::NotAsked,
+                format!("berth certs: {host:?}: did you mean berth certs renew {host}?"),
+            )),
+        },
         Command::Dns { api } => api.run(cli::dns),
         Command::Ps { json, api } => api.run(|c| cli::ps(c, json)),
         Command::Backends { json, api } => api.run(|c| cli::backends(c, json)),

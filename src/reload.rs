@@ -80,6 +80,10 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<String>, Vec<String
         "tls.hsts" => tls.hsts;
         "acme.renew_before" => acme.renew_before;
         "acme.orders_per_hour" => acme.orders_per_hour;
+        "acme.issuers" => acme.issuers;
+        "acme.challenge" => acme.challenges;
+        "acme.key_type" => acme.key_type;
+        "acme.dns" => acme.dns;
         "dns.ttl" => dns.ttl;
         "dns.forward" => dns.forward;
         "dns.upstreams" => dns.upstreams;
@@ -102,8 +106,6 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<String>, Vec<String
         "tls.listen" => tls.listen;
         "tls.certs_dir" => tls.certs_dir;
         "acme.email" => acme.email;
-        "acme.directory" => acme.directory;
-        "acme.ca_root" => acme.ca_root;
         "dns.listen" => dns.listen;
         "dns.zone" => dns.zone;
         "log.json" => log_json;
@@ -165,10 +167,12 @@ fn every_key_is_in_merge(c: &Config) {
     } = tls;
     let AcmeConfig {
         email: _,
-        directory: _,
-        ca_root: _,
+        issuers: _,
         renew_before: _,
         orders_per_hour: _,
+        challenges: _,
+        key_type: _,
+        dns: _,
     } = acme;
     let DnsConfig {
         listen: _,

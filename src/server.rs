@@ -34,7 +34,8 @@ use crate::proxy::{self, BerthProxy};
 use crate::reload::{HangUp, Reloader};
 use crate::shutdown::{Requests, StopSignals};
 use crate::state::{self, StateDir};
-use crate::tls::acme::{AcmeManager, CertStatus};
+use crate::tls::acme::{AcmeHandle, AcmeManager};
+use crate::tls::alpn::{AlpnChallenges, AlpnResponder};
 use crate::tls::files::CertFiles;
 use crate::tls::{self, CertStore, Challenges, Https};
 use crate::upgrade;
@@ -228,7 +229,7 @@ fn proxy(shared: &Shared, https: Option<Arc<Https>>, tls_listener: bool) -> Bert
 fn add_https(
     server: &mut Server,
     shared: &Shared,
-) -> anyhow::Result<(Option<Arc<Https>>, Option<CertStatus>)> {
+) -> anyhow::Result<(Option<Arc<Https>>, Option<AcmeHandle>)> {
     let config = &shared.config;
     let Some(addr) = config.tls.listen else {
         return Ok((None, None));
@@ -253,6 +254,13 @@ fn add_https(
     );
     set_server_options(&mut tls_proxy, config);
     tls_proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+    // TLS-ALPN-01 challenges are answered before the normal handshake.
+    let alpn = Arc::new(AlpnChallenges::default());
+    tls_proxy
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(AlpnResponder {
+            challenges: alpn.clone(),
+        }));
     server.add_service(tls_proxy);
     server.add_service(background_service(
         "certificate files",
@@ -268,10 +276,14 @@ fn add_https(
         shared.notified.clone(),
         store,
         https.challenges.clone(),
+        alpn,
     );
-    let status = acme.status.clone();
+    let handle = AcmeHandle {
+        status: acme.status.clone(),
+        renewals: acme.renewals.clone(),
+    };
     server.add_service(background_service("acme", acme));
-    Ok((Some(https), Some(status)))
+    Ok((Some(https), Some(handle)))
 }
 
 /// HTTP/2 connections idle past `proxy.keepalive_timeout` are closed too.
@@ -303,7 +315,7 @@ fn add_background(
     shared: Shared,
     (inputs_rx, reloads): (mpsc::UnboundedReceiver<Input>, watch::Receiver<Arc<Config>>),
     pre: Preflight,
-    certs: Option<CertStatus>,
+    certs: Option<AcmeHandle>,
 ) {
     let Shared {
         config,

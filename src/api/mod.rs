@@ -35,7 +35,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::names::parse_duration;
 use crate::plan::dns::NameView;
-use crate::tls::acme::{CertStatus, HostStatus};
+use crate::tls::acme::{AcmeHandle, HostStatus};
 use crate::world::BackendState;
 use crate::{Inputs, SharedSnapshot};
 
@@ -53,7 +53,7 @@ pub struct App {
     pub token: Arc<arc_swap::ArcSwap<String>>,
     /// `POST /api/reload`; `None` in tests of other endpoints.
     pub reloader: Option<Arc<crate::reload::Reloader>>,
-    pub certs: Option<CertStatus>,
+    pub certs: Option<AcmeHandle>,
     /// Query counters, when the DNS server runs.
     pub dns: Option<Arc<DnsCounters>>,
     pub metrics: Arc<Metrics>,
@@ -68,7 +68,7 @@ impl App {
     pub fn cert_list(&self) -> Vec<HostStatus> {
         self.certs
             .as_ref()
-            .and_then(|c| c.lock().ok().map(|c| c.values().cloned().collect()))
+            .and_then(|c| c.status.lock().ok().map(|c| c.values().cloned().collect()))
             .unwrap_or_default()
     }
 
@@ -145,6 +145,7 @@ pub fn router(app: App) -> Router {
         .route("/api/backends", get(backends))
         .route("/api/rollouts", get(rollouts))
         .route("/api/certificates", get(certificates))
+        .route("/api/certificates/{host}/renew", post(renew_certificate))
         .route("/api/dns", get(dns_records))
         .route("/api/services/{service}/rollout", post(rollout))
         .route("/api/services/{service}/scale", post(scale))
@@ -377,6 +378,40 @@ pub fn backend_list(app: &App) -> Vec<BackendView> {
 /// attempt.
 async fn certificates(State(app): State<App>) -> Json<Vec<HostStatus>> {
     Json(app.cert_list())
+}
+
+/// `POST /api/certificates/{host}/renew`: order a new certificate for a
+/// host berth manages now, even if the served one is still good (and even
+/// while backing off after failures); the hourly cap still applies.
+async fn renew_certificate(
+    State(app): State<App>,
+    Path(host): Path<String>,
+) -> Result<(StatusCode, Json<HostStatus>), ApiError> {
+    let Some(acme) = &app.certs else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "ACME is off (acme.email is not set, or tls.listen is off): nothing to renew".into(),
+        ));
+    };
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let known = acme.status.lock().ok().and_then(|s| s.get(&host).cloned());
+    match known {
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{host}: no route wants a certificate for this name (see berth certs)"),
+        )),
+        Some(s) if s.not_eligible.is_some() => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "{host}: not ordered: {}",
+                s.not_eligible.unwrap_or_default()
+            ),
+        )),
+        Some(s) => {
+            acme.renewals.ask(&host);
+            Ok((StatusCode::ACCEPTED, Json(s)))
+        }
+    }
 }
 
 /// `GET /api/dns`: the zone's names and how queries ended.

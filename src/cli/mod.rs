@@ -42,7 +42,7 @@ pub use local::{check, completions, print_version, reload, serve, token, upgrade
 pub use project::{
     deploy, deployments, down, env_list, env_set, env_unset, history, rollback, DeployArgs,
 };
-pub use routing::{backends, certs, dns, mode, modes, problems, routes, ModeChange};
+pub use routing::{backends, certs, dns, mode, modes, problems, renew, routes, ModeChange};
 pub use target::{resolve, Target};
 
 /// How a command ended, as its exit code (the policy is in the module doc).

@@ -129,8 +129,29 @@ pub async fn certs(client: Client) -> Outcome {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let rows: Vec<Vec<String>> = list.iter().map(|c| cert_row(c, now)).collect();
-    let headers = ["HOST", "SOURCE", "EXPIRES", "NEXT TRY", "FAILURES", "ERROR"];
+    let headers = [
+        "HOST",
+        "SOURCE",
+        "ISSUER",
+        "CHALLENGE",
+        "KEY",
+        "EXPIRES",
+        "NEXT TRY",
+        "FAILURES",
+        "ERROR",
+    ];
     print!("{}", table(&headers, &rows));
+    Ok(Exit::Done)
+}
+
+/// `berth certs renew HOST`: asks for a new certificate now.
+pub async fn renew(client: Client, host: String) -> Outcome {
+    let path = format!("/api/certificates/{}/renew", host.trim());
+    let s: HostStatus = client.post(&path).await?;
+    println!(
+        "{}: renewal queued (berth certs shows the result; the served certificate stays until the new one is issued)",
+        s.host
+    );
     Ok(Exit::Done)
 }
 
@@ -142,6 +163,9 @@ fn cert_row(c: &HostStatus, now: u64) -> Vec<String> {
     vec![
         c.host.clone(),
         or_dash(c.source.as_deref()),
+        or_dash(c.issuer.as_deref()),
+        or_dash(c.challenge.as_deref()),
+        or_dash(c.key_type.as_deref()),
         until(c.valid_until, now),
         until(c.next_attempt, now),
         c.failures.to_string(),

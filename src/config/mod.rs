@@ -112,12 +112,132 @@ pub struct TlsConfig {
 pub struct AcmeConfig {
     /// ACME is off until an email is set.
     pub email: Option<String>,
-    pub directory: String,
-    /// A PEM root to trust for the directory (pebble, a private CA).
-    pub ca_root: Option<PathBuf>,
+    /// The CAs to order from, in order of preference (at least one).
+    pub issuers: Vec<Issuer>,
     /// Renew when this much validity is left; `None`: a third of the lifetime.
     pub renew_before: Option<Duration>,
     pub orders_per_hour: u32,
+    /// The challenge types to use, in order of preference; each name gets
+    /// the first one that can work for it (dns-01 only in a zone of `dns`),
+    /// and the next one after a failed order.
+    pub challenges: Vec<ChallengeKind>,
+    pub key_type: KeyType,
+    /// DNS providers for DNS-01, by zone.
+    pub dns: Vec<DnsProvider>,
+}
+
+/// One ACME CA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Issuer {
+    /// How berth names it (`berth certs`, the account file).
+    pub name: String,
+    pub directory: String,
+    /// A PEM root to trust for the directory (pebble, a private CA).
+    pub ca_root: Option<PathBuf>,
+    /// External account binding (ZeroSSL, Google): key id and HMAC key.
+    pub eab: Option<(String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChallengeKind {
+    Http01,
+    TlsAlpn01,
+    Dns01,
+}
+
+impl ChallengeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeKind::Http01 => "http-01",
+            ChallengeKind::TlsAlpn01 => "tls-alpn-01",
+            ChallengeKind::Dns01 => "dns-01",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ChallengeKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "http-01" => Some(ChallengeKind::Http01),
+            "tls-alpn-01" => Some(ChallengeKind::TlsAlpn01),
+            "dns-01" => Some(ChallengeKind::Dns01),
+            _ => None,
+        }
+    }
+}
+
+/// The key of ordered certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    #[default]
+    EcdsaP256,
+    EcdsaP384,
+    Rsa2048,
+    Rsa4096,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa4096 => "rsa-4096",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyType> {
+        [
+            KeyType::EcdsaP256,
+            KeyType::EcdsaP384,
+            KeyType::Rsa2048,
+            KeyType::Rsa4096,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s.trim().to_ascii_lowercase())
+    }
+}
+
+/// Where berth writes DNS-01 TXT records for the names of one zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsProvider {
+    /// Lowercase, no trailing dot.
+    pub zone: String,
+    pub kind: DnsProviderKind,
+    /// The servers asked whether the record is visible; empty: the zone's
+    /// primary for rfc2136, its NS records for exec.
+    pub nameservers: Vec<SocketAddr>,
+    /// How long to wait for the record to be visible on all of them.
+    pub propagation_timeout: Duration,
+    /// TTL of the TXT record.
+    pub ttl: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DnsProviderKind {
+    /// RFC 2136 dynamic update signed with TSIG (RFC 8945).
+    Rfc2136 { server: SocketAddr, key: TsigKey },
+    /// `command present|cleanup FQDN VALUE` (lego's exec convention).
+    Exec {
+        command: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+#[derive(Clone, PartialEq)]
+pub struct TsigKey {
+    /// The key's name, as the server knows it (no trailing dot).
+    pub name: String,
+    /// `hmac-sha256`, `hmac-sha384`, `hmac-sha512` or `hmac-sha1`.
+    pub algorithm: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
 }
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -288,10 +408,17 @@ impl Default for Config {
             },
             acme: AcmeConfig {
                 email: None,
-                directory: LETS_ENCRYPT.into(),
-                ca_root: None,
+                issuers: vec![Issuer {
+                    name: "letsencrypt".into(),
+                    directory: LETS_ENCRYPT.into(),
+                    ca_root: None,
+                    eab: None,
+                }],
                 renew_before: None,
                 orders_per_hour: 20,
+                challenges: vec![ChallengeKind::Dns01, ChallengeKind::Http01],
+                key_type: KeyType::EcdsaP256,
+                dns: Vec::new(),
             },
             dns: DnsConfig {
                 listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
@@ -368,6 +495,37 @@ struct RawAcme {
     ca_root: Option<Spanned<String>>,
     renew_before: Option<Spanned<String>>,
     orders_per_hour: Option<Spanned<u32>>,
+    issuers: Option<Vec<RawIssuer>>,
+    challenge: Option<Spanned<String>>,
+    key_type: Option<Spanned<String>>,
+    dns: Option<Vec<RawDnsProvider>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    directory: Spanned<String>,
+    name: Option<Spanned<String>>,
+    ca_root: Option<Spanned<String>>,
+    eab_kid: Option<Spanned<String>>,
+    eab_hmac_key: Option<Spanned<String>>,
+    eab_hmac_key_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsProvider {
+    zone: Spanned<String>,
+    provider: Spanned<String>,
+    server: Option<Spanned<String>>,
+    tsig_key: Option<Spanned<String>>,
+    tsig_secret_file: Option<Spanned<String>>,
+    tsig_algorithm: Option<Spanned<String>>,
+    command: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    nameservers: Option<Vec<Spanned<String>>>,
+    propagation_timeout: Option<Spanned<String>>,
+    ttl: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -810,6 +968,86 @@ mod tests {
             assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
             assert!(e.to_string().starts_with(want), "{e}");
         }
+    }
+
+    #[test]
+    fn acme_dns_providers_issuers_and_challenges() {
+        let dir = std::env::temp_dir().join(format!("berth-acme-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k.key");
+        std::fs::write(
+            &key,
+            "key \"berth\" {\n  algorithm hmac-sha512;\n  secret \"c2VjcmV0\";\n};\n",
+        )
+        .unwrap();
+        let bare = dir.join("bare.key");
+        std::fs::write(&bare, "c2VjcmV0\n").unwrap();
+        let k = key.display();
+        let c = Config::parse(
+            &format!(
+                "acme:\n  challenge: tls-alpn-01, dns-01\n  key_type: ecdsa-p384\n  issuers:\n    - directory: https://a.test/dir\n    - directory: https://b.test/dir\n      name: second\n      eab_kid: kid\n      eab_hmac_key: c2VjcmV0\n  dns:\n    - zone: Example.COM.\n      provider: rfc2136\n      server: 127.0.0.1:5300\n      tsig_secret_file: {k}\n    - zone: other.org\n      provider: exec\n      command: /bin/true --flag\n      nameservers: [192.0.2.1]\n"
+            ),
+            "t.yaml",
+        )
+        .unwrap();
+        let a = &c.acme;
+        assert_eq!(
+            a.challenges,
+            vec![ChallengeKind::TlsAlpn01, ChallengeKind::Dns01]
+        );
+        assert_eq!(a.key_type, KeyType::EcdsaP384);
+        assert_eq!(a.issuers[0].name, "a-test");
+        assert_eq!(a.issuers[1].name, "second");
+        assert_eq!(a.issuers[1].eab, Some(("kid".into(), b"secret".to_vec())));
+        assert_eq!(a.dns[0].zone, "example.com");
+        match &a.dns[0].kind {
+            DnsProviderKind::Rfc2136 { server, key } => {
+                assert_eq!(server.port(), 5300);
+                assert_eq!(
+                    (key.name.as_str(), key.algorithm.as_str()),
+                    ("berth", "hmac-sha512")
+                );
+                assert_eq!(key.secret, b"secret");
+                assert!(
+                    !format!("{key:?}").contains("secret: "),
+                    "Debug hides the secret"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match &a.dns[1].kind {
+            DnsProviderKind::Exec { command, .. } => assert_eq!(command, &["/bin/true", "--flag"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.dns[1].nameservers[0].port(), 53);
+        let b = bare.display();
+        for (yaml, want) in [
+            ("acme:\n  challenge: http-02\n".to_string(), "acme.challenge: \"http-02\": http-01, tls-alpn-01 or dns-01"),
+            ("acme:\n  challenge: http-01, http-01\n".into(), "http-01 is listed twice"),
+            ("acme:\n  key_type: dsa\n".into(), "acme.key_type: \"dsa\""),
+            ("acme:\n  dns:\n    - zone: a.test\n      provider: route53\n".into(), "acme.dns[0].provider: \"route53\": rfc2136 (dynamic update with TSIG) or exec"),
+            ("acme:\n  dns:\n    - zone: a.test\n      provider: rfc2136\n".into(), "rfc2136 needs server"),
+            ("acme:\n  dns:\n    - zone: a.test\n      provider: rfc2136\n      server: 127.0.0.1\n".into(), "rfc2136 needs tsig_secret_file"),
+            (format!("acme:\n  dns:\n    - zone: a.test\n      provider: rfc2136\n      server: 127.0.0.1\n      tsig_secret_file: {b}\n"), "a bare secret: set tsig_key"),
+            (format!("acme:\n  dns:\n    - zone: a.test\n      provider: rfc2136\n      server: 127.0.0.1\n      tsig_secret_file: {k}\n      tsig_key: other\n"), "acme.dns[0].tsig_key: \"other\": the key file names the key \"berth\""),
+            (format!("acme:\n  dns:\n    - zone: a.test\n      provider: rfc2136\n      server: 127.0.0.1\n      tsig_secret_file: {k}\n      tsig_algorithm: hmac-sha256\n"), "the key file says hmac-sha512"),
+            (format!("acme:\n  dns:\n    - zone: a.test\n      provider: rfc2136\n      server: 127.0.0.1\n      tsig_secret_file: {k}\n      command: x\n"), "acme.dns[0].command: \"x\": not a setting of the rfc2136 provider"),
+            ("acme:\n  dns:\n    - zone: a.test\n      provider: exec\n".into(), "exec needs command"),
+            ("acme:\n  dns:\n    - zone: a.test\n      provider: exec\n      command: /no/such/hook\n".into(), "no such file: /no/such/hook"),
+            ("acme:\n  dns:\n    - zone: a.test\n      provider: exec\n      command: hook\n    - zone: A.test\n      provider: exec\n      command: hook\n".into(), "acme.dns[1].zone: \"A.test\": a second provider for the same zone"),
+            ("acme:\n  dns:\n    - zone: a..test\n      provider: exec\n      command: hook\n".into(), "acme.dns[0].zone"),
+            ("acme:\n  dns:\n    - zone: a.test\n      provider: exec\n      command: hook\n      nameservers: [ns1.a.test]\n".into(), "acme.dns[0].nameservers: \"ns1.a.test\": an IP address"),
+            ("acme:\n  directory: https://a.test/\n  issuers:\n    - directory: https://b.test/\n".into(), "acme.directory: \"https://a.test/\": acme.issuers is set too"),
+            ("acme:\n  issuers:\n    - directory: http://b.test/\n".into(), "acme.issuers[0].directory: \"http://b.test/\": an https:// URL"),
+            ("acme:\n  issuers:\n    - directory: https://b.test/\n      eab_kid: k\n".into(), "acme.issuers[0].eab_kid: \"k\": needs eab_hmac_key"),
+            ("acme:\n  issuers:\n    - directory: https://b.test/\n      eab_kid: k\n      eab_hmac_key: \"!!topsecret!!\"\n".into(), "acme.issuers[0].eab_hmac_key: \"(hidden)\": not base64url"),
+            ("acme:\n  issuers:\n    - directory: https://b.test/\n    - directory: https://b.test/x\n".into(), "a second issuer named \"b-test\""),
+        ] {
+            let e = Config::parse(&yaml, "t.yaml").unwrap_err().to_string();
+            assert!(e.contains(want), "{yaml}\n→ {e}");
+            assert!(!e.contains("topsecret") && !e.contains("c2VjcmV0"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

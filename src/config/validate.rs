@@ -461,25 +461,79 @@ impl Validator<'_> {
             Some(e) => return Err(self.invalid("acme.email", &e, "not an email address")),
         };
         let staging = r.staging.unwrap_or(false);
-        let directory = match r.directory {
-            Some(v) if !v.value.starts_with("https://") => {
-                return Err(self.invalid("acme.directory", &v, "an https:// URL"))
-            }
-            Some(v) if staging => {
+        let ca_root = r
+            .ca_root
+            .map(|v| self.file("acme.ca_root", &v))
+            .transpose()?;
+        let issuers = match (r.issuers, r.directory) {
+            (Some(_), Some(v)) => {
                 return Err(self.invalid(
                     "acme.directory",
                     &v,
-                    "acme.staging is set too: set one or the other",
+                    "acme.issuers is set too: list the directory there",
                 ))
             }
-            Some(v) => v.value,
-            None if staging => LETS_ENCRYPT_STAGING.into(),
-            None => d.directory.clone(),
-        };
-        let ca_root = match r.ca_root {
-            None => None,
-            Some(v) if Path::new(&v.value).is_file() => Some(PathBuf::from(v.value)),
-            Some(v) => return Err(self.invalid("acme.ca_root", &v, "no such file")),
+            (Some(list), None) if staging || ca_root.is_some() => {
+                let _ = list;
+                return Err(ConfigError::Parse {
+                    origin: self.origin.to_string(),
+                    line: 0,
+                    column: 0,
+                    message:
+                        "acme.issuers: set staging and ca_root per issuer, not beside the list"
+                            .into(),
+                });
+            }
+            (Some(list), None) => {
+                let mut issuers: Vec<Issuer> = Vec::new();
+                for (i, raw) in list.into_iter().enumerate() {
+                    let issuer = self.issuer(i, raw)?;
+                    if issuers.iter().any(|x| x.name == issuer.name) {
+                        return Err(ConfigError::Parse {
+                            origin: self.origin.to_string(),
+                            line: 0,
+                            column: 0,
+                            message: format!(
+                                "acme.issuers[{i}]: a second issuer named {:?}: give each a different name",
+                                issuer.name
+                            ),
+                        });
+                    }
+                    issuers.push(issuer);
+                }
+                if issuers.is_empty() {
+                    return Err(ConfigError::Parse {
+                        origin: self.origin.to_string(),
+                        line: 0,
+                        column: 0,
+                        message: "acme.issuers: the list is empty: name at least one CA".into(),
+                    });
+                }
+                issuers
+            }
+            (None, directory) => {
+                let directory = match directory {
+                    Some(v) if !v.value.starts_with("https://") => {
+                        return Err(self.invalid("acme.directory", &v, "an https:// URL"))
+                    }
+                    Some(v) if staging => {
+                        return Err(self.invalid(
+                            "acme.directory",
+                            &v,
+                            "acme.staging is set too: set one or the other",
+                        ))
+                    }
+                    Some(v) => v.value,
+                    None if staging => LETS_ENCRYPT_STAGING.into(),
+                    None => LETS_ENCRYPT.into(),
+                };
+                vec![Issuer {
+                    name: issuer_name(&directory),
+                    directory,
+                    ca_root,
+                    eab: None,
+                }]
+            }
         };
         let renew_before = match r.renew_before {
             None => None,
@@ -490,13 +544,323 @@ impl Validator<'_> {
             Some(n) if n.value >= 1 => n.value,
             Some(n) => return Err(self.invalid("acme.orders_per_hour", &n, "at least 1")),
         };
+        let challenges = match r.challenge {
+            None => d.challenges.clone(),
+            Some(v) => {
+                let mut list = Vec::new();
+                for part in v.value.split(',') {
+                    match ChallengeKind::parse(part) {
+                        Some(c) if !list.contains(&c) => list.push(c),
+                        Some(c) => {
+                            return Err(self.invalid(
+                                "acme.challenge",
+                                &v,
+                                format!("{} is listed twice", c.as_str()),
+                            ))
+                        }
+                        None => {
+                            return Err(self.invalid(
+                                "acme.challenge",
+                                &v,
+                                "http-01, tls-alpn-01 or dns-01, or several in order of preference separated by commas",
+                            ))
+                        }
+                    }
+                }
+                list
+            }
+        };
+        let key_type = match r.key_type {
+            None => d.key_type,
+            Some(v) => KeyType::parse(&v.value).ok_or_else(|| {
+                self.invalid(
+                    "acme.key_type",
+                    &v,
+                    "ecdsa-p256, ecdsa-p384, rsa-2048 or rsa-4096",
+                )
+            })?,
+        };
+        let mut dns: Vec<DnsProvider> = Vec::new();
+        for (i, raw) in r.dns.unwrap_or_default().into_iter().enumerate() {
+            let zone_span = raw.zone.clone();
+            let p = self.dns_provider(i, raw)?;
+            if dns.iter().any(|x| x.zone == p.zone) {
+                return Err(self.invalid(
+                    &format!("acme.dns[{i}].zone"),
+                    &zone_span,
+                    "a second provider for the same zone",
+                ));
+            }
+            dns.push(p);
+        }
         Ok(AcmeConfig {
             email,
-            directory,
-            ca_root,
+            issuers,
             renew_before,
             orders_per_hour,
+            challenges,
+            key_type,
+            dns,
         })
+    }
+
+    /// A path that must name a readable file.
+    fn file(&self, key: &str, v: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        if Path::new(&v.value).is_file() {
+            Ok(PathBuf::from(&v.value))
+        } else {
+            Err(self.invalid(key, v, "no such file"))
+        }
+    }
+
+    fn issuer(&self, i: usize, r: RawIssuer) -> Result<Issuer, ConfigError> {
+        let key = |k: &str| format!("acme.issuers[{i}].{k}");
+        if !r.directory.value.starts_with("https://") {
+            return Err(self.invalid(&key("directory"), &r.directory, "an https:// URL"));
+        }
+        let name = match r.name {
+            None => issuer_name(&r.directory.value),
+            Some(n) if check_label(&n.value, false).is_ok() => n.value,
+            Some(n) => {
+                return Err(self.invalid(
+                    &key("name"),
+                    &n,
+                    "letters, digits and '-' (it names a file)",
+                ))
+            }
+        };
+        let ca_root = r
+            .ca_root
+            .map(|v| self.file(&key("ca_root"), &v))
+            .transpose()?;
+        let hmac = match (r.eab_hmac_key, r.eab_hmac_key_file) {
+            (Some(_), Some(v)) => {
+                return Err(self.invalid(
+                    &key("eab_hmac_key_file"),
+                    &v,
+                    "eab_hmac_key is set too: set one or the other",
+                ))
+            }
+            (Some(v), None) => Some((key("eab_hmac_key"), v.value.clone(), v)),
+            (None, Some(v)) => {
+                let path = self.file(&key("eab_hmac_key_file"), &v)?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.invalid(&key("eab_hmac_key_file"), &v, format!("cannot read: {e}"))
+                })?;
+                Some((key("eab_hmac_key_file"), text.trim().to_string(), v))
+            }
+            (None, None) => None,
+        };
+        let eab = match (r.eab_kid, hmac) {
+            (None, None) => None,
+            (Some(kid), Some((hkey, text, span))) => {
+                let bytes = decode_base64(&text).ok_or_else(|| {
+                    // Never repeat the secret: name the key only.
+                    let mut hidden = span.clone();
+                    hidden.value = "(hidden)".into();
+                    self.invalid(&hkey, &hidden, "not base64url (the CA gives it so)")
+                })?;
+                Some((kid.value, bytes))
+            }
+            (Some(kid), None) => {
+                return Err(self.invalid(
+                    &key("eab_kid"),
+                    &kid,
+                    "needs eab_hmac_key or eab_hmac_key_file",
+                ))
+            }
+            (None, Some((hkey, _, span))) => {
+                let mut hidden = span.clone();
+                hidden.value = "(hidden)".into();
+                return Err(self.invalid(&hkey, &hidden, "needs eab_kid"));
+            }
+        };
+        Ok(Issuer {
+            name,
+            directory: r.directory.value,
+            ca_root,
+            eab,
+        })
+    }
+
+    fn dns_provider(&self, i: usize, r: RawDnsProvider) -> Result<DnsProvider, ConfigError> {
+        let key = |k: &str| format!("acme.dns[{i}].{k}");
+        let zone = r
+            .zone
+            .value
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if zone.is_empty() || zone.split('.').any(|l| check_label(l, false).is_err()) {
+            return Err(self.invalid(&key("zone"), &r.zone, "a DNS zone, e.g. example.com"));
+        }
+        let nameservers = r
+            .nameservers
+            .unwrap_or_default()
+            .iter()
+            .map(|v| self.dns_server(&key("nameservers"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let propagation_timeout = self.positive_or(
+            &key("propagation_timeout"),
+            r.propagation_timeout,
+            Duration::from_secs(120),
+        )?;
+        let ttl = match r.ttl {
+            None => 60,
+            Some(v) => match self.duration(&key("ttl"), &v)?.as_secs() {
+                t @ 0..=86400 => t as u32,
+                _ => return Err(self.invalid(&key("ttl"), &v, "at most 24h")),
+            },
+        };
+        let not_here = |k: &str, v: &Option<Spanned<String>>, kind: &str| match v {
+            Some(v) => {
+                Err(self.invalid(&key(k), v, format!("not a setting of the {kind} provider")))
+            }
+            None => Ok(()),
+        };
+        let kind = match r.provider.value.trim() {
+            "rfc2136" => {
+                not_here("command", &r.command, "rfc2136")?;
+                not_here("timeout", &r.timeout, "rfc2136")?;
+                let server = match &r.server {
+                    Some(v) => self.dns_server(&key("server"), v)?,
+                    None => {
+                        return Err(self.invalid(
+                            &key("provider"),
+                            &r.provider,
+                            "rfc2136 needs server: the zone's primary, e.g. 192.0.2.53:53",
+                        ))
+                    }
+                };
+                let Some(file) = &r.tsig_secret_file else {
+                    return Err(self.invalid(
+                        &key("provider"),
+                        &r.provider,
+                        "rfc2136 needs tsig_secret_file (updates are never sent unsigned)",
+                    ));
+                };
+                let path = self.file(&key("tsig_secret_file"), file)?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.invalid(&key("tsig_secret_file"), file, format!("cannot read: {e}"))
+                })?;
+                let read = crate::tls::dns01::parse_tsig_file(&text)
+                    .map_err(|m| self.invalid(&key("tsig_secret_file"), file, m))?;
+                let name = match (&r.tsig_key, read.name) {
+                    (Some(v), Some(n))
+                        if !v.value.trim_end_matches('.').eq_ignore_ascii_case(&n) =>
+                    {
+                        return Err(self.invalid(
+                            &key("tsig_key"),
+                            v,
+                            format!("the key file names the key {n:?}"),
+                        ))
+                    }
+                    (Some(v), _) => v.value.trim_end_matches('.').to_ascii_lowercase(),
+                    (None, Some(n)) => n,
+                    (None, None) => {
+                        return Err(self.invalid(
+                            &key("tsig_secret_file"),
+                            file,
+                            "a bare secret: set tsig_key to the key's name",
+                        ))
+                    }
+                };
+                let algorithm = match (&r.tsig_algorithm, read.algorithm) {
+                    (Some(v), _)
+                        if !crate::tls::dns01::TSIG_ALGORITHMS
+                            .contains(&v.value.trim().to_ascii_lowercase().as_str()) =>
+                    {
+                        return Err(self.invalid(
+                            &key("tsig_algorithm"),
+                            v,
+                            "hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1",
+                        ))
+                    }
+                    (Some(v), Some(a)) if !v.value.trim().eq_ignore_ascii_case(&a) => {
+                        return Err(self.invalid(
+                            &key("tsig_algorithm"),
+                            v,
+                            format!("the key file says {a}"),
+                        ))
+                    }
+                    (Some(v), _) => v.value.trim().to_ascii_lowercase(),
+                    (None, Some(a)) => a,
+                    (None, None) => "hmac-sha256".into(),
+                };
+                if !crate::tls::dns01::TSIG_ALGORITHMS.contains(&algorithm.as_str()) {
+                    return Err(self.invalid(
+                        &key("tsig_secret_file"),
+                        file,
+                        format!("algorithm {algorithm}: berth signs with hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1"),
+                    ));
+                }
+                DnsProviderKind::Rfc2136 {
+                    server,
+                    key: TsigKey {
+                        name,
+                        algorithm,
+                        secret: read.secret,
+                    },
+                }
+            }
+            "exec" => {
+                for (k, v) in [
+                    ("server", &r.server),
+                    ("tsig_key", &r.tsig_key),
+                    ("tsig_secret_file", &r.tsig_secret_file),
+                    ("tsig_algorithm", &r.tsig_algorithm),
+                ] {
+                    not_here(k, v, "exec")?;
+                }
+                let Some(cmd) = &r.command else {
+                    return Err(self.invalid(
+                        &key("provider"),
+                        &r.provider,
+                        "exec needs command: a program called with present|cleanup FQDN VALUE",
+                    ));
+                };
+                let command: Vec<String> =
+                    cmd.value.split_whitespace().map(str::to_string).collect();
+                match command.first() {
+                    None => return Err(self.invalid(&key("command"), cmd, "empty")),
+                    Some(prog) if prog.contains('/') && !Path::new(prog).is_file() => {
+                        return Err(self.invalid(
+                            &key("command"),
+                            cmd,
+                            format!("no such file: {prog}"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                let timeout =
+                    self.positive_or(&key("timeout"), r.timeout.clone(), Duration::from_secs(120))?;
+                DnsProviderKind::Exec { command, timeout }
+            }
+            _ => {
+                return Err(self.invalid(
+                    &key("provider"),
+                    &r.provider,
+                    "rfc2136 (dynamic update with TSIG) or exec (a program of yours)",
+                ))
+            }
+        };
+        Ok(DnsProvider {
+            zone,
+            kind,
+            nameservers,
+            propagation_timeout,
+            ttl,
+        })
+    }
+
+    /// `IP` or `IP:PORT` (53 when left out).
+    fn dns_server(&self, key: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        let t = v.value.trim();
+        if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, 53));
+        }
+        t.parse::<SocketAddr>()
+            .map_err(|_| self.invalid(key, v, "an IP address, with :PORT if not 53"))
     }
 
     /// (level, access log, JSON).
@@ -627,4 +991,46 @@ impl Validator<'_> {
             allow,
         })
     }
+}
+
+/// What an issuer is called when the config does not name it: the
+/// directory's host, with the well-known ones shortened.
+pub(super) fn issuer_name(directory: &str) -> String {
+    if directory == LETS_ENCRYPT {
+        return "letsencrypt".into();
+    }
+    if directory == LETS_ENCRYPT_STAGING {
+        return "letsencrypt-staging".into();
+    }
+    let host = directory
+        .trim_start_matches("https://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("ca");
+    let name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "ca".into()
+    } else {
+        name
+    }
+}
+
+/// Standard or URL-safe base64, padded or not (EAB keys come either way).
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let t = text.trim().trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t))
+        .ok()
+        .filter(|b| !b.is_empty())
 }

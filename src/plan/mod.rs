@@ -583,7 +583,8 @@ impl Planner {
     }
 
     /// The routing table, each route with its round-robin counter (kept
-    /// across snapshots), and the exact hosts that want certificates.
+    /// across snapshots), and the hosts (and `*.` wildcards) that want
+    /// certificates.
     fn table(
         &mut self,
         routes: BTreeMap<Key, Vec<Backend>>,
@@ -619,9 +620,8 @@ impl Planner {
                 .clone();
             let tls = !tls_off.contains(&(host.clone(), prefix.clone()));
             if tls {
-                if let HostPattern::Exact(h) = &host {
-                    tls_hosts.insert(h.clone());
-                }
+                // A wildcard route wants one wildcard certificate (DNS-01).
+                tls_hosts.insert(host.to_string());
             }
             let label = Arc::from(format!("{host}{}", prefix.as_str()));
             let policy = policies.remove(&(host.clone(), prefix.clone()));

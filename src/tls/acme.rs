@@ -4,7 +4,7 @@
 //! of its lifetime is left (or `acme.renew_before`). Failures back off per host
 //! with jitter, and a cap on orders per hour stops any storm.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,8 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls::pki_types::pem::PemObject;
@@ -28,9 +28,11 @@ use std::pin::Pin;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::alpn::{self, AlpnChallenges};
+use super::dns01;
 use super::store::unix;
 use super::{Cert, CertStore, Challenges, Source};
-use crate::config::Config;
+use crate::config::{AcmeConfig, ChallengeKind, Config, DnsProvider, Issuer, KeyType};
 use crate::private::write_private;
 use crate::SharedSnapshot;
 
@@ -54,9 +56,29 @@ pub struct HostStatus {
     pub failures: u32,
     /// Why berth will not order for this name, if so.
     pub not_eligible: Option<String>,
+    /// The issuer (`acme.issuers[].name`) that signed the served certificate.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The challenge it was validated with.
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// Its key: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-4096.
+    #[serde(default)]
+    pub key_type: Option<String>,
+    /// A wildcard (`*.apps.example.com`): covers every name one label below.
+    #[serde(default)]
+    pub wildcard: bool,
 }
 
 pub type CertStatus = Arc<Mutex<BTreeMap<String, HostStatus>>>;
+
+/// What the admin API holds of the ACME manager: its status, and the
+/// renewals a person asks for.
+#[derive(Clone)]
+pub struct AcmeHandle {
+    pub status: CertStatus,
+    pub renewals: Arc<Renewals>,
+}
 
 /// Why a name cannot get a certificate by HTTP-01 from a public CA, if so.
 pub fn ineligible(host: &str) -> Option<&'static str> {
@@ -191,9 +213,38 @@ pub struct AcmeManager {
     notify: watch::Receiver<u64>,
     store: Arc<CertStore>,
     challenges: Challenges,
+    alpn: Arc<AlpnChallenges>,
     pub status: CertStatus,
+    /// `berth certs renew HOST`: renewals asked for by a person.
+    pub renewals: Arc<Renewals>,
     /// The last `Retry-After` the CA sent with an error.
     retry_after: Arc<Mutex<Option<SystemTime>>>,
+}
+
+/// Names whose renewal was asked for, and the bell that wakes the manager.
+#[derive(Default)]
+pub struct Renewals {
+    hosts: Mutex<BTreeSet<String>>,
+    bell: tokio::sync::Notify,
+}
+
+impl Renewals {
+    pub fn ask(&self, host: &str) {
+        if let Ok(mut h) = self.hosts.lock() {
+            h.insert(host.to_string());
+        }
+        self.bell.notify_one();
+    }
+
+    fn asked(&self, host: &str) -> bool {
+        self.hosts.lock().is_ok_and(|h| h.contains(host))
+    }
+
+    fn done(&self, host: &str) {
+        if let Ok(mut h) = self.hosts.lock() {
+            h.remove(host);
+        }
+    }
 }
 
 /// Failed orders of one host, and when it may be tried again.
@@ -203,11 +254,20 @@ struct HostState {
     next_attempt: Option<Instant>,
 }
 
+/// An issuer that cannot be used for now: its account could not be made,
+/// or it said to wait (a rate limit).
+#[derive(Debug, Default)]
+struct IssuerState {
+    failures: u32,
+    until: Option<Instant>,
+}
+
 /// What the manager remembers between rounds.
 #[derive(Default)]
 struct RunState {
-    account: Option<Account>,
-    account_failures: u32,
+    /// Accounts by issuer name, with the directory they were made at.
+    accounts: BTreeMap<String, (String, Account)>,
+    issuers: BTreeMap<String, IssuerState>,
     hosts: BTreeMap<String, HostState>,
     /// When the orders of the last hour were placed, oldest first.
     orders: VecDeque<Instant>,
@@ -227,6 +287,10 @@ pub struct HostFacts<'a> {
     pub user_cert: bool,
     /// Backing off until then after failed orders.
     pub next_attempt: Option<Instant>,
+    /// Why no challenge can work for it with this config, if so.
+    pub no_challenge: Option<String>,
+    /// A person asked for a renewal now.
+    pub forced: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,7 +303,7 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostStep {
     /// No CA can validate this name: never ordered, with the reason.
-    NotEligible(&'static str),
+    NotEligible(String),
     /// The user's certificate serves it: nothing to order.
     UserCert,
     /// Ours is good: nothing to order until its renewal is due then.
@@ -255,6 +319,8 @@ pub enum HostStep {
 /// The per-host decision: eligibility, a certificate still good, one the
 /// user brought, backoff, the hourly cap. `orders`: when the orders of the
 /// last hour were placed, oldest first; `wall` is the wall clock at `now`.
+/// A renewal a person asked for skips "still good" and the backoff, never
+/// the cap.
 pub fn next_step(
     facts: &HostFacts<'_>,
     orders: &VecDeque<Instant>,
@@ -263,20 +329,23 @@ pub fn next_step(
     wall: SystemTime,
 ) -> HostStep {
     if let Some(why) = ineligible(facts.host) {
-        return HostStep::NotEligible(why);
+        return HostStep::NotEligible(why.to_string());
+    }
+    if let Some(why) = &facts.no_challenge {
+        return HostStep::NotEligible(why.clone());
     }
     match facts.served {
-        Some(c) if !due(c, wall, limits.renew_before) => {
+        Some(c) if !facts.forced && !due(c, wall, limits.renew_before) => {
             let at = renew_at(c, limits.renew_before);
             return HostStep::Current {
                 renew: now + at.duration_since(wall).unwrap_or_default(),
             };
         }
         Some(_) => {}
-        None if facts.user_cert => return HostStep::UserCert,
+        None if facts.user_cert && !facts.forced => return HostStep::UserCert,
         None => {}
     }
-    if let Some(t) = facts.next_attempt.filter(|t| *t > now) {
+    if let Some(t) = facts.next_attempt.filter(|t| *t > now && !facts.forced) {
         return HostStep::Wait { until: t };
     }
     if orders.len() >= limits.orders_per_hour as usize {
@@ -289,6 +358,96 @@ pub fn next_step(
     }
 }
 
+/// The challenges that can work for `host` with this config, in the order
+/// of `acme.challenge`, or why none can. dns-01 works only for a name in a
+/// zone of `acme.dns`; a wildcard only with dns-01.
+pub fn challenges_for(host: &str, acme: &AcmeConfig) -> Result<Vec<ChallengeKind>, String> {
+    let wildcard = host.starts_with("*.");
+    let provider = dns01::provider_for(&acme.dns, host).is_some();
+    let usable: Vec<ChallengeKind> = acme
+        .challenges
+        .iter()
+        .copied()
+        .filter(|c| match c {
+            ChallengeKind::Dns01 => provider,
+            ChallengeKind::Http01 | ChallengeKind::TlsAlpn01 => !wildcard,
+        })
+        .collect();
+    if !usable.is_empty() {
+        return Ok(usable);
+    }
+    let listed = |c: ChallengeKind| acme.challenges.contains(&c);
+    Err(match (wildcard, provider) {
+        (true, false) => format!(
+            "a wildcard needs dns-01, and no acme.dns provider covers {}",
+            host.trim_start_matches("*.")
+        ),
+        (true, true) => "a wildcard needs dns-01, which acme.challenge does not list".into(),
+        (false, _) if listed(ChallengeKind::Dns01) => {
+            format!("acme.challenge lists only dns-01, and no acme.dns provider covers {host}")
+        }
+        (false, _) => "acme.challenge lists no challenge that works for it".into(),
+    })
+}
+
+/// The file stem a certificate is kept under: `*.` becomes `_wildcard.`.
+pub fn file_stem(host: &str) -> String {
+    match host.strip_prefix("*.") {
+        Some(base) => format!("_wildcard.{base}"),
+        None => host.to_string(),
+    }
+}
+
+fn host_of_stem(stem: &str) -> String {
+    match stem.strip_prefix("_wildcard.") {
+        Some(base) => format!("*.{base}"),
+        None => stem.to_string(),
+    }
+}
+
+/// What berth notes beside a certificate it ordered (`HOST.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+struct CertMeta {
+    issuer: Option<String>,
+    challenge: Option<String>,
+    key_type: Option<String>,
+}
+
+/// A key and its certificate signing request for `names`.
+fn key_and_csr(names: &[String], key_type: KeyType) -> Result<(String, Vec<u8>), String> {
+    let key = match key_type {
+        KeyType::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        KeyType::EcdsaP384 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        KeyType::Rsa2048 | KeyType::Rsa4096 => {
+            let bits = if key_type == KeyType::Rsa2048 {
+                2048
+            } else {
+                4096
+            };
+            let der = super::rsa::generate(bits)?;
+            rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+                &rustls::pki_types::PrivatePkcs8KeyDer::from(der),
+                &rcgen::PKCS_RSA_SHA256,
+            )
+        }
+    }
+    .map_err(|e| format!("{}: {e}", key_type.as_str()))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| format!("CSR: {e}"))?;
+    Ok((key.serialize_pem(), csr.der().to_vec()))
+}
+
+/// Undoes what an order put in place for its challenges, whatever happened.
+#[derive(Default)]
+struct Cleanup {
+    tokens: Vec<String>,
+    alpn: Vec<String>,
+    records: Vec<(DnsProvider, String, String)>,
+}
+
 impl AcmeManager {
     pub fn new(
         config: Arc<Config>,
@@ -296,6 +455,7 @@ impl AcmeManager {
         notify: watch::Receiver<u64>,
         store: Arc<CertStore>,
         challenges: Challenges,
+        alpn: Arc<AlpnChallenges>,
     ) -> AcmeManager {
         AcmeManager {
             config,
@@ -303,7 +463,9 @@ impl AcmeManager {
             notify,
             store,
             challenges,
+            alpn,
             status: Arc::default(),
+            renewals: Arc::default(),
             retry_after: Arc::default(),
         }
     }
@@ -321,9 +483,10 @@ impl AcmeManager {
             if crt.extension().is_none_or(|x| x != "crt") {
                 continue;
             }
-            let Some(host) = crt.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            let Some(stem) = crt.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
                 continue;
             };
+            let host = host_of_stem(&stem);
             let key = crt.with_extension("key");
             let loaded = std::fs::read(&crt)
                 .and_then(|c| std::fs::read(&key).map(|k| (c, k)))
@@ -332,6 +495,15 @@ impl AcmeManager {
             match loaded {
                 Ok(cert) => {
                     info!(host = %host, valid_until = unix(cert.not_after), "certificate loaded from disk");
+                    let meta: CertMeta = std::fs::read(crt.with_extension("json"))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_default();
+                    self.report(&host, |s| {
+                        s.issuer = meta.issuer;
+                        s.challenge = meta.challenge;
+                        s.key_type = meta.key_type;
+                    });
                     self.store.set(&host, Some(cert));
                 }
                 Err(e) => {
@@ -341,22 +513,30 @@ impl AcmeManager {
         }
     }
 
-    async fn account(&self) -> Result<Account, String> {
+    /// The account at `issuer`: from its file, or made now (with external
+    /// account binding when the issuer has it).
+    async fn account(&self, issuer: &Issuer) -> Result<Account, String> {
         let builder = || {
-            acme_client(
-                self.config.acme.ca_root.as_deref(),
-                self.retry_after.clone(),
-            )
-            .map(|c| Account::builder_with_http(Box::new(c)))
+            acme_client(issuer.ca_root.as_deref(), self.retry_after.clone())
+                .map(|c| Account::builder_with_http(Box::new(c)))
         };
-        let path = self.dir().join("account.json");
-        if let Ok(text) = std::fs::read_to_string(&path) {
+        let path = self.dir().join(format!("account-{}.json", issuer.name));
+        // Before several issuers, the one account was `account.json`.
+        let legacy = self.dir().join("account.json");
+        let stored = std::fs::read_to_string(&path).ok().or_else(|| {
+            std::fs::read_to_string(&legacy).ok().filter(|t| {
+                serde_json::from_str::<serde_json::Value>(t).is_ok_and(|v| {
+                    v.get("directory").and_then(|d| d.as_str()) == Some(issuer.directory.as_str())
+                })
+            })
+        });
+        if let Some(text) = stored {
             match serde_json::from_str::<AccountCredentials>(&text) {
                 Ok(creds) => {
                     return builder()?
                         .from_credentials(creds)
                         .await
-                        .map_err(|e| format!("ACME account from {}: {e}", path.display()))
+                        .map_err(|e| format!("ACME account at {}: {e}", issuer.directory))
                 }
                 Err(e) => {
                     warn!(file = %path.display(), error = %e, "ACME account file unreadable: creating a new account")
@@ -365,6 +545,10 @@ impl AcmeManager {
         }
         let email = self.config.acme.email.clone().unwrap_or_default();
         let contact = format!("mailto:{email}");
+        let eab = issuer
+            .eab
+            .as_ref()
+            .map(|(kid, key)| ExternalAccountKey::new(kid.clone(), key));
         let (account, creds) = builder()?
             .create(
                 &NewAccount {
@@ -372,29 +556,32 @@ impl AcmeManager {
                     terms_of_service_agreed: true,
                     only_return_existing: false,
                 },
-                self.config.acme.directory.clone(),
-                None,
+                issuer.directory.clone(),
+                eab.as_ref(),
             )
             .await
-            .map_err(|e| {
-                format!(
-                    "creating an ACME account at {}: {e}",
-                    self.config.acme.directory
-                )
-            })?;
+            .map_err(|e| format!("creating an ACME account at {}: {e}", issuer.directory))?;
         let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
         write_private(&path, json.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
-        info!(directory = %self.config.acme.directory, "ACME account created");
+        info!(issuer = %issuer.name, directory = %issuer.directory, "ACME account created");
         Ok(account)
     }
 
-    async fn order(&self, account: &Account, host: &str) -> Result<Cert, String> {
+    /// One order for `host` with challenge `kind`; whatever it put in
+    /// place for the challenges is removed before it returns.
+    async fn order(
+        &self,
+        account: &Account,
+        host: &str,
+        kind: ChallengeKind,
+        acme: &AcmeConfig,
+    ) -> Result<(String, String), String> {
         let ids = [Identifier::Dns(host.to_string())];
         let mut order = account
             .new_order(&NewOrder::new(&ids))
             .await
             .map_err(|e| format!("new order: {e}"))?;
-        let mut tokens = Vec::new();
+        let mut undo = Cleanup::default();
         let result = async {
             let mut authzs = order.authorizations();
             while let Some(a) = authzs.next().await {
@@ -404,15 +591,43 @@ impl AcmeManager {
                     AuthorizationStatus::Valid => continue,
                     other => return Err(format!("authorization is {other:?}")),
                 }
+                let wanted = match kind {
+                    ChallengeKind::Http01 => ChallengeType::Http01,
+                    ChallengeKind::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                    ChallengeKind::Dns01 => ChallengeType::Dns01,
+                };
                 let mut ch = a
-                    .challenge(ChallengeType::Http01)
-                    .ok_or("the CA offers no HTTP-01 challenge")?;
-                let token = ch.token.clone();
-                let key_auth = ch.key_authorization().as_str().to_string();
-                if let Ok(mut c) = self.challenges.lock() {
-                    c.insert(token.clone(), key_auth);
+                    .challenge(wanted)
+                    .ok_or_else(|| format!("the CA offers no {} challenge", kind.as_str()))?;
+                let name = ch.identifier().to_string();
+                let key_auth = ch.key_authorization();
+                match kind {
+                    ChallengeKind::Http01 => {
+                        let token = ch.token.clone();
+                        if let Ok(mut c) = self.challenges.lock() {
+                            c.insert(token.clone(), key_auth.as_str().to_string());
+                        }
+                        undo.tokens.push(token);
+                    }
+                    ChallengeKind::TlsAlpn01 => {
+                        let cert = alpn::challenge_cert(&name, key_auth.digest().as_ref())?;
+                        self.alpn.insert(&name, cert);
+                        undo.alpn.push(name.clone());
+                    }
+                    ChallengeKind::Dns01 => {
+                        let provider = dns01::provider_for(&acme.dns, &name)
+                            .ok_or_else(|| format!("no acme.dns provider covers {name}"))?
+                            .clone();
+                        let fqdn = dns01::challenge_fqdn(&name);
+                        let value = key_auth.dns_value();
+                        undo.records
+                            .push((provider.clone(), fqdn.clone(), value.clone()));
+                        dns01::present(&provider, &fqdn, &value).await?;
+                        let started = Instant::now();
+                        dns01::wait_visible(&provider, &fqdn, &value).await?;
+                        info!(host = %host, record = %fqdn, waited = ?started.elapsed(), "DNS-01 record visible on the zone's servers");
+                    }
                 }
-                tokens.push(token);
                 ch.set_ready()
                     .await
                     .map_err(|e| format!("challenge: {e}"))?;
@@ -425,8 +640,13 @@ impl AcmeManager {
                 Ok(status) => return Err(format!("validation failed: order is {status:?}")),
                 Err(e) => return Err(format!("validation failed: {e}")),
             }
-            let key_pem = order
-                .finalize()
+            let names = vec![host.to_string()];
+            let key_type = acme.key_type;
+            let (key_pem, csr) = tokio::task::spawn_blocking(move || key_and_csr(&names, key_type))
+                .await
+                .map_err(|e| e.to_string())??;
+            order
+                .finalize_csr(&csr)
                 .await
                 .map_err(|e| format!("finalize: {e}"))?;
             let chain = order
@@ -436,19 +656,39 @@ impl AcmeManager {
             Ok((chain, key_pem))
         }
         .await;
+        self.undo(undo).await;
+        result
+    }
+
+    /// Removes what an order put in place: tokens, challenge certificates,
+    /// TXT records (each record is tried even if another fails).
+    async fn undo(&self, undo: Cleanup) {
         if let Ok(mut c) = self.challenges.lock() {
-            for t in &tokens {
+            for t in &undo.tokens {
                 c.remove(t);
             }
         }
-        let (chain, key_pem) = result?;
-        let cert = Cert::from_pem(chain.as_bytes(), key_pem.as_bytes(), Source::Acme)?;
+        for name in &undo.alpn {
+            self.alpn.remove(name);
+        }
+        for (provider, fqdn, value) in &undo.records {
+            match dns01::cleanup(provider, fqdn, value).await {
+                Ok(()) => info!(record = %fqdn, "DNS-01 record removed"),
+                Err(e) => warn!(record = %fqdn, error = %e, "DNS-01 record could not be removed"),
+            }
+        }
+    }
+
+    /// Writes the certificate, its key and what berth notes about it.
+    fn save(&self, host: &str, chain: &str, key_pem: &str, meta: &CertMeta) -> Result<(), String> {
         let dir = self.dir();
-        write_private(&dir.join(format!("{host}.key")), key_pem.as_bytes())
+        let stem = file_stem(host);
+        write_private(&dir.join(format!("{stem}.key")), key_pem.as_bytes())
             .map_err(|e| e.to_string())?;
-        write_private(&dir.join(format!("{host}.crt")), chain.as_bytes())
+        write_private(&dir.join(format!("{stem}.crt")), chain.as_bytes())
             .map_err(|e| e.to_string())?;
-        Ok(cert)
+        let json = serde_json::to_vec(meta).map_err(|e| e.to_string())?;
+        write_private(&dir.join(format!("{stem}.json")), &json).map_err(|e| e.to_string())
     }
 
     async fn run(&self) {
@@ -467,6 +707,7 @@ impl AcmeManager {
                 .max(Duration::from_millis(200));
             tokio::select! {
                 r = notify.changed() => if r.is_err() { return },
+                _ = self.renewals.bell.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
@@ -494,29 +735,48 @@ impl AcmeManager {
         let mut wake = now + Duration::from_secs(60);
         for host in &wanted {
             let served = self.store.get(host);
+            // An ACME wildcard certificate of a wildcard route covers this
+            // name: it needs none of its own.
+            let by_wildcard = served.is_none()
+                && !self.renewals.asked(host)
+                && self.store.lookup(host).is_some_and(|c| {
+                    c.source == Source::Acme
+                        && c.names
+                            .iter()
+                            .any(|n| n.starts_with("*.") && wanted.contains(n.as_str()))
+                });
+            if by_wildcard {
+                self.report(host, |s| s.source = Some("acme (wildcard)".into()));
+                continue;
+            }
             let user_cert = self
                 .store
                 .lookup(host)
                 .is_some_and(|c| c.source == Source::File);
             let next_attempt = st.hosts.get(host).and_then(|h| h.next_attempt);
+            let usable = challenges_for(host, &acme);
             let facts = HostFacts {
                 host,
                 served: served.as_deref(),
                 user_cert,
                 next_attempt,
+                no_challenge: usable.as_ref().err().cloned(),
+                forced: self.renewals.asked(host),
             };
             let step = next_step(&facts, &st.orders, &limits, now, SystemTime::now());
             if let (Some(c), false) = (&served, matches!(step, HostStep::NotEligible(_))) {
-                let renew = unix(renew_at(c, self.snapshot.load().config.acme.renew_before));
+                let renew = unix(renew_at(c, acme.renew_before));
                 self.report(host, |s| {
                     s.valid_until = Some(unix(c.not_after));
                     s.renew_at = Some(renew);
                     s.source = Some("acme".into());
                 });
             }
+            self.report(host, |s| s.wildcard = host.starts_with("*."));
             match step {
                 HostStep::NotEligible(why) => {
-                    self.report(host, |s| s.not_eligible = Some(why.to_string()))
+                    self.renewals.done(host);
+                    self.report(host, |s| s.not_eligible = Some(why))
                 }
                 HostStep::UserCert => self.report(host, |s| s.source = Some("file".into())),
                 HostStep::Current { renew } => {
@@ -537,24 +797,13 @@ impl AcmeManager {
                 }
                 HostStep::Order { renewal } => {
                     st.capped_logged = false;
-                    if st.account.is_none() {
-                        match self.account().await {
-                            Ok(a) => {
-                                st.account = Some(a);
-                                st.account_failures = 0;
-                            }
-                            Err(e) => {
-                                st.account_failures += 1;
-                                let n = st.account_failures;
-                                let wait = backoff(n, jitter("account", n));
-                                warn!(error = %e, retry_in = ?wait, "no ACME account");
-                                wake = wake.min(now + wait);
-                                break;
-                            }
-                        }
-                    }
-                    st.orders.push_back(now);
-                    wake = wake.min(self.order_and_report(st, host, renewal).await);
+                    self.renewals.done(host);
+                    self.report(host, |s| s.not_eligible = None);
+                    let kinds = usable.unwrap_or_default();
+                    let next = self
+                        .order_and_report(st, host, renewal, &kinds, &acme)
+                        .await;
+                    wake = wake.min(next);
                 }
             }
         }
@@ -562,60 +811,143 @@ impl AcmeManager {
     }
 
     /// Orders a certificate for `host` and installs it, or backs off; returns
-    /// when this host needs attention next.
-    async fn order_and_report(&self, st: &mut RunState, host: &str, renewal: bool) -> Instant {
-        let Some(account) = &st.account else {
-            return Instant::now();
+    /// when this host needs attention next. The issuers are tried in their
+    /// order: one that cannot be reached, whose account cannot be made, or
+    /// that refuses the order hands over to the next at once; one that says
+    /// to wait (a rate limit) is skipped until then. The challenge is the
+    /// first usable one, then the next after each failed attempt.
+    async fn order_and_report(
+        &self,
+        st: &mut RunState,
+        host: &str,
+        renewal: bool,
+        kinds: &[ChallengeKind],
+        acme: &AcmeConfig,
+    ) -> Instant {
+        let failures = st.hosts.get(host).map_or(0, |h| h.failures);
+        let Some(&kind) = kinds.get(failures as usize % kinds.len().max(1)) else {
+            return Instant::now() + Duration::from_secs(60);
         };
-        if let Ok(mut r) = self.retry_after.lock() {
-            *r = None;
-        }
-        info!(host = %host, renewal, "ordering a certificate");
-        let result = self.order(account, host).await;
-        let state = st.hosts.entry(host.to_string()).or_default();
-        match result {
-            Ok(cert) => {
-                info!(host = %host, valid_until = unix(cert.not_after), "certificate issued");
-                let until = unix(cert.not_after);
-                // Wake up for its renewal, not only when routes change.
-                let renew = renew_at(&cert, self.snapshot.load().config.acme.renew_before);
-                let wake =
-                    Instant::now() + renew.duration_since(SystemTime::now()).unwrap_or_default();
-                self.store.set(host, Some(cert));
-                *state = HostState::default();
-                self.report(host, |s| {
-                    s.valid_until = Some(until);
-                    s.renew_at = Some(unix(renew));
-                    s.source = Some("acme".into());
-                    s.last_error = None;
-                    s.next_attempt = None;
-                    s.failures = 0;
-                });
-                wake
+        let mut errors = Vec::new();
+        let mut waits: Vec<Instant> = Vec::new();
+        for issuer in &acme.issuers {
+            let now = Instant::now();
+            if let Some(until) = st
+                .issuers
+                .get(&issuer.name)
+                .and_then(|s| s.until)
+                .filter(|u| *u > now)
+            {
+                errors.push(format!(
+                    "{}: waiting {}s (it asked to, or could not be reached)",
+                    issuer.name,
+                    until.duration_since(now).as_secs()
+                ));
+                waits.push(until);
+                continue;
             }
-            Err(e) => {
-                state.failures += 1;
-                let mut wait = backoff(state.failures, jitter(host, state.failures));
-                // instant-acme does not hand us the Retry-After of an
-                // error answer; a rate limit waits an hour at least.
-                let told = self.retry_after.lock().ok().and_then(|mut r| r.take());
-                if let Some(at) = told {
-                    wait = wait.max(at.duration_since(SystemTime::now()).unwrap_or_default());
-                } else if e.contains("rateLimited") {
-                    wait = wait.max(RATE_LIMITED);
+            let account = match st.accounts.get(&issuer.name) {
+                Some((dir, a)) if *dir == issuer.directory => a.clone(),
+                _ => match self.account(issuer).await {
+                    Ok(a) => {
+                        st.accounts
+                            .insert(issuer.name.clone(), (issuer.directory.clone(), a.clone()));
+                        st.issuers.remove(&issuer.name);
+                        a
+                    }
+                    Err(e) => {
+                        let s = st.issuers.entry(issuer.name.clone()).or_default();
+                        s.failures += 1;
+                        let wait = backoff(s.failures, jitter(&issuer.name, s.failures));
+                        s.until = Some(Instant::now() + wait);
+                        warn!(issuer = %issuer.name, error = %e, retry_in = ?wait, "no ACME account");
+                        errors.push(format!("{}: {e}", issuer.name));
+                        waits.push(Instant::now() + wait);
+                        continue;
+                    }
+                },
+            };
+            if let Ok(mut r) = self.retry_after.lock() {
+                *r = None;
+            }
+            st.orders.push_back(Instant::now());
+            info!(host = %host, issuer = %issuer.name, challenge = kind.as_str(), renewal, "ordering a certificate");
+            let result =
+                self.order(&account, host, kind, acme)
+                    .await
+                    .and_then(|(chain, key_pem)| {
+                        let cert =
+                            Cert::from_pem(chain.as_bytes(), key_pem.as_bytes(), Source::Acme)?;
+                        let meta = CertMeta {
+                            issuer: Some(issuer.name.clone()),
+                            challenge: Some(kind.as_str().into()),
+                            key_type: Some(acme.key_type.as_str().into()),
+                        };
+                        self.save(host, &chain, &key_pem, &meta)?;
+                        Ok((cert, meta))
+                    });
+            match result {
+                Ok((cert, meta)) => {
+                    info!(host = %host, issuer = %issuer.name, challenge = kind.as_str(), valid_until = unix(cert.not_after), "certificate issued");
+                    let until = unix(cert.not_after);
+                    // Wake up for its renewal, not only when routes change.
+                    let renew = renew_at(&cert, acme.renew_before);
+                    let wake = Instant::now()
+                        + renew.duration_since(SystemTime::now()).unwrap_or_default();
+                    self.store.set(host, Some(cert));
+                    st.hosts.remove(host);
+                    self.report(host, |s| {
+                        s.valid_until = Some(until);
+                        s.renew_at = Some(unix(renew));
+                        s.source = Some("acme".into());
+                        s.last_error = None;
+                        s.next_attempt = None;
+                        s.failures = 0;
+                        s.issuer = meta.issuer;
+                        s.challenge = meta.challenge;
+                        s.key_type = meta.key_type;
+                    });
+                    return wake;
                 }
-                let next = Instant::now() + wait;
-                state.next_attempt = Some(next);
-                warn!(host = %host, error = %e, failures = state.failures, retry_in = ?wait, "certificate order failed");
-                let (failures, next_unix) = (state.failures, unix(SystemTime::now() + wait));
-                self.report(host, |s| {
-                    s.last_error = Some(e.clone());
-                    s.failures = failures;
-                    s.next_attempt = Some(next_unix);
-                });
-                next
+                Err(e) => {
+                    // instant-acme does not hand us the Retry-After of an
+                    // error answer; a rate limit waits an hour at least.
+                    let told = self.retry_after.lock().ok().and_then(|mut r| r.take());
+                    let limited = match told {
+                        Some(at) => Some(at.duration_since(SystemTime::now()).unwrap_or_default()),
+                        None if e.contains("rateLimited") => Some(RATE_LIMITED),
+                        None => None,
+                    };
+                    if let Some(wait) = limited {
+                        st.issuers.entry(issuer.name.clone()).or_default().until =
+                            Some(Instant::now() + wait);
+                        waits.push(Instant::now() + wait);
+                    }
+                    warn!(host = %host, issuer = %issuer.name, challenge = kind.as_str(), error = %e, "certificate order failed");
+                    errors.push(format!("{} ({}): {e}", issuer.name, kind.as_str()));
+                }
             }
         }
+        let state = st.hosts.entry(host.to_string()).or_default();
+        state.failures += 1;
+        let mut wait = backoff(state.failures, jitter(host, state.failures));
+        // Every issuer said to wait: not before the first of them is back.
+        if waits.len() == acme.issuers.len() {
+            if let Some(first) = waits.iter().min() {
+                wait = wait.max(first.saturating_duration_since(Instant::now()));
+            }
+        }
+        let next = Instant::now() + wait;
+        state.next_attempt = Some(next);
+        let e = errors.join("; ");
+        warn!(host = %host, error = %e, failures = state.failures, retry_in = ?wait, "no certificate from any issuer");
+        let (failures, next_unix) = (state.failures, unix(SystemTime::now() + wait));
+        self.report(host, |s| {
+            s.last_error = Some(e.clone());
+            s.failures = failures;
+            s.next_attempt = Some(next_unix);
+        });
+        next
     }
 
     fn report(&self, host: &str, f: impl FnOnce(&mut HostStatus)) {
@@ -719,13 +1051,15 @@ mod tests {
             served,
             user_cert,
             next_attempt,
+            no_challenge: None,
+            forced: false,
         };
         let none = VecDeque::new();
         let full: VecDeque<Instant> = [now - hour / 2, now - hour / 4].into();
         let renew_in = renew_at(&cert, None).duration_since(fresh).unwrap();
         #[rustfmt::skip]
         let cases = [
-            (facts("web.internal", None, false, None), &none, fresh, HostStep::NotEligible("a private name (.internal/.local) no CA can reach")),
+            (facts("web.internal", None, false, None), &none, fresh, HostStep::NotEligible("a private name (.internal/.local) no CA can reach".into())),
             (facts("a.test", None, false, None), &none, fresh, HostStep::Order { renewal: false }),
             (facts("a.test", Some(&cert), false, None), &none, fresh, HostStep::Current { renew: now + renew_in }),
             (facts("a.test", Some(&cert), false, None), &none, old, HostStep::Order { renewal: true }),
@@ -737,6 +1071,92 @@ mod tests {
         ];
         for (f, orders, wall, want) in cases {
             assert_eq!(next_step(&f, orders, &limits, now, wall), want, "{f:?}");
+        }
+        // A renewal a person asked for: past "still good" and the backoff,
+        // never past the cap; a name no challenge works for is never ordered.
+        let forced = |served, next_attempt| HostFacts {
+            forced: true,
+            ..facts("a.test", served, false, next_attempt)
+        };
+        #[rustfmt::skip]
+        let cases = [
+            (forced(Some(&cert), None), &none, HostStep::Order { renewal: true }),
+            (forced(None, Some(now + hour)), &none, HostStep::Order { renewal: false }),
+            (forced(Some(&cert), None), &full, HostStep::Capped { until: now + hour / 2 }),
+        ];
+        for (f, orders, want) in cases {
+            assert_eq!(next_step(&f, orders, &limits, now, fresh), want, "{f:?}");
+        }
+        let refused = HostFacts {
+            no_challenge: Some("why".into()),
+            ..facts("*.a.test", None, false, None)
+        };
+        assert_eq!(
+            next_step(&refused, &none, &limits, now, fresh),
+            HostStep::NotEligible("why".into())
+        );
+    }
+
+    #[test]
+    fn challenges_by_name_and_config() {
+        use crate::config::{DnsProvider, DnsProviderKind};
+        let mut acme = Config::default().acme;
+        let http = Ok(vec![ChallengeKind::Http01]);
+        assert_eq!(challenges_for("a.test", &acme), http);
+        let e = challenges_for("*.apps.test", &acme).unwrap_err();
+        assert!(e.contains("no acme.dns provider covers apps.test"), "{e}");
+        acme.dns.push(DnsProvider {
+            zone: "test".into(),
+            kind: DnsProviderKind::Exec {
+                command: vec!["true".into()],
+                timeout: Duration::from_secs(1),
+            },
+            nameservers: vec![],
+            propagation_timeout: Duration::from_secs(1),
+            ttl: 60,
+        });
+        assert_eq!(
+            challenges_for("a.test", &acme),
+            Ok(vec![ChallengeKind::Dns01, ChallengeKind::Http01])
+        );
+        assert_eq!(
+            challenges_for("*.apps.test", &acme),
+            Ok(vec![ChallengeKind::Dns01])
+        );
+        assert_eq!(challenges_for("a.other", &acme), http);
+        acme.challenges = vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01];
+        let e = challenges_for("*.apps.test", &acme).unwrap_err();
+        assert!(e.contains("acme.challenge does not list"), "{e}");
+        assert_eq!(
+            challenges_for("a.test", &acme),
+            Ok(vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01])
+        );
+        acme.challenges = vec![ChallengeKind::Dns01];
+        let e = challenges_for("a.other", &acme).unwrap_err();
+        assert!(e.contains("lists only dns-01"), "{e}");
+    }
+
+    #[test]
+    fn wildcards_are_kept_under_a_file_name_without_a_star() {
+        assert_eq!(file_stem("*.apps.test"), "_wildcard.apps.test");
+        assert_eq!(host_of_stem("_wildcard.apps.test"), "*.apps.test");
+        assert_eq!(file_stem("a.test"), "a.test");
+        assert_eq!(host_of_stem("a.test"), "a.test");
+    }
+
+    #[test]
+    fn keys_of_each_type_make_a_csr() {
+        for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Rsa2048] {
+            let (pem, csr) = key_and_csr(&["a.test".into()], kt).unwrap();
+            assert!(pem.contains("PRIVATE KEY"), "{kt:?}");
+            assert!(!csr.is_empty());
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).unwrap();
+            let signing = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+            let want = match kt {
+                KeyType::EcdsaP256 | KeyType::EcdsaP384 => rustls::SignatureAlgorithm::ECDSA,
+                _ => rustls::SignatureAlgorithm::RSA,
+            };
+            assert_eq!(signing.algorithm(), want, "{kt:?}");
         }
     }
 }

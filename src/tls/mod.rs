@@ -2,7 +2,10 @@
 //! and the ACME manager that orders and renews the rest.
 
 pub mod acme;
+pub mod alpn;
+pub mod dns01;
 pub mod files;
+pub mod rsa;
 pub mod store;
 
 pub use store::{Cert, CertStore, Source};
