@@ -11,7 +11,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use crate::harness::{cli, eventually, free_port, never, Berth, Env, HttpClient, TempDir};
 
 /// pebble + challtestsrv on free loopback ports, killed on drop.
-struct Pebble {
+pub struct Pebble {
     children: Vec<Child>,
     /// The CA that signed pebble's own HTTPS certificate (for the directory).
     ca: PathBuf,
@@ -22,8 +22,27 @@ struct Pebble {
     _dir: TempDir,
 }
 
+/// Where pebble validates: HTTP-01 on `http`, TLS-ALPN-01 on `tls`, and
+/// the DNS server it asks (challtestsrv's when `None`).
+#[derive(Default)]
+pub struct PebbleOpts {
+    pub http: u16,
+    pub tls: Option<u16>,
+    pub dns: Option<u16>,
+    pub validity_secs: Option<u64>,
+}
+
 impl Pebble {
-    fn start(http_port: u16, validity_secs: Option<u64>) -> Pebble {
+    pub fn start(http_port: u16, validity_secs: Option<u64>) -> Pebble {
+        Pebble::start_with(PebbleOpts {
+            http: http_port,
+            validity_secs,
+            ..PebbleOpts::default()
+        })
+    }
+
+    pub fn start_with(opts: PebbleOpts) -> Pebble {
+        let (http_port, validity_secs) = (opts.http, opts.validity_secs);
         let dir = TempDir::new();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -43,13 +62,10 @@ impl Pebble {
         std::fs::write(dir.path().join("leaf.pem"), leaf_cert.pem()).unwrap();
         std::fs::write(dir.path().join("leaf.key"), leaf_key.serialize_pem()).unwrap();
 
-        let (listen, mgmt, dns, chall_mgmt, tls_port) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
+        let (listen, mgmt, chall_dns, chall_mgmt) =
+            (free_port(), free_port(), free_port(), free_port());
+        let tls_port = opts.tls.unwrap_or_else(free_port);
+        let dns = opts.dns.unwrap_or(chall_dns);
         let validity = validity_secs
             .map(|v| format!(",\n\"certificateValidityPeriod\": {v}"))
             .unwrap_or_default();
@@ -64,7 +80,7 @@ impl Pebble {
         let chall = Command::new("pebble-challtestsrv")
             .args([
                 "-dns01",
-                &format!("127.0.0.1:{dns}"),
+                &format!("127.0.0.1:{chall_dns}"),
                 "-http01",
                 "",
                 "-https01",
@@ -126,7 +142,7 @@ impl Pebble {
     }
 
     /// pebble's issuing root, to verify what berth serves.
-    fn root(&self, into: &Path) -> PathBuf {
+    pub fn root(&self, into: &Path) -> PathBuf {
         let out = Command::new("curl")
             .args(["-s", "--cacert", &self.ca.display().to_string()])
             .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt))
@@ -137,8 +153,13 @@ impl Pebble {
         path
     }
 
+    /// The directory URL and the CA of its HTTPS certificate.
+    pub fn directory(&self) -> (&str, &Path) {
+        (&self.dir_url, &self.ca)
+    }
+
     /// berth's `acme:` and `tls:` config for this pebble.
-    fn config(&self, tls_port: u16, certs: &Path) -> String {
+    pub fn config(&self, tls_port: u16, certs: &Path) -> String {
         format!(
             "tls:\n  listen: 127.0.0.1:{tls_port}\n  certs_dir: {}\nacme:\n  email: test@example.com\n  directory: {}\n  ca_root: {}\n",
             certs.display(),
@@ -158,7 +179,7 @@ impl Drop for Pebble {
 }
 
 /// curl over HTTPS with SNI `host`, resolved to loopback: (status, http version, body).
-async fn https_get(
+pub async fn https_get(
     host: &str,
     port: u16,
     root: Option<&Path>,

@@ -5,6 +5,7 @@ mod acme;
 mod admin;
 mod browser;
 mod canary;
+mod certs;
 mod check;
 mod cli;
 mod crash;

@@ -1,0 +1,572 @@
+//! Certificates beyond HTTP-01, against real pebble: DNS-01 through a real
+//! authoritative server (BIND 9, started here on a loopback port with a
+//! zone for the test run and a TSIG key; pebble's `-dnsserver` is BIND),
+//! by RFC 2136 updates and by an exec hook that calls `nsupdate`;
+//! wildcards; TLS-ALPN-01 on berth's HTTPS listener; several issuers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::acme::{https_get, Pebble, PebbleOpts};
+use crate::harness::{cli, eventually, free_port, Berth, Env, TempDir};
+
+/// BIND 9 serving `zone` on 127.0.0.1:`port`, updatable with the TSIG key
+/// in `key_file` (TXT records only), killed on drop.
+struct Bind {
+    child: Child,
+    port: u16,
+    key_file: PathBuf,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Bind {
+    fn start(zone: &str) -> Bind {
+        let dir = TempDir::new();
+        let d = dir.path();
+        let key = Command::new("tsig-keygen")
+            .args(["-a", "hmac-sha256", "berth-test"])
+            .output()
+            .expect("tsig-keygen (apt-get install bind9-utils)");
+        assert!(key.status.success());
+        let key_file = d.join("tsig.key");
+        std::fs::write(&key_file, &key.stdout).unwrap();
+        std::fs::write(
+            d.join("zone.db"),
+            format!(
+                "$TTL 60\n@ IN SOA ns.{zone}. admin.{zone}. 1 60 60 600 60\n@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        std::fs::write(
+            d.join("named.conf"),
+            format!(
+                r#"options {{
+  directory "{d}";
+  pid-file "{d}/named.pid";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+  allow-query {{ any; }};
+  querylog yes;
+}};
+include "{d}/tsig.key";
+zone "{zone}" {{
+  type primary;
+  file "{d}/zone.db";
+  update-policy {{ grant berth-test zonesub TXT; }};
+}};
+"#,
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let log = d.join("named.log");
+        let child = Command::new("named")
+            .args(["-g", "-c", &d.join("named.conf").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("named (apt-get install bind9)");
+        let b = Bind {
+            child,
+            port,
+            key_file,
+            log,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !std::fs::read_to_string(&b.log)
+            .unwrap_or_default()
+            .contains("running")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "named did not start: {}",
+                std::fs::read_to_string(&b.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The TXT values BIND answers for `name` now.
+    async fn txt(&self, name: &str) -> String {
+        let out = tokio::process::Command::new("dig")
+            .args([
+                "@127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                name,
+                "TXT",
+                "+short",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test config with TLS, ACME against `pebble` and `acme_extra` added
+/// to the `acme:` section.
+fn config(
+    env: &Env,
+    ports: (u16, u16, u16),
+    pebble: &Pebble,
+    certs: &Path,
+    acme_extra: &str,
+) -> String {
+    let (http, admin, tls) = ports;
+    env.config_admin(http, admin, "").replace(
+        "tls:\n  listen: \"off\"\n",
+        &format!("{}{acme_extra}", pebble.config(tls, certs)),
+    )
+}
+
+/// `berth certs` as text.
+async fn certs_table(admin: u16) -> String {
+    let (code, out, err) = cli(&format!("127.0.0.1:{admin}"), &["certs"]).await;
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+/// The row of `berth certs` for `host`.
+async fn cert_row(admin: u16, host: &str) -> Option<String> {
+    certs_table(admin)
+        .await
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(host))
+        .map(str::to_string)
+}
+
+/// The rfc2136 provider of `zone` at `bind`.
+fn rfc2136(zone: &str, bind: &Bind) -> String {
+    format!(
+        "  dns:\n    - zone: {zone}\n      provider: rfc2136\n      server: 127.0.0.1:{}\n      tsig_secret_file: {}\n      propagation_timeout: 20s\n",
+        bind.port,
+        bind.key_file.display()
+    )
+}
+
+/// The subject's names of the certificate served for `host` (openssl).
+async fn served_names(host: &str, tls: u16) -> String {
+    let mut s_client = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{tls}"),
+            "-servername",
+            host,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let pem = std::mem::take(&mut s_client.stdout);
+    let mut x509 = tokio::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-serial"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = x509.stdin.take().unwrap();
+    stdin.write_all(&pem).await.unwrap();
+    drop(stdin);
+    let out = x509.wait_with_output().await.unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns01_by_rfc2136_issues_cleans_up_and_renews_on_request() {
+    let env = Env::new("dns01").await;
+    let zone = format!("{}.test", env.id);
+    let app = env.host("app");
+    env.run("app", &["--label", &format!("berth.host={app}")])
+        .await;
+    let bind = Bind::start(&zone);
+    let (http, admin, tls) = (free_port(), free_port(), free_port());
+    // HTTP-01 cannot work: pebble validates it on a port nobody listens on.
+    let pebble = Pebble::start_with(PebbleOpts {
+        http: free_port(),
+        dns: Some(bind.port),
+        ..PebbleOpts::default()
+    });
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    let cfg = config(
+        &env,
+        (http, admin, tls),
+        &pebble,
+        &certs,
+        &rfc2136(&zone, &bind),
+    );
+    let root = pebble.root(dir.path());
+    let berth = Berth::start(&cfg, http).await;
+
+    let (code, _, _) = eventually(Duration::from_secs(60), "a DNS-01 certificate", || async {
+        https_get(&app, tls, Some(&root), "/").await.ok()
+    })
+    .await;
+    assert_eq!(code, "200");
+    // The record was added (signed with the key), validated, then removed.
+    let record = format!("_acme-challenge.{app}");
+    let log = bind.log();
+    let added = log
+        .find(&format!("adding an RR at '{record}' TXT"))
+        .unwrap_or_else(|| panic!("no update adding {record}: {log}"));
+    let deleted = log
+        .find(&format!("deleting an RR at {record} TXT"))
+        .unwrap_or_else(|| panic!("no update deleting {record}: {log}"));
+    assert!(added < deleted);
+    assert!(
+        log[added..deleted].contains(&format!("query: {record} IN TXT")),
+        "the record was asked for while it existed: {log}"
+    );
+    assert!(log.contains("/key berth-test"), "updates are signed: {log}");
+    assert_eq!(bind.txt(&record).await, "", "the record is gone");
+    let row = cert_row(admin, &app).await.unwrap();
+    assert!(
+        row.contains("dns-01") && row.contains("ecdsa-p256"),
+        "{row}"
+    );
+
+    // A renewal on request: a new certificate, a new record, cleaned up.
+    let before = served_names(&app, tls).await;
+    let (code, out, err) = cli(&format!("127.0.0.1:{admin}"), &["certs", "renew", &app]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("renewal queued"), "{out}");
+    eventually(Duration::from_secs(60), "a second certificate", || async {
+        (berth.log().matches("certificate issued").count() == 2).then_some(())
+    })
+    .await;
+    let after = eventually(
+        Duration::from_secs(10),
+        "the new certificate served",
+        || async {
+            let now = served_names(&app, tls).await;
+            (now.contains("serial=") && now != before).then_some(now)
+        },
+    )
+    .await;
+    assert!(after.contains(&format!("DNS:{app}")), "{after}");
+    eventually(
+        Duration::from_secs(10),
+        "the second record removed",
+        || async {
+            (bind
+                .log()
+                .matches(&format!("deleting an RR at {record} TXT"))
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(bind.txt(&record).await, "");
+    // A name berth does not manage: 404, exit 3, nothing ordered.
+    let (code, _, err) = cli(
+        &format!("127.0.0.1:{admin}"),
+        &["certs", "renew", "nobody.example"],
+    )
+    .await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("no route wants a certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_route_gets_one_wildcard_certificate_for_every_name_below_it() {
+    let env = Env::new("wildcard").await;
+    let zone = format!("{}.test", env.id);
+    let wildcard = format!("*.apps.{zone}");
+    env.run("apps", &["--label", &format!("berth.host={wildcard}")])
+        .await;
+    // A wildcard outside every provider's zone: reported, never ordered.
+    let elsewhere = format!("*.x.{}.elsewhere", env.id);
+    env.run("other", &["--label", &format!("berth.host={elsewhere}")])
+        .await;
+    let bind = Bind::start(&zone);
+    let (http, admin, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start_with(PebbleOpts {
+        http: free_port(),
+        dns: Some(bind.port),
+        ..PebbleOpts::default()
+    });
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    let cfg = config(
+        &env,
+        (http, admin, tls),
+        &pebble,
+        &certs,
+        &rfc2136(&zone, &bind),
+    );
+    let root = pebble.root(dir.path());
+    let berth = Berth::start(&cfg, http).await;
+
+    let (a, b) = (format!("a.apps.{zone}"), format!("b.apps.{zone}"));
+    for name in [&a, &b] {
+        let (code, _, _) = eventually(
+            Duration::from_secs(60),
+            "the wildcard certificate",
+            || async { https_get(name, tls, Some(&root), "/").await.ok() },
+        )
+        .await;
+        assert_eq!(code, "200", "{name}");
+    }
+    let (sa, sb) = (served_names(&a, tls).await, served_names(&b, tls).await);
+    assert_eq!(sa, sb, "one certificate serves both names");
+    assert!(sa.contains(&format!("DNS:{wildcard}")), "{sa}");
+    assert_eq!(berth.log().matches("certificate issued").count(), 1);
+    assert!(certs
+        .join("acme")
+        .join(format!("_wildcard.apps.{zone}.crt"))
+        .is_file());
+    let row = cert_row(admin, &wildcard).await.unwrap();
+    assert!(row.contains("dns-01"), "{row}");
+    let row = eventually(
+        Duration::from_secs(10),
+        "the other wildcard reported",
+        || async { cert_row(admin, &elsewhere).await },
+    )
+    .await;
+    assert!(
+        row.contains("not ordered: a wildcard needs dns-01, and no acme.dns provider covers"),
+        "{row}"
+    );
+    // The wildcard's record is gone from the zone.
+    assert_eq!(bind.txt(&format!("_acme-challenge.apps.{zone}")).await, "");
+}
+
+/// An exec hook in lego's convention, calling nsupdate against `bind`; it
+/// writes each call to `calls`, and for a name with `fail` in it adds the
+/// record and then fails.
+fn hook(dir: &Path, bind: &Bind) -> (PathBuf, PathBuf) {
+    let calls = dir.join("calls.log");
+    let script = dir.join("dns-hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+# dns-hook.sh present|cleanup FQDN. VALUE
+echo "$1 $2 $3" >> {calls}
+case "$1" in
+  present) op="add $2 60 TXT \"$3\"" ;;
+  cleanup) op="delete $2 TXT \"$3\"" ;;
+  *) echo "unknown action $1" >&2; exit 2 ;;
+esac
+printf 'server 127.0.0.1 {port}\nupdate %s\nsend\n' "$op" | nsupdate -k {key} || exit 1
+case "$2" in
+  *fail*) [ "$1" = present ] && {{ echo "provider said no for $2" >&2; exit 1; }} ;;
+esac
+exit 0
+"#,
+            calls = calls.display(),
+            port = bind.port,
+            key = bind.key_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns01_by_an_exec_hook_and_a_failing_hook_backs_off_and_cleans_up() {
+    let env = Env::new("dnsexec").await;
+    let zone = format!("{}.test", env.id);
+    let (app, bad) = (env.host("app"), env.host("fail"));
+    env.run("app", &["--label", &format!("berth.host={app}")])
+        .await;
+    env.run("fail", &["--label", &format!("berth.host={bad}")])
+        .await;
+    let bind = Bind::start(&zone);
+    let dir = TempDir::new();
+    let (script, calls) = hook(dir.path(), &bind);
+    let (http, admin, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start_with(PebbleOpts {
+        http: free_port(),
+        dns: Some(bind.port),
+        ..PebbleOpts::default()
+    });
+    let certs = dir.path().join("certs");
+    let acme = format!(
+        "  challenge: dns-01\n  dns:\n    - zone: {zone}\n      provider: exec\n      command: {}\n      nameservers: [127.0.0.1:{}]\n      propagation_timeout: 20s\n",
+        script.display(),
+        bind.port
+    );
+    let cfg = config(&env, (http, admin, tls), &pebble, &certs, &acme);
+    let root = pebble.root(dir.path());
+    let _berth = Berth::start(&cfg, http).await;
+
+    let (code, _, _) = eventually(
+        Duration::from_secs(60),
+        "a certificate through the hook",
+        || async { https_get(&app, tls, Some(&root), "/").await.ok() },
+    )
+    .await;
+    assert_eq!(code, "200");
+    let row = eventually(
+        Duration::from_secs(30),
+        "the failing hook's error",
+        || async {
+            cert_row(admin, &bad)
+                .await
+                .filter(|r| r.contains("provider said no"))
+        },
+    )
+    .await;
+    assert!(row.contains("exited with status 1"), "{row}");
+    assert!(
+        row.contains(" 1 ") || row.contains("\t1\t"),
+        "one failure counted: {row}"
+    );
+    assert!(row.contains("in 0h0"), "a next try is set: {row}");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    for name in [&app, &bad] {
+        let fqdn = format!("_acme-challenge.{name}.");
+        assert!(log.contains(&format!("present {fqdn} ")), "{log}");
+        assert!(
+            log.contains(&format!("cleanup {fqdn} ")),
+            "cleaned up, also after the failure: {log}"
+        );
+        assert_eq!(bind.txt(&fqdn).await, "", "{fqdn}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn01_on_the_https_listener_leaves_other_handshakes_alone() {
+    let env = Env::new("alpn").await;
+    let (app, other) = (env.host("app"), env.host("other"));
+    env.run("app", &["--label", &format!("berth.host={app}")])
+        .await;
+    env.run(
+        "other",
+        &[
+            "--label",
+            &format!("berth.host={other}"),
+            "--label",
+            "berth.tls=off",
+        ],
+    )
+    .await;
+    let (http, admin, tls) = (free_port(), free_port(), free_port());
+    // HTTP-01 unavailable: pebble validates it on a closed port; TLS-ALPN-01
+    // goes to berth's HTTPS listener.
+    let pebble = Pebble::start_with(PebbleOpts {
+        http: free_port(),
+        tls: Some(tls),
+        ..PebbleOpts::default()
+    });
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    let cfg = config(
+        &env,
+        (http, admin, tls),
+        &pebble,
+        &certs,
+        "  challenge: tls-alpn-01\n  key_type: ecdsa-p384\n",
+    );
+    let root = pebble.root(dir.path());
+    // HTTPS requests to another host all along, challenge or not.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let berth = Berth::start(&cfg, http).await;
+    let load = {
+        let (stop, other) = (stop.clone(), other.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match https_get(&other, tls, None, "/").await {
+                    Ok((code, _, _)) if code == "200" => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    let (code, version, _) = eventually(
+        Duration::from_secs(60),
+        "a TLS-ALPN-01 certificate",
+        || async { https_get(&app, tls, Some(&root), "/").await.ok() },
+    )
+    .await;
+    assert_eq!((code.as_str(), version.as_str()), ("200", "2"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 5, "{ok} requests during the challenge");
+    assert!(berth.log().contains("TLS-ALPN-01 challenge answered"));
+    let row = cert_row(admin, &app).await.unwrap();
+    assert!(
+        row.contains("tls-alpn-01") && row.contains("ecdsa-p384"),
+        "{row}"
+    );
+    let key = std::fs::read_to_string(certs.join("acme").join(format!("{app}.key"))).unwrap();
+    let text = tokio::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(certs.join("acme").join(format!("{app}.key")))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("secp384r1"),
+        "a P-384 key: {key:.30}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_first_issuer_cannot_be_reached_the_second_issues() {
+    let env = Env::new("issuers").await;
+    let app = env.host("app");
+    env.run("app", &["--label", &format!("berth.host={app}")])
+        .await;
+    let (http, admin, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(http, None);
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    let (directory, ca) = pebble.directory();
+    let issuers = format!(
+        "  issuers:\n    - name: down\n      directory: https://127.0.0.1:{}/dir\n    - name: pebble\n      directory: {directory}\n      ca_root: {}\n",
+        free_port(),
+        ca.display()
+    );
+    // The single-issuer keys of pebble.config() make way for the list.
+    let cfg = config(&env, (http, admin, tls), &pebble, &certs, &issuers).replace(
+        &format!("\n  directory: {directory}\n  ca_root: {}\n", ca.display()),
+        "\n",
+    );
+    let root = pebble.root(dir.path());
+    let berth = Berth::start(&cfg, http).await;
+    let (code, _, _) = eventually(
+        Duration::from_secs(60),
+        "a certificate from the second issuer",
+        || async { https_get(&app, tls, Some(&root), "/").await.ok() },
+    )
+    .await;
+    assert_eq!(code, "200");
+    let row = cert_row(admin, &app).await.unwrap();
+    assert!(row.contains(" pebble ") && row.contains("http-01"), "{row}");
+    assert!(
+        berth.log().contains("no ACME account"),
+        "the first was tried"
+    );
+    assert!(certs.join("acme").join("account-pebble.json").is_file());
+}
