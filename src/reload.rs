@@ -105,6 +105,7 @@ pub fn merge(running: &Config, new: &Config) -> (Config, Vec<String>, Vec<String
         "deploy" => deploy;
         "tls.listen" => tls.listen;
         "tls.certs_dir" => tls.certs_dir;
+        "tls.on_demand" => tls.on_demand;
         "acme.email" => acme.email;
         "dns.listen" => dns.listen;
         "dns.zone" => dns.zone;
@@ -164,6 +165,7 @@ fn every_key_is_in_merge(c: &Config) {
         certs_dir: _,
         redirect: _,
         hsts: _,
+        on_demand: _,
     } = tls;
     let AcmeConfig {
         email: _,

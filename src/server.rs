@@ -35,8 +35,9 @@ use crate::reload::{HangUp, Reloader};
 use crate::shutdown::{Requests, StopSignals};
 use crate::state::{self, StateDir};
 use crate::tls::acme::{AcmeHandle, AcmeManager};
-use crate::tls::alpn::{AlpnChallenges, AlpnResponder};
+use crate::tls::alpn::{AlpnChallenges, PreHandshake};
 use crate::tls::files::CertFiles;
+use crate::tls::ondemand::OnDemand;
 use crate::tls::{self, CertStore, Challenges, Https};
 use crate::upgrade;
 use crate::world::{Input, Signals, World};
@@ -254,30 +255,40 @@ fn add_https(
     );
     set_server_options(&mut tls_proxy, config);
     tls_proxy.add_tls_with_settings(&addr.to_string(), None, settings);
-    // TLS-ALPN-01 challenges are answered before the normal handshake.
     let alpn = Arc::new(AlpnChallenges::default());
+    let mut acme = config.acme.email.is_some().then(|| {
+        AcmeManager::new(
+            config.clone(),
+            shared.snapshot.clone(),
+            shared.notified.clone(),
+            store.clone(),
+            https.challenges.clone(),
+            alpn.clone(),
+        )
+    });
+    if let (Some(od), Some(manager)) = (&config.tls.on_demand, &mut acme) {
+        let dir = config.tls.certs_dir.join("acme");
+        let on_demand = OnDemand::new(od.clone(), dir, store.clone(), manager.renewals.clone())
+            .map_err(|e| anyhow::anyhow!("tls.on_demand: {e}"))?;
+        manager.on_demand = Some(Arc::new(on_demand));
+    }
+    // TLS-ALPN-01 challenges and on-demand names are seen to before the
+    // normal handshake.
     tls_proxy
         .endpoints()
-        .set_pre_tls_callback(Arc::new(AlpnResponder {
-            challenges: alpn.clone(),
+        .set_pre_tls_callback(Arc::new(PreHandshake {
+            challenges: alpn,
+            on_demand: acme.as_ref().and_then(|a| a.on_demand.clone()),
         }));
     server.add_service(tls_proxy);
     server.add_service(background_service(
         "certificate files",
         CertFiles::new(config.tls.certs_dir.clone(), store.clone()),
     ));
-    if config.acme.email.is_none() {
+    let Some(acme) = acme else {
         info!("acme.email is not set: no certificates are ordered");
         return Ok((Some(https), None));
-    }
-    let acme = AcmeManager::new(
-        config.clone(),
-        shared.snapshot.clone(),
-        shared.notified.clone(),
-        store,
-        https.challenges.clone(),
-        alpn,
-    );
+    };
     let handle = AcmeHandle {
         status: acme.status.clone(),
         renewals: acme.renewals.clone(),

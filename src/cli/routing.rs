@@ -162,7 +162,10 @@ fn cert_row(c: &HostStatus, now: u64) -> Vec<String> {
     };
     vec![
         c.host.clone(),
-        or_dash(c.source.as_deref()),
+        match (c.source.as_deref(), c.on_demand) {
+            (Some(s), true) => format!("{s} (on demand)"),
+            (s, _) => or_dash(s),
+        },
         or_dash(c.issuer.as_deref()),
         or_dash(c.challenge.as_deref()),
         or_dash(c.key_type.as_deref()),

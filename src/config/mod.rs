@@ -106,6 +106,21 @@ pub struct TlsConfig {
     pub redirect: bool,
     /// `Strict-Transport-Security` max-age on HTTPS answers; `None`: not sent.
     pub hsts: Option<Duration>,
+    /// Certificates for names no route lists, ordered at the first
+    /// handshake when the `ask` URL allows them.
+    pub on_demand: Option<OnDemandConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnDemandConfig {
+    /// Asked `GET ask?domain=NAME`; 200 allows the name, anything else
+    /// (or no answer) refuses it.
+    pub ask: String,
+    /// At most this many asks per period (`10/m`), bursting to the count.
+    pub rate: (u32, Duration),
+    /// How long a handshake waits for the new certificate before it gets
+    /// the default one (the order goes on).
+    pub wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -405,6 +420,7 @@ impl Default for Config {
                 certs_dir: PathBuf::from("certs"),
                 redirect: true,
                 hsts: None,
+                on_demand: None,
             },
             acme: AcmeConfig {
                 email: None,
@@ -484,6 +500,15 @@ struct RawTls {
     certs_dir: Option<Spanned<String>>,
     redirect: Option<bool>,
     hsts: Option<Spanned<String>>,
+    on_demand: Option<RawOnDemand>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOnDemand {
+    ask: Spanned<String>,
+    rate: Option<Spanned<String>>,
+    wait: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

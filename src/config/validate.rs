@@ -97,6 +97,14 @@ impl Validator<'_> {
         let dns = raw
             .dns
             .map_or(Ok(d.dns.clone()), |r| self.dns(r, d.dns.clone()))?;
+        if tls.on_demand.is_some() && (acme.email.is_none() || tls.listen.is_none()) {
+            return Err(ConfigError::Parse {
+                origin: self.origin.to_string(),
+                line: 0,
+                column: 0,
+                message: "tls.on_demand: on-demand certificates come from ACME on the HTTPS listener: set acme.email and tls.listen".into(),
+            });
+        }
         let (log_level, access_log, log_json) = match raw.log {
             None => (d.log_level.clone(), d.access_log, d.log_json),
             Some(r) => self.log(r, &d)?,
@@ -449,7 +457,44 @@ impl Validator<'_> {
                 // 0: browsers forget what they were told.
                 Some(v) => Some(self.duration("tls.hsts", &v)?),
             },
+            on_demand: r.on_demand.map(|o| self.on_demand(o)).transpose()?,
         })
+    }
+
+    fn on_demand(&self, r: RawOnDemand) -> Result<OnDemandConfig, ConfigError> {
+        let ask = r.ask.value.trim().to_string();
+        let parsed = ask.parse::<http::Uri>().ok();
+        let ok = parsed.as_ref().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some()
+                && u.query().is_none()
+        });
+        if !ok {
+            return Err(self.invalid(
+                "tls.on_demand.ask",
+                &r.ask,
+                "an http:// or https:// URL without a query (berth adds ?domain=NAME)",
+            ));
+        }
+        let rate = match r.rate {
+            None => (10, Duration::from_secs(60)),
+            Some(v) => crate::policy::spec::rate(&v.value)
+                .map_err(|m| self.invalid("tls.on_demand.rate", &v, m))?,
+        };
+        let wait = match &r.wait {
+            None => Duration::from_secs(10),
+            Some(v) => match self.positive("tls.on_demand.wait", v, "10s")? {
+                w if w <= Duration::from_secs(60) => w,
+                _ => {
+                    return Err(self.invalid(
+                        "tls.on_demand.wait",
+                        v,
+                        "at most 60s (clients give up before)",
+                    ))
+                }
+            },
+        };
+        Ok(OnDemandConfig { ask, rate, wait })
     }
 
     fn acme(&self, r: RawAcme, d: &AcmeConfig) -> Result<AcmeConfig, ConfigError> {

@@ -635,7 +635,7 @@ fn networks(v: &str) -> Result<Vec<IpNet>, String> {
 }
 
 /// `100/s`, `30/m`, `1000/h`.
-fn rate(v: &str) -> Result<(u32, Duration), String> {
+pub(crate) fn rate(v: &str) -> Result<(u32, Duration), String> {
     const FORM: &str = "use a count per second, minute or hour: 100/s, 30/m, 1000/h";
     let (count, unit) = v.split_once('/').ok_or_else(|| FORM.to_string())?;
     let count = whole(count.trim(), 1, 1_000_000).map_err(|_| FORM.to_string())?;

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use super::alpn::{self, AlpnChallenges};
 use super::dns01;
+use super::ondemand::OnDemand;
 use super::store::unix;
 use super::{Cert, CertStore, Challenges, Source};
 use crate::config::{AcmeConfig, ChallengeKind, Config, DnsProvider, Issuer, KeyType};
@@ -68,6 +69,9 @@ pub struct HostStatus {
     /// A wildcard (`*.apps.example.com`): covers every name one label below.
     #[serde(default)]
     pub wildcard: bool,
+    /// Wanted because on-demand TLS allowed it, not because a route lists it.
+    #[serde(default)]
+    pub on_demand: bool,
 }
 
 pub type CertStatus = Arc<Mutex<BTreeMap<String, HostStatus>>>;
@@ -217,6 +221,8 @@ pub struct AcmeManager {
     pub status: CertStatus,
     /// `berth certs renew HOST`: renewals asked for by a person.
     pub renewals: Arc<Renewals>,
+    /// Names allowed by on-demand TLS, beside the routes' names.
+    pub on_demand: Option<Arc<OnDemand>>,
     /// The last `Retry-After` the CA sent with an error.
     retry_after: Arc<Mutex<Option<SystemTime>>>,
 }
@@ -233,6 +239,11 @@ impl Renewals {
         if let Ok(mut h) = self.hosts.lock() {
             h.insert(host.to_string());
         }
+        self.bell.notify_one();
+    }
+
+    /// Wakes the manager without asking for anything (new on-demand names).
+    pub fn wake(&self) {
         self.bell.notify_one();
     }
 
@@ -466,6 +477,7 @@ impl AcmeManager {
             alpn,
             status: Arc::default(),
             renewals: Arc::default(),
+            on_demand: None,
             retry_after: Arc::default(),
         }
     }
@@ -716,7 +728,17 @@ impl AcmeManager {
     /// One pass over the hosts that want certificates: each gets what
     /// [`next_step`] says. Returns when to look again at the latest.
     async fn round(&self, st: &mut RunState) -> Instant {
-        let wanted = self.snapshot.load().tls_hosts.clone();
+        let mut wanted = self.snapshot.load().tls_hosts.clone();
+        let on_demand = self
+            .on_demand
+            .as_ref()
+            .map(|od| od.names())
+            .unwrap_or_default();
+        for name in &on_demand {
+            if wanted.insert(name.clone()) {
+                self.report(name, |s| s.on_demand = true);
+            }
+        }
         let now = Instant::now();
         st.hosts.retain(|h, _| wanted.contains(h));
         while st

@@ -3,7 +3,7 @@
 //! name being validated gets the challenge certificate, in a handshake berth
 //! does itself before Pingora sees the connection; then it is closed. Every
 //! other connection goes on to the normal handshake untouched, and while no
-//! challenge is pending nothing is even looked at.
+//! challenge is pending (and on-demand TLS is off) nothing is even looked at.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,15 +90,18 @@ fn hello(record: &[u8]) -> Option<(String, Vec<Vec<u8>>)> {
     Some((name, alpn))
 }
 
-/// The pre-TLS step of the HTTPS listener.
-pub struct AlpnResponder {
+/// The pre-TLS step of the HTTPS listener: TLS-ALPN-01 challenges, and
+/// on-demand TLS (which needs the name before the handshake picks a
+/// certificate). With neither, a connection is not even looked at.
+pub struct PreHandshake {
     pub challenges: Arc<AlpnChallenges>,
+    pub on_demand: Option<Arc<super::ondemand::OnDemand>>,
 }
 
 #[async_trait]
-impl PreTlsProcess for AlpnResponder {
+impl PreTlsProcess for PreHandshake {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        if self.challenges.is_empty() {
+        if self.challenges.is_empty() && self.on_demand.is_none() {
             return Ok(());
         }
         // Read the first TLS record (the ClientHello), then put it back
@@ -123,14 +126,15 @@ impl PreTlsProcess for AlpnResponder {
                 ))
             }
         };
-        let challenge = hello(&record).and_then(|(name, alpn)| {
-            let only_acme = alpn.len() == 1 && alpn[0] == ACME_TLS;
-            only_acme
-                .then(|| self.challenges.get(&name).map(|k| (name, k)))
-                .flatten()
-        });
         stream.rewind(&record);
-        let Some((name, key)) = challenge else {
+        let Some((name, alpn)) = hello(&record) else {
+            return Ok(());
+        };
+        let only_acme = alpn.len() == 1 && alpn[0] == ACME_TLS;
+        let Some(key) = only_acme.then(|| self.challenges.get(&name)).flatten() else {
+            if let Some(od) = &self.on_demand {
+                od.handshake(&name).await;
+            }
             return Ok(());
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());

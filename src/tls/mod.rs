@@ -5,6 +5,7 @@ pub mod acme;
 pub mod alpn;
 pub mod dns01;
 pub mod files;
+pub mod ondemand;
 pub mod rsa;
 pub mod store;
 

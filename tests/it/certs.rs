@@ -570,3 +570,154 @@ async fn when_the_first_issuer_cannot_be_reached_the_second_issues() {
     );
     assert!(certs.join("acme").join("account-pebble.json").is_file());
 }
+
+/// The ask endpoint of on-demand TLS: 200 for names starting `ok-`, 403
+/// for the rest; every asked name is recorded.
+async fn ask_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let name = head
+                    .split_once("domain=")
+                    .map(|(_, rest)| rest.split([' ', '&']).next().unwrap_or("").to_string())
+                    .unwrap_or_default();
+                let status = if name.starts_with("ok-") {
+                    "200 OK"
+                } else {
+                    "403 Forbidden"
+                };
+                log.lock().unwrap().push(name);
+                let _ = conn
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_tls_asks_orders_and_stays_within_its_rate() {
+    let env = Env::new("ondemand").await;
+    // Every name of the run is routed (plain HTTP): the route itself wants
+    // no certificate of its own.
+    env.run(
+        "app",
+        &[
+            "--label",
+            &format!("berth.host=*.{}.test", env.id),
+            "--label",
+            "berth.tls=off",
+        ],
+    )
+    .await;
+    let (ask, asked) = ask_server().await;
+    let (http, admin, tls) = (free_port(), free_port(), free_port());
+    let pebble = Pebble::start(http, None);
+    let dir = TempDir::new();
+    let certs = dir.path().join("certs");
+    let cfg = config(&env, (http, admin, tls), &pebble, &certs, "").replace(
+        "tls:\n",
+        &format!("tls:\n  on_demand:\n    ask: http://127.0.0.1:{ask}/check\n    rate: 10/m\n    wait: 5s\n"),
+    );
+    let root = pebble.root(dir.path());
+    let berth = Berth::start(&cfg, http).await;
+
+    // An allowed name: a valid certificate on first contact, or on the next.
+    let good = env.host("ok-first");
+    let started = std::time::Instant::now();
+    let first = https_get(&good, tls, Some(&root), "/").await;
+    let (code, _, body) = match first {
+        Ok(r) => r,
+        Err(_) => {
+            eventually(
+                Duration::from_secs(30),
+                "the on-demand certificate",
+                || async { https_get(&good, tls, Some(&root), "/").await.ok() },
+            )
+            .await
+        }
+    };
+    assert_eq!(code, "200", "{body}");
+    println!(
+        "on-demand: first valid answer after {:?}",
+        started.elapsed()
+    );
+    let row = cert_row(admin, &good).await.unwrap();
+    assert!(row.contains("(on demand)"), "{row}");
+
+    // A refused name: the default certificate, asked once, never ordered.
+    let refused = env.host("nope");
+    for _ in 0..3 {
+        let (code, _, _) = https_get(&refused, tls, None, "/").await.unwrap();
+        assert_eq!(code, "200");
+        assert!(https_get(&refused, tls, Some(&root), "/").await.is_err());
+    }
+    let asks_for = |n: &str| asked.lock().unwrap().iter().filter(|a| *a == n).count();
+    assert_eq!(asks_for(&refused), 1, "the refusal is remembered");
+    assert!(
+        !berth
+            .log()
+            .lines()
+            .any(|l| l.contains("ordering a certificate") && l.contains(&refused)),
+        "never ordered"
+    );
+    assert!(berth
+        .log()
+        .lines()
+        .any(|l| l.contains("ordering a certificate") && l.contains(&good)));
+
+    // 100 handshakes for new names: at most the rate's worth of asks, and
+    // orders only for what was allowed.
+    let before = asked.lock().unwrap().len();
+    let flood_start = std::time::Instant::now();
+    for i in 0..100 {
+        let name = env.host(&format!("ok-r{i}"));
+        let _ = https_get(&name, tls, None, "/").await;
+    }
+    let elapsed = flood_start.elapsed();
+    let flood_asks = asked.lock().unwrap().len() - before;
+    // 10/m: the burst of 10 less the two asks above, plus one per 6 s.
+    let bound = 10 + (elapsed.as_secs() / 6) as usize;
+    println!("on-demand: {flood_asks} asks for 100 new names in {elapsed:?} (bound {bound})");
+    assert!(flood_asks <= bound, "{flood_asks} asks > {bound}");
+    assert!(flood_asks >= 1, "some names were asked for");
+    let orders = eventually(
+        Duration::from_secs(60),
+        "the allowed names' orders done",
+        || async {
+            let log = berth.log();
+            let ordered = log.matches("ordering a certificate").count();
+            let done = log.matches("certificate issued").count();
+            (ordered == done).then_some(ordered)
+        },
+    )
+    .await;
+    assert!(
+        orders <= 1 + flood_asks,
+        "{orders} orders for {flood_asks} asks"
+    );
+    // The names stay: kept in on-demand.json for renewal after a restart.
+    let saved = std::fs::read_to_string(certs.join("acme").join("on-demand.json")).unwrap();
+    assert!(
+        saved.contains(&good) && !saved.contains(&refused),
+        "{saved}"
+    );
+}

@@ -1,0 +1,236 @@
+//! On-demand TLS: a handshake for a name berth has no certificate for asks
+//! `tls.on_demand.ask?domain=NAME`; on a 200 the name joins the names the
+//! ACME manager keeps certificates for (and stays, in `on-demand.json`), and
+//! the handshake waits up to `tls.on_demand.wait` for the certificate, then
+//! goes on with whatever is there (the default certificate if the order is
+//! not done: the next handshake gets the new one). Asks are rate-limited
+//! (`rate`) and at most four run at once; answers are remembered (a refusal
+//! for an hour, no answer for a minute), so a flood of random names costs
+//! at most `rate` asks and orders, never one for a refused name.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use super::acme::{ineligible, Renewals};
+use super::CertStore;
+use crate::config::OnDemandConfig;
+use crate::names::HostPattern;
+use crate::policy::limit::{Limiter, Outcome};
+use crate::policy::spec::{Rate, RateKey};
+use crate::private::write_private;
+
+/// How long a refusal is remembered; an ask that got no answer, less.
+const REFUSED_FOR: Duration = Duration::from_secs(3600);
+const UNANSWERED_FOR: Duration = Duration::from_secs(60);
+/// Names whose answer is remembered, at most.
+const MAX_DECIDED: usize = 10_000;
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Verdict {
+    Allowed,
+    Refused(Instant),
+}
+
+/// What the admin API shows of on-demand TLS.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct OnDemandCounts {
+    pub asks: u64,
+    pub allowed: u64,
+    pub refused: u64,
+    /// Handshakes for new names past the rate: not asked.
+    pub limited: u64,
+}
+
+pub struct OnDemand {
+    config: OnDemandConfig,
+    limiter: Limiter,
+    asking: Semaphore,
+    client: HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    decided: Mutex<HashMap<String, Verdict>>,
+    /// Names allowed: the ACME manager keeps certificates for them.
+    names: Mutex<BTreeSet<String>>,
+    file: PathBuf,
+    store: Arc<CertStore>,
+    /// Wakes the ACME manager.
+    wake: Arc<Renewals>,
+    counts: Mutex<OnDemandCounts>,
+}
+
+impl OnDemand {
+    /// `dir`: where `on-demand.json` keeps the allowed names.
+    pub fn new(
+        config: OnDemandConfig,
+        dir: PathBuf,
+        store: Arc<CertStore>,
+        wake: Arc<Renewals>,
+    ) -> Result<OnDemand, String> {
+        let (count, per) = config.rate;
+        let limiter = Limiter::with_cap(
+            Rate {
+                count,
+                per,
+                burst: count,
+                key: RateKey::Ip,
+            },
+            16,
+        );
+        let connector = HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()
+            .map_err(|e| format!("system certificate roots: {e}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let file = dir.join("on-demand.json");
+        let names: BTreeSet<String> = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let decided = names
+            .iter()
+            .map(|n| (n.clone(), Verdict::Allowed))
+            .collect();
+        Ok(OnDemand {
+            config,
+            limiter,
+            asking: Semaphore::new(4),
+            client: HyperClient::builder(TokioExecutor::new()).build(connector),
+            decided: Mutex::new(decided),
+            names: Mutex::new(names),
+            file,
+            store,
+            wake,
+            counts: Mutex::default(),
+        })
+    }
+
+    /// The names allowed so far.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.names.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    pub fn counts(&self) -> OnDemandCounts {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut OnDemandCounts)) {
+        if let Ok(mut c) = self.counts.lock() {
+            f(&mut c);
+        }
+    }
+
+    /// Called during a handshake for `name` (the SNI): returns when the
+    /// handshake may go on.
+    pub async fn handshake(&self, name: &str) {
+        if self.store.lookup(name).is_some() {
+            return;
+        }
+        let name = match HostPattern::parse(name) {
+            Ok(HostPattern::Exact(n)) if ineligible(&n).is_none() && n.len() <= 253 => n,
+            _ => return,
+        };
+        let now = Instant::now();
+        let known = self.decided.lock().ok().and_then(|d| d.get(&name).copied());
+        match known {
+            Some(Verdict::Allowed) => return self.wait_for(&name).await,
+            Some(Verdict::Refused(until)) if until > now => return,
+            _ => {}
+        }
+        if let Outcome::Deny(_) = self.limiter.check(b"ask", now) {
+            self.count(|c| c.limited += 1);
+            return;
+        }
+        let Ok(_permit) = self.asking.try_acquire() else {
+            self.count(|c| c.limited += 1);
+            return;
+        };
+        self.count(|c| c.asks += 1);
+        let verdict = self.ask(&name).await;
+        match verdict {
+            Ok(true) => {
+                info!(host = %name, "on-demand TLS: allowed by the ask URL; ordering");
+                self.count(|c| c.allowed += 1);
+                self.remember(&name, Verdict::Allowed);
+                let saved = match self.names.lock() {
+                    Ok(mut n) => {
+                        n.insert(name.clone());
+                        Some(serde_json::to_vec(&*n).unwrap_or_default())
+                    }
+                    Err(_) => None,
+                };
+                if let Some(json) = saved {
+                    if let Err(e) = write_private(&self.file, &json) {
+                        warn!(file = %self.file.display(), error = %e, "on-demand names not saved");
+                    }
+                }
+                self.wake.wake();
+                self.wait_for(&name).await;
+            }
+            Ok(false) => {
+                info!(host = %name, "on-demand TLS: refused by the ask URL");
+                self.count(|c| c.refused += 1);
+                self.remember(&name, Verdict::Refused(now + REFUSED_FOR));
+            }
+            Err(e) => {
+                warn!(host = %name, error = %e, "on-demand TLS: the ask URL did not answer: refused");
+                self.count(|c| c.refused += 1);
+                self.remember(&name, Verdict::Refused(now + UNANSWERED_FOR));
+            }
+        }
+    }
+
+    fn remember(&self, name: &str, v: Verdict) {
+        let Ok(mut d) = self.decided.lock() else {
+            return;
+        };
+        if d.len() >= MAX_DECIDED {
+            let now = Instant::now();
+            d.retain(|_, v| !matches!(v, Verdict::Refused(u) if *u <= now));
+        }
+        // Full of live answers: a refusal is not remembered (the rate still
+        // bounds the asks), an allowance always is.
+        if d.len() < MAX_DECIDED || v == Verdict::Allowed {
+            d.insert(name.to_string(), v);
+        }
+    }
+
+    /// 200: allowed; any other status: refused; no answer: an error.
+    async fn ask(&self, name: &str) -> Result<bool, String> {
+        let sep = if self.config.ask.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let uri: http::Uri = format!("{}{sep}domain={name}", self.config.ask)
+            .parse()
+            .map_err(|e| format!("ask URL: {e}"))?;
+        let req = http::Request::get(uri)
+            .header(http::header::USER_AGENT, "berth on-demand TLS")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(ASK_TIMEOUT, self.client.request(req)).await {
+            Err(_) => Err(format!("no answer within {ASK_TIMEOUT:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(rsp)) => Ok(rsp.status() == http::StatusCode::OK),
+        }
+    }
+
+    /// Waits (at most `wait`) for a certificate for `name` to be served.
+    async fn wait_for(&self, name: &str) {
+        let deadline = Instant::now() + self.config.wait;
+        while self.store.lookup(name).is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
