@@ -321,13 +321,40 @@ mod tests {
         let row = cert_row(&c, 0);
         assert_eq!(
             row,
-            ["a.example", "acme", "-", "-", "1", "validation failed"]
+            [
+                "a.example",
+                "acme",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "1",
+                "validation failed"
+            ]
+        );
+        let issued = HostStatus {
+            issuer: Some("zerossl".into()),
+            challenge: Some("dns-01".into()),
+            key_type: Some("ecdsa-p256".into()),
+            on_demand: true,
+            ..c.clone()
+        };
+        assert_eq!(
+            cert_row(&issued, 0)[..5],
+            [
+                "a.example",
+                "acme (on demand)",
+                "zerossl",
+                "dns-01",
+                "ecdsa-p256"
+            ]
         );
         let local = HostStatus {
             not_eligible: Some("localhost".into()),
             ..c
         };
-        assert_eq!(cert_row(&local, 0)[5], "not ordered: localhost");
+        assert_eq!(cert_row(&local, 0)[8], "not ordered: localhost");
     }
 
     #[test]
