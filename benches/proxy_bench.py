@@ -26,7 +26,7 @@ BACKENDS = (19001, 19002)
 PORTS = {"direct": BACKENDS[0], "berth": 18080, "nginx": 18081, "haproxy": 18082}
 # HTTPS, same certificate (ECDSA P-256) for both: keep-alive, and a new
 # connection (full handshake) per request.
-TLS_PORTS = {"berth": 18443, "nginx": 18444}
+TLS_PORTS = {"berth": 18443, "nginx": 18444, "base": 18445}
 TLS = os.environ.get("TLS", "1") != "0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -241,7 +241,7 @@ backend be
     berth = start("berth", [BERTH, "serve", "--config", berth_conf("berth", certs, TLS)], PROXY_CPU)
     pids = {"direct": None, "berth": berth.pid, "nginx": nginx.pid, "haproxy": haproxy.pid}
     if BASELINE:
-        base = start("base", [BASELINE, "serve", "--config", berth_conf("base", certs, False, policy=False)], PROXY_CPU)
+        base = start("base", [BASELINE, "serve", "--config", berth_conf("base", certs, TLS, policy=False)], PROXY_CPU)
         pids["base"] = base.pid
     for name, port in PORTS.items():
         wait_port(port)
@@ -252,6 +252,8 @@ backend be
             targets.append((f"{n}-pol", PORTS[n], "http", False, pids[n], POLICY_HOST, (AUTH,)))
     if TLS:
         for n, p in TLS_PORTS.items():
+            if n not in pids:
+                continue
             wait_port(p)
             targets.append((f"{n}-tls", p, "https", False, pids[n], HOST, ()))
             targets.append((f"{n}-hs", p, "https", True, pids[n], HOST, ()))
@@ -306,6 +308,10 @@ backend be
     if BASELINE:
         o = med["base"]
         print(f"berth/base: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")
+        if TLS:
+            for kind in ("tls", "hs"):
+                bk, ok = med[f"berth-{kind}"], med[f"base-{kind}"]
+                print(f"berth/base {kind}: rps={bk[0] / ok[0]:.2f} p99={bk[2] / ok[2]:.2f} cpu_per_req={bk[3] / ok[3]:.2f}")
     for peer in ("haproxy", "nginx"):
         o = med[peer]
         print(f"berth/{peer}: rps={b[0] / o[0]:.2f} p99={b[2] / o[2]:.2f} cpu_per_req={b[3] / o[3]:.2f}")

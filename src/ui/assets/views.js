@@ -190,14 +190,15 @@ function certState(c) {
   return c.valid_until - now < 14 * 86400 ? 'expiring' : 'valid';
 }
 
-const CERT_COLS = [col('Host'), col('State'), col('Valid until'), col('Renew at'), col('Next attempt'), col('Last error'), col('Source')];
+const CERT_COLS = [col('Host'), col('State'), col('Valid until'), col('Renew at'), col('Next attempt'), col('Last error'), col('Source'), col('Issuer'), col('Challenge')];
 
 const certRow = (c) => ({
   a: { 'data-host': c.host },
   c: [
     mono(c.host), badge(certState(c)), timeTag(c.valid_until), timeTag(c.renew_at), timeTag(c.next_attempt),
     c.last_error ? `<span class="err">${esc(c.last_error)}</span>${c.failures ? ` <span class="muted">(${esc(c.failures)} failures)</span>` : ''}` : txt(c.not_eligible),
-    txt(c.source),
+    txt(c.on_demand && c.source ? `${c.source} (on demand)` : c.source),
+    txt(c.issuer), txt(c.challenge && c.key_type ? `${c.challenge}, ${c.key_type}` : c.challenge),
   ],
 });
 
