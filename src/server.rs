@@ -268,8 +268,14 @@ fn add_https(
     });
     if let (Some(od), Some(manager)) = (&config.tls.on_demand, &mut acme) {
         let dir = config.tls.certs_dir.join("acme");
-        let on_demand = OnDemand::new(od.clone(), dir, store.clone(), manager.renewals.clone())
-            .map_err(|e| anyhow::anyhow!("tls.on_demand: {e}"))?;
+        let on_demand = OnDemand::new(
+            od.clone(),
+            dir,
+            store.clone(),
+            manager.renewals.clone(),
+            shared.snapshot.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("tls.on_demand: {e}"))?;
         manager.on_demand = Some(Arc::new(on_demand));
     }
     // TLS-ALPN-01 challenges and on-demand names are seen to before the

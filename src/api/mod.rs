@@ -407,6 +407,22 @@ async fn renew_certificate(
                 s.not_eligible.unwrap_or_default()
             ),
         )),
+        // A name served by a wildcard route's certificate: that one is
+        // renewed (it has none of its own).
+        Some(s) if s.source.as_deref() == Some("acme (wildcard)") => {
+            let wildcard = host
+                .split_once('.')
+                .map(|(_, parent)| format!("*.{parent}"))
+                .unwrap_or_default();
+            let w = acme
+                .status
+                .lock()
+                .ok()
+                .and_then(|st| st.get(&wildcard).cloned())
+                .unwrap_or(s);
+            acme.renewals.ask(&w.host);
+            Ok((StatusCode::ACCEPTED, Json(w)))
+        }
         Some(s) => {
             acme.renewals.ask(&host);
             Ok((StatusCode::ACCEPTED, Json(s)))

@@ -142,7 +142,7 @@ pub struct AcmeConfig {
 }
 
 /// One ACME CA.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Issuer {
     /// How berth names it (`berth certs`, the account file).
     pub name: String,
@@ -151,6 +151,17 @@ pub struct Issuer {
     pub ca_root: Option<PathBuf>,
     /// External account binding (ZeroSSL, Google): key id and HMAC key.
     pub eab: Option<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("name", &self.name)
+            .field("directory", &self.directory)
+            .field("ca_root", &self.ca_root)
+            .field("eab_kid", &self.eab.as_ref().map(|(kid, _)| kid))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -684,6 +695,7 @@ mod tests {
             ("tls:\n  port: 443\n", "tls.port", "443", "known keys here: listen, certs_dir, redirect, hsts, on_demand"),
             ("acme:\n  dns:\n    - zone: a.test\n      providr: exec\n", "acme.dns[0].providr", "exec", "did you mean acme.dns[0].provider?"),
             ("acme:\n  issuers:\n    - directory: https://a.test/\n      eab_key: x\n", "acme.issuers[0].eab_key", "x", "did you mean acme.issuers[0].eab_kid?"),
+            ("acme:\n  issuers:\n    - directory: https://a.test/\n      eab_hmac: s3cr3t\n", "acme.issuers[0].eab_hmac", "(hidden)", "known keys here: directory, name, ca_root, eab_kid, eab_hmac_key, eab_hmac_key_file"),
             ("tls:\n  on_demand:\n    ask: http://a.test/\n    rates: 1/s\n", "tls.on_demand.rates", "1/s", "did you mean tls.on_demand.rate?"),
             ("acme:\n  mail: a@b.c\n", "acme.mail", "a@b.c", "did you mean acme.email?"),
             ("dns:\n  forwrd: true\n", "dns.forwrd", "true", "did you mean dns.forward?"),

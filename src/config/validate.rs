@@ -465,15 +465,13 @@ impl Validator<'_> {
         let ask = r.ask.value.trim().to_string();
         let parsed = ask.parse::<http::Uri>().ok();
         let ok = parsed.as_ref().is_some_and(|u| {
-            matches!(u.scheme_str(), Some("http" | "https"))
-                && u.host().is_some()
-                && u.query().is_none()
+            matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
         });
         if !ok {
             return Err(self.invalid(
                 "tls.on_demand.ask",
                 &r.ask,
-                "an http:// or https:// URL without a query (berth adds ?domain=NAME)",
+                "an http:// or https:// URL (berth adds domain=NAME to its query)",
             ));
         }
         let rate = match r.rate {
@@ -484,12 +482,13 @@ impl Validator<'_> {
         let wait = match &r.wait {
             None => Duration::from_secs(10),
             Some(v) => match self.positive("tls.on_demand.wait", v, "10s")? {
-                w if w <= Duration::from_secs(60) => w,
+                // Pingora gives the whole handshake 60 s.
+                w if w <= Duration::from_secs(40) => w,
                 _ => {
                     return Err(self.invalid(
                         "tls.on_demand.wait",
                         v,
-                        "at most 60s (clients give up before)",
+                        "at most 40s (the handshake, this wait included, has 60s)",
                     ))
                 }
             },
@@ -525,7 +524,7 @@ impl Validator<'_> {
                     line: 0,
                     column: 0,
                     message:
-                        "acme.issuers: set staging and ca_root per issuer, not beside the list"
+                        "acme.issuers: ca_root goes in each issuer, and staging is an issuer of its own (directory: https://acme-staging-v02.api.letsencrypt.org/directory)"
                             .into(),
                 });
             }

@@ -69,6 +69,13 @@ pub(super) fn parse_error(text: &str, origin: &str, e: &serde_saphyr::Error) -> 
             (f.key, f.value, format!("`{}` takes {what}", f.leaf))
         }
     };
+    // A mistyped or misplaced secret is still a secret: errors reach logs,
+    // `berth check` and the reload API.
+    let value = if looks_secret(&key) {
+        "(hidden)".to_string()
+    } else {
+        value
+    };
     ConfigError::Invalid {
         origin: origin.to_string(),
         line,
@@ -78,6 +85,14 @@ pub(super) fn parse_error(text: &str, origin: &str, e: &serde_saphyr::Error) -> 
         value,
         message: plain(&message),
     }
+}
+
+/// A key whose value may be a secret (`eab_hmac`, `tsig_secret`, `token`, ...).
+fn looks_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "hmac", "token", "password", "passwd"]
+        .iter()
+        .any(|w| k.contains(w))
 }
 
 fn not_about_a_key(origin: &str, e: &serde_saphyr::Error) -> ConfigError {

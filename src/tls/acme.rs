@@ -40,6 +40,13 @@ use crate::SharedSnapshot;
 const BACKOFF_MIN: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
 const RATE_LIMITED: Duration = Duration::from_secs(3600);
+/// Failed orders after which a name only on-demand TLS wants is let go.
+const ON_DEMAND_GIVE_UP: u32 = 5;
+/// One request to a CA, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// One order at one issuer, all its steps together (a DNS-01 order may wait
+/// `propagation_timeout` for its records, then the CA's validation).
+const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What `berth certs` and `GET /api/certificates` show for one host.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -156,7 +163,13 @@ impl HttpClient for RetryAfterClient {
         let fut = HttpClient::request(&self.inner, req);
         let last = self.last.clone();
         Box::pin(async move {
-            let rsp = fut.await?;
+            let rsp = tokio::time::timeout(REQUEST_TIMEOUT, fut)
+                .await
+                .map_err(|_| {
+                    instant_acme::Error::Other(
+                        format!("the CA did not answer within {REQUEST_TIMEOUT:?}").into(),
+                    )
+                })??;
             if rsp.parts.status.is_client_error() || rsp.parts.status.is_server_error() {
                 let at = rsp
                     .parts
@@ -204,7 +217,16 @@ fn acme_client(
             .try_with_platform_verifier()
             .map_err(|e| format!("system certificate roots: {e}"))?,
     };
-    let connector = builder.https_only().enable_http1().enable_http2().build();
+    // A CA that drops packets must not hold the manager: connect within
+    // 10 s, each request answered within REQUEST_TIMEOUT.
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let connector = builder
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
     Ok(RetryAfterClient {
         inner: HyperClient::builder(TokioExecutor::new()).build(connector),
         last,
@@ -225,6 +247,8 @@ pub struct AcmeManager {
     pub on_demand: Option<Arc<OnDemand>>,
     /// The last `Retry-After` the CA sent with an error.
     retry_after: Arc<Mutex<Option<SystemTime>>>,
+    /// Issuer, challenge and key of each certificate berth ordered.
+    meta: Mutex<BTreeMap<String, CertMeta>>,
 }
 
 /// Names whose renewal was asked for, and the bell that wakes the manager.
@@ -451,6 +475,14 @@ fn key_and_csr(names: &[String], key_type: KeyType) -> Result<(String, Vec<u8>),
     Ok((key.serialize_pem(), csr.der().to_vec()))
 }
 
+/// A TXT record berth put in a zone and has not removed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    zone: String,
+    fqdn: String,
+    value: String,
+}
+
 /// Undoes what an order put in place for its challenges, whatever happened.
 #[derive(Default)]
 struct Cleanup {
@@ -479,6 +511,7 @@ impl AcmeManager {
             renewals: Arc::default(),
             on_demand: None,
             retry_after: Arc::default(),
+            meta: Mutex::default(),
         }
     }
 
@@ -511,11 +544,9 @@ impl AcmeManager {
                         .ok()
                         .and_then(|b| serde_json::from_slice(&b).ok())
                         .unwrap_or_default();
-                    self.report(&host, |s| {
-                        s.issuer = meta.issuer;
-                        s.challenge = meta.challenge;
-                        s.key_type = meta.key_type;
-                    });
+                    if let Ok(mut m) = self.meta.lock() {
+                        m.insert(host.clone(), meta);
+                    }
                     self.store.set(&host, Some(cert));
                 }
                 Err(e) => {
@@ -594,7 +625,7 @@ impl AcmeManager {
             .await
             .map_err(|e| format!("new order: {e}"))?;
         let mut undo = Cleanup::default();
-        let result = async {
+        let steps = async {
             let mut authzs = order.authorizations();
             while let Some(a) = authzs.next().await {
                 let mut a = a.map_err(|e| format!("authorization: {e}"))?;
@@ -634,6 +665,15 @@ impl AcmeManager {
                         let value = key_auth.dns_value();
                         undo.records
                             .push((provider.clone(), fqdn.clone(), value.clone()));
+                        // Noted on disk first: a record berth put in place
+                        // is removed even if berth stops mid-order.
+                        self.journal(|j| {
+                            j.push(Pending {
+                                zone: provider.zone.clone(),
+                                fqdn: fqdn.clone(),
+                                value: value.clone(),
+                            })
+                        });
                         dns01::present(&provider, &fqdn, &value).await?;
                         let started = Instant::now();
                         dns01::wait_visible(&provider, &fqdn, &value).await?;
@@ -666,8 +706,10 @@ impl AcmeManager {
                 .await
                 .map_err(|e| format!("certificate: {e}"))?;
             Ok((chain, key_pem))
-        }
-        .await;
+        };
+        let result = tokio::time::timeout(ORDER_TIMEOUT, steps)
+            .await
+            .unwrap_or_else(|_| Err(format!("the order took longer than {ORDER_TIMEOUT:?}")));
         self.undo(undo).await;
         result
     }
@@ -684,11 +726,60 @@ impl AcmeManager {
             self.alpn.remove(name);
         }
         for (provider, fqdn, value) in &undo.records {
-            match dns01::cleanup(provider, fqdn, value).await {
-                Ok(()) => info!(record = %fqdn, "DNS-01 record removed"),
-                Err(e) => warn!(record = %fqdn, error = %e, "DNS-01 record could not be removed"),
+            self.clean(provider, fqdn, value).await;
+        }
+    }
+
+    /// Removes one TXT record; done, it leaves the journal; failed, it stays
+    /// there and is tried again each round.
+    async fn clean(&self, provider: &DnsProvider, fqdn: &str, value: &str) -> bool {
+        match dns01::cleanup(provider, fqdn, value).await {
+            Ok(()) => {
+                info!(record = %fqdn, "DNS-01 record removed");
+                self.journal(|j| j.retain(|p| !(p.fqdn == fqdn && p.value == value)));
+                true
+            }
+            Err(e) => {
+                warn!(record = %fqdn, error = %e, "DNS-01 record could not be removed: tried again later");
+                false
             }
         }
+    }
+
+    /// Records left by an earlier run, or whose removal failed: removed
+    /// now, through the zone's provider of the current config.
+    async fn clean_leftovers(&self, acme: &AcmeConfig) {
+        let pending: Vec<Pending> = self.journal(|j| j.clone());
+        for p in pending {
+            match acme.dns.iter().find(|d| d.zone == p.zone) {
+                Some(provider) => {
+                    self.clean(provider, &p.fqdn, &p.value).await;
+                }
+                None => {
+                    warn!(record = %p.fqdn, zone = %p.zone, "a DNS-01 record is left in a zone no acme.dns provider covers any more: remove it by hand");
+                    self.journal(|j| j.retain(|x| x != &p));
+                }
+            }
+        }
+    }
+
+    /// Reads and changes the journal of TXT records to remove, kept in
+    /// `dns-cleanup.json` beside the certificates.
+    fn journal<T>(&self, f: impl FnOnce(&mut Vec<Pending>) -> T) -> T {
+        let path = self.dir().join("dns-cleanup.json");
+        let mut list: Vec<Pending> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let before = list.clone();
+        let out = f(&mut list);
+        if list != before {
+            let json = serde_json::to_vec(&list).unwrap_or_default();
+            if let Err(e) = write_private(&path, &json) {
+                warn!(file = %path.display(), error = %e, "the DNS-01 cleanup journal was not written");
+            }
+        }
+        out
     }
 
     /// Writes the certificate, its key and what berth notes about it.
@@ -741,6 +832,10 @@ impl AcmeManager {
         }
         let now = Instant::now();
         st.hosts.retain(|h, _| wanted.contains(h));
+        // Only what is wanted now is shown (and may be renewed by hand).
+        if let Ok(mut s) = self.status.lock() {
+            s.retain(|h, _| wanted.contains(h));
+        }
         while st
             .orders
             .front()
@@ -750,6 +845,7 @@ impl AcmeManager {
         }
         // Live settings: a reload reaches them through the snapshot.
         let acme = self.snapshot.load().config.acme.clone();
+        self.clean_leftovers(&acme).await;
         let limits = Limits {
             orders_per_hour: acme.orders_per_hour,
             renew_before: acme.renew_before,
@@ -759,10 +855,12 @@ impl AcmeManager {
             let served = self.store.get(host);
             // An ACME wildcard certificate of a wildcard route covers this
             // name: it needs none of its own.
+            // (Not when it is due: a wildcard that cannot be renewed must
+            // not keep the name from a certificate of its own.)
             let by_wildcard = served.is_none()
-                && !self.renewals.asked(host)
                 && self.store.lookup(host).is_some_and(|c| {
                     c.source == Source::Acme
+                        && !due(&c, SystemTime::now(), acme.renew_before)
                         && c.names
                             .iter()
                             .any(|n| n.starts_with("*.") && wanted.contains(n.as_str()))
@@ -771,10 +869,7 @@ impl AcmeManager {
                 self.report(host, |s| s.source = Some("acme (wildcard)".into()));
                 continue;
             }
-            let user_cert = self
-                .store
-                .lookup(host)
-                .is_some_and(|c| c.source == Source::File);
+            let user_cert = self.store.covered_by_file(host);
             let next_attempt = st.hosts.get(host).and_then(|h| h.next_attempt);
             let usable = challenges_for(host, &acme);
             let facts = HostFacts {
@@ -788,10 +883,19 @@ impl AcmeManager {
             let step = next_step(&facts, &st.orders, &limits, now, SystemTime::now());
             if let (Some(c), false) = (&served, matches!(step, HostStep::NotEligible(_))) {
                 let renew = unix(renew_at(c, acme.renew_before));
+                let meta = self
+                    .meta
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(host).cloned())
+                    .unwrap_or_default();
                 self.report(host, |s| {
                     s.valid_until = Some(unix(c.not_after));
                     s.renew_at = Some(renew);
                     s.source = Some("acme".into());
+                    s.issuer = meta.issuer;
+                    s.challenge = meta.challenge;
+                    s.key_type = meta.key_type;
                 });
             }
             self.report(host, |s| s.wildcard = host.starts_with("*."));
@@ -821,11 +925,31 @@ impl AcmeManager {
                     st.capped_logged = false;
                     self.renewals.done(host);
                     self.report(host, |s| s.not_eligible = None);
+                    // A name only on-demand TLS wants: the ask URL is asked
+                    // again before a renewal or a retry, and a name that
+                    // keeps failing is let go (a handshake may ask anew).
+                    let on_demand_only =
+                        on_demand.contains(host) && !self.snapshot.load().tls_hosts.contains(host);
+                    let failures = st.hosts.get(host).map_or(0, |h| h.failures);
+                    if let (true, Some(od)) = (on_demand_only, &self.on_demand) {
+                        if (renewal || failures > 0) && !od.still_allowed(host).await {
+                            st.hosts.remove(host);
+                            continue;
+                        }
+                    }
                     let kinds = usable.unwrap_or_default();
                     let next = self
                         .order_and_report(st, host, renewal, &kinds, &acme)
                         .await;
                     wake = wake.min(next);
+                    let failures = st.hosts.get(host).map_or(0, |h| h.failures);
+                    if let (true, Some(od)) = (on_demand_only, &self.on_demand) {
+                        if failures >= ON_DEMAND_GIVE_UP {
+                            warn!(host = %host, failures, "on-demand TLS: no certificate after {ON_DEMAND_GIVE_UP} orders: the name is let go");
+                            od.forget(host);
+                            st.hosts.remove(host);
+                        }
+                    }
                 }
             }
         }
@@ -870,7 +994,10 @@ impl AcmeManager {
             }
             let account = match st.accounts.get(&issuer.name) {
                 Some((dir, a)) if *dir == issuer.directory => a.clone(),
-                _ => match self.account(issuer).await {
+                _ => match tokio::time::timeout(REQUEST_TIMEOUT * 4, self.account(issuer))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("{} did not answer", issuer.directory)))
+                {
                     Ok(a) => {
                         st.accounts
                             .insert(issuer.name.clone(), (issuer.directory.clone(), a.clone()));
@@ -917,6 +1044,9 @@ impl AcmeManager {
                     let wake = Instant::now()
                         + renew.duration_since(SystemTime::now()).unwrap_or_default();
                     self.store.set(host, Some(cert));
+                    if let Ok(mut m) = self.meta.lock() {
+                        m.insert(host.to_string(), meta.clone());
+                    }
                     st.hosts.remove(host);
                     self.report(host, |s| {
                         s.valid_until = Some(until);

@@ -79,7 +79,13 @@ pub fn challenge_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, St
 fn hello(record: &[u8]) -> Option<(String, Vec<Vec<u8>>)> {
     let mut acceptor = rustls::server::Acceptor::default();
     let mut rd = record;
-    acceptor.read_tls(&mut rd).ok()?;
+    // rustls takes at most 4 KiB a call; a ClientHello may be longer (big
+    // post-quantum key shares).
+    while !rd.is_empty() {
+        if acceptor.read_tls(&mut rd).ok()? == 0 {
+            break;
+        }
+    }
     let accepted = acceptor.accept().ok()??;
     let ch = accepted.client_hello();
     let name = ch.server_name()?.to_string();

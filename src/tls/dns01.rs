@@ -37,38 +37,86 @@ pub fn parse_tsig_file(text: &str) -> Result<TsigFile, String> {
             .filter(|b| !b.is_empty())
             .ok_or_else(|| "the secret is not base64".to_string())
     };
-    if !text.contains("secret") {
+    let tokens = tokens(text);
+    if !tokens.iter().any(|t| t == "{") {
         return Ok(TsigFile {
             name: None,
             algorithm: None,
             secret: decode(text)?,
         });
     }
-    // A statement's value: after the word, up to the `;` (quotes removed).
-    let value = |word: &str| -> Option<String> {
-        let at = text.find(word)? + word.len();
-        let rest = &text[at..];
-        let end = rest.find(';')?;
-        Some(rest[..end].trim().trim_matches('"').to_string())
+    // key NAME { algorithm ALG; secret "SECRET"; };
+    let mut it = tokens.iter().map(String::as_str);
+    let (Some("key"), Some(name), Some("{")) = (it.next(), it.next(), it.next()) else {
+        return Err(
+            "a BIND key file reads: key \"NAME\" { algorithm ...; secret \"...\"; };".into(),
+        );
     };
-    let name = text
-        .trim_start()
-        .strip_prefix("key")
-        .and_then(|rest| rest.split('{').next())
-        .map(|n| {
-            n.trim()
-                .trim_matches('"')
-                .trim_end_matches('.')
-                .to_ascii_lowercase()
-        })
-        .filter(|n| !n.is_empty())
-        .ok_or("a BIND key file starts with key \"NAME\" {")?;
-    let secret = value("secret").ok_or("no secret \"...\"; statement")?;
+    let (mut algorithm, mut secret) = (None, None);
+    while let Some(word) = it.next() {
+        match word {
+            "}" => break,
+            "algorithm" => algorithm = it.next().map(str::to_ascii_lowercase),
+            "secret" => secret = it.next().map(str::to_string),
+            _ => {}
+        }
+    }
+    let secret = secret.ok_or("no secret \"...\"; statement in the key")?;
     Ok(TsigFile {
-        name: Some(name),
-        algorithm: value("algorithm").map(|a| a.to_ascii_lowercase()),
+        name: Some(name.trim_end_matches('.').to_ascii_lowercase()),
+        algorithm,
         secret: decode(&secret)?,
     })
+}
+
+/// The words of a BIND configuration snippet: comments (`#`, `//`,
+/// `/* */`) dropped, quoted strings as one word without their quotes, and
+/// `{` and `}` words of their own (`;` only ends a word).
+fn tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = text.chars().peekable();
+    let flush = |cur: &mut String, out: &mut Vec<String>| {
+        if !cur.is_empty() {
+            out.push(std::mem::take(cur));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => {
+                flush(&mut cur, &mut out);
+                chars.by_ref().take_while(|c| *c != '\n').for_each(drop);
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                flush(&mut cur, &mut out);
+                chars.by_ref().take_while(|c| *c != '\n').for_each(drop);
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                flush(&mut cur, &mut out);
+                chars.next();
+                let mut prev = ' ';
+                for c in chars.by_ref() {
+                    if prev == '*' && c == '/' {
+                        break;
+                    }
+                    prev = c;
+                }
+            }
+            '"' => {
+                flush(&mut cur, &mut out);
+                out.push(chars.by_ref().take_while(|c| *c != '"').collect());
+            }
+            '{' | '}' => {
+                flush(&mut cur, &mut out);
+                out.push(c.to_string());
+            }
+            ';' => flush(&mut cur, &mut out),
+            c if c.is_whitespace() => flush(&mut cur, &mut out),
+            c => cur.push(c),
+        }
+    }
+    flush(&mut cur, &mut out);
+    out
 }
 
 /// The name of the TXT record for `name` (a wildcard's is its base's).
@@ -119,7 +167,21 @@ pub async fn cleanup(p: &DnsProvider, fqdn: &str, value: &str) -> Result<(), Str
 pub async fn wait_visible(p: &DnsProvider, fqdn: &str, value: &str) -> Result<(), String> {
     let servers = match (&p.kind, p.nameservers.is_empty()) {
         (_, false) => p.nameservers.clone(),
-        (DnsProviderKind::Rfc2136 { server, .. }, true) => vec![*server],
+        // The primary answered the update already: what counts is every
+        // server the CA may ask, the zone's NS (secondaries included).
+        (DnsProviderKind::Rfc2136 { server, .. }, true) => {
+            let mut all = match authoritative(&p.zone).await {
+                Ok(ns) => ns,
+                Err(e) => {
+                    tracing::warn!(zone = %p.zone, error = %e, "the zone's name servers are not known: waiting on the primary only (set nameservers)");
+                    Vec::new()
+                }
+            };
+            if !all.contains(server) {
+                all.push(*server);
+            }
+            all
+        }
         (DnsProviderKind::Exec { .. }, true) => authoritative(&p.zone).await?,
     };
     let deadline = Instant::now() + p.propagation_timeout;
@@ -190,12 +252,14 @@ async fn txt_values(server: SocketAddr, fqdn: &str) -> Result<Vec<String>, Strin
     let mut q = Message::query();
     q.metadata.recursion_desired = false;
     q.add_query(Query::query(name(fqdn)?, RecordType::TXT));
-    let answer = exchange(
-        server,
-        &q.to_vec().map_err(|e| e.to_string())?,
-        q.metadata.id,
-    )
-    .await?;
+    q.edns
+        .get_or_insert_with(hickory_proto::op::Edns::new)
+        .set_max_payload(1232);
+    let bytes = q.to_vec().map_err(|e| e.to_string())?;
+    let mut answer = exchange(server, &bytes, q.metadata.id).await?;
+    if answer.metadata.truncation {
+        answer = exchange_tcp(server, &bytes, q.metadata.id).await?;
+    }
     match answer.metadata.response_code {
         ResponseCode::NoError | ResponseCode::NXDomain => {}
         rc => return Err(format!("answered {rc}")),
@@ -249,6 +313,31 @@ async fn exchange(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, 
         }
     }
     Err(format!("{server} did not answer"))
+}
+
+/// The same over TCP (an answer too long for UDP).
+async fn exchange_tcp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        let mut conn = tokio::net::TcpStream::connect(server).await?;
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(bytes);
+        conn.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        conn.read_exact(&mut len).await?;
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        conn.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(5), talk)
+        .await
+        .map_err(|_| format!("{server} (TCP) did not answer"))?
+        .map_err(|e| format!("{server} (TCP): {e}"))?;
+    let m = Message::from_vec(&buf).map_err(|e| format!("{server} (TCP): {e}"))?;
+    if m.metadata.id != id {
+        return Err(format!("{server} (TCP) answered another query"));
+    }
+    Ok(m)
 }
 
 fn algorithm(key: &TsigKey) -> Result<(TsigAlgorithm, ring::hmac::Algorithm), String> {
@@ -323,7 +412,7 @@ async fn update(
             Ok(())
         }
         ResponseCode::NotAuth => Err(format!(
-            "rfc2136 {what} {fqdn}: {server} answered NOTAUTH: the TSIG key {} is not accepted (name, algorithm or secret), or the server is not authoritative for {zone}",
+            "rfc2136 {what} {fqdn}: {server} answered NOTAUTH: the TSIG key {} is not accepted (its name, algorithm or secret; or this host's clock is more than 5 minutes off), or the server is not authoritative for {zone}",
             key.name
         )),
         ResponseCode::Refused => Err(format!(
@@ -400,6 +489,15 @@ mod tests {
         let e = parse_tsig_file("key \"k\" { secret \"%%%notbase64\"; };").unwrap_err();
         assert!(!e.contains("notbase64"), "the secret is not repeated: {e}");
         assert!(parse_tsig_file("").is_err());
+        // A key named with the word "secret", comments, no quotes.
+        let f = parse_tsig_file(
+            "# made by tsig-keygen\n// for berth\nkey acme-secret. { /* sha-512 */ algorithm HMAC-SHA512; secret \"c2VjcmV0\"; };",
+        )
+        .unwrap();
+        assert_eq!(f.name.as_deref(), Some("acme-secret"));
+        assert_eq!(f.algorithm.as_deref(), Some("hmac-sha512"));
+        assert_eq!(f.secret, b"secret");
+        assert!(parse_tsig_file("zone \"x\" { };").is_err());
     }
 
     fn provider(zone: &str) -> DnsProvider {

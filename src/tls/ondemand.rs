@@ -39,7 +39,8 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Verdict {
-    Allowed,
+    /// Since then: a handshake waits for the order only shortly after.
+    Allowed(Instant),
     Refused(Instant),
 }
 
@@ -60,8 +61,11 @@ pub struct OnDemand {
     client: HyperClient<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     decided: Mutex<HashMap<String, Verdict>>,
     /// Names allowed: the ACME manager keeps certificates for them.
-    names: Mutex<BTreeSet<String>>,
+    names: Arc<Mutex<BTreeSet<String>>>,
     file: PathBuf,
+    /// One writer of `file` at a time.
+    writing: Arc<Mutex<()>>,
+    snapshot: crate::SharedSnapshot,
     store: Arc<CertStore>,
     /// Wakes the ACME manager.
     wake: Arc<Renewals>,
@@ -75,6 +79,7 @@ impl OnDemand {
         dir: PathBuf,
         store: Arc<CertStore>,
         wake: Arc<Renewals>,
+        snapshot: crate::SharedSnapshot,
     ) -> Result<OnDemand, String> {
         let (count, per) = config.rate;
         let limiter = Limiter::with_cap(
@@ -93,13 +98,26 @@ impl OnDemand {
             .enable_http1()
             .build();
         let file = dir.join("on-demand.json");
-        let names: BTreeSet<String> = std::fs::read(&file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let names: BTreeSet<String> = match std::fs::read(&file) {
+            Err(_) => BTreeSet::new(),
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Kept aside, never overwritten: its names would
+                    // otherwise go unrenewed without a word.
+                    let aside = file.with_extension("json.unreadable");
+                    let _ = std::fs::rename(&file, &aside);
+                    warn!(file = %file.display(), moved_to = %aside.display(), error = %e, "on-demand names unreadable: their certificates are not renewed until the names are allowed again");
+                    BTreeSet::new()
+                }
+            },
+        };
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or_else(Instant::now);
         let decided = names
             .iter()
-            .map(|n| (n.clone(), Verdict::Allowed))
+            .map(|n| (n.clone(), Verdict::Allowed(long_ago)))
             .collect();
         Ok(OnDemand {
             config,
@@ -107,8 +125,10 @@ impl OnDemand {
             asking: Semaphore::new(4),
             client: HyperClient::builder(TokioExecutor::new()).build(connector),
             decided: Mutex::new(decided),
-            names: Mutex::new(names),
+            names: Arc::new(Mutex::new(names)),
             file,
+            writing: Arc::default(),
+            snapshot,
             store,
             wake,
             counts: Mutex::default(),
@@ -140,10 +160,21 @@ impl OnDemand {
             Ok(HostPattern::Exact(n)) if ineligible(&n).is_none() && n.len() <= 253 => n,
             _ => return,
         };
+        // A route that wants a certificate for the name orders it itself.
+        if self.snapshot.load().tls_hosts.contains(&name) {
+            return;
+        }
         let now = Instant::now();
         let known = self.decided.lock().ok().and_then(|d| d.get(&name).copied());
         match known {
-            Some(Verdict::Allowed) => return self.wait_for(&name).await,
+            // Just allowed: its order is on the way. Long ago: its orders
+            // fail (berth certs says why); no handshake waits for them.
+            Some(Verdict::Allowed(at)) => {
+                if now.duration_since(at) < self.config.wait {
+                    self.wait_for(&name, at + self.config.wait).await;
+                }
+                return;
+            }
             Some(Verdict::Refused(until)) if until > now => return,
             _ => {}
         }
@@ -161,21 +192,13 @@ impl OnDemand {
             Ok(true) => {
                 info!(host = %name, "on-demand TLS: allowed by the ask URL; ordering");
                 self.count(|c| c.allowed += 1);
-                self.remember(&name, Verdict::Allowed);
-                let saved = match self.names.lock() {
-                    Ok(mut n) => {
-                        n.insert(name.clone());
-                        Some(serde_json::to_vec(&*n).unwrap_or_default())
-                    }
-                    Err(_) => None,
-                };
-                if let Some(json) = saved {
-                    if let Err(e) = write_private(&self.file, &json) {
-                        warn!(file = %self.file.display(), error = %e, "on-demand names not saved");
-                    }
+                self.remember(&name, Verdict::Allowed(now));
+                if let Ok(mut n) = self.names.lock() {
+                    n.insert(name.clone());
                 }
+                self.save();
                 self.wake.wake();
-                self.wait_for(&name).await;
+                self.wait_for(&name, now + self.config.wait).await;
             }
             Ok(false) => {
                 info!(host = %name, "on-demand TLS: refused by the ask URL");
@@ -190,6 +213,53 @@ impl OnDemand {
         }
     }
 
+    /// Writes the names, off the handshake's thread: one writer at a time,
+    /// each writing the set as it is then (so the last write is the newest).
+    fn save(&self) {
+        let (names, file, writing) = (self.names.clone(), self.file.clone(), self.writing.clone());
+        tokio::task::spawn_blocking(move || {
+            let _one = writing.lock();
+            let json = names
+                .lock()
+                .map(|n| serde_json::to_vec(&*n).unwrap_or_default());
+            if let Ok(json) = json {
+                if let Err(e) = write_private(&file, &json) {
+                    warn!(file = %file.display(), error = %e, "on-demand names not saved");
+                }
+            }
+        });
+    }
+
+    /// Asks again about a name before its certificate is renewed (or after
+    /// failed orders): a name the ask URL no longer allows is forgotten.
+    pub async fn still_allowed(&self, name: &str) -> bool {
+        match self.ask(name).await {
+            Ok(true) => true,
+            Ok(false) => {
+                info!(host = %name, "on-demand TLS: the ask URL no longer allows it: forgotten, not renewed");
+                self.forget(name);
+                false
+            }
+            // No answer: keep it (its certificate must not lapse for an
+            // outage of the ask endpoint); asked again next time.
+            Err(e) => {
+                warn!(host = %name, error = %e, "on-demand TLS: the ask URL did not answer: renewing anyway");
+                true
+            }
+        }
+    }
+
+    /// Drops a name: no more orders, a handshake asks again.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut n) = self.names.lock() {
+            n.remove(name);
+        }
+        if let Ok(mut d) = self.decided.lock() {
+            d.remove(name);
+        }
+        self.save();
+    }
+
     fn remember(&self, name: &str, v: Verdict) {
         let Ok(mut d) = self.decided.lock() else {
             return;
@@ -200,7 +270,7 @@ impl OnDemand {
         }
         // Full of live answers: a refusal is not remembered (the rate still
         // bounds the asks), an allowance always is.
-        if d.len() < MAX_DECIDED || v == Verdict::Allowed {
+        if d.len() < MAX_DECIDED || matches!(v, Verdict::Allowed(_)) {
             d.insert(name.to_string(), v);
         }
     }
@@ -226,9 +296,8 @@ impl OnDemand {
         }
     }
 
-    /// Waits (at most `wait`) for a certificate for `name` to be served.
-    async fn wait_for(&self, name: &str) {
-        let deadline = Instant::now() + self.config.wait;
+    /// Waits (until `deadline` at most) for a certificate for `name`.
+    async fn wait_for(&self, name: &str, deadline: Instant) {
         while self.store.lookup(name).is_none() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

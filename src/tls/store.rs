@@ -174,6 +174,19 @@ impl CertStore {
             .cloned()
     }
 
+    /// A certificate the user brought serves `name` (for `*.x`: one whose
+    /// names include `*.x` itself).
+    pub fn covered_by_file(&self, name: &str) -> bool {
+        if name.starts_with("*.") {
+            let by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+            by_key
+                .values()
+                .any(|c| c.source == Source::File && c.names.iter().any(|n| n == name))
+        } else {
+            self.lookup(name).is_some_and(|c| c.source == Source::File)
+        }
+    }
+
     /// The certificate a handshake for `name` would get, if not the default.
     pub fn lookup(&self, name: &str) -> Option<Arc<Cert>> {
         self.map.load().get(&canonical_name(name)).cloned()
@@ -240,5 +253,8 @@ mod tests {
         );
         store.set("a", None);
         assert_eq!(store.lookup("a.test").unwrap().names, vec!["*.test"]);
+        assert!(store.covered_by_file("*.test"), "the user's wildcard");
+        assert!(store.covered_by_file("b.test"));
+        assert!(!store.covered_by_file("*.other.test"));
     }
 }

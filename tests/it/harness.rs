@@ -442,6 +442,11 @@ impl Berth {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where berth's log is written (to read it from another task).
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// Sends the signal (`TERM`, `INT`, ...) to the berth process.
     pub fn signal(&self, name: &str) {
         let sent = Command::new("kill")
