@@ -1251,22 +1251,12 @@ mod tests {
 
     #[test]
     fn challenges_by_name_and_config() {
-        use crate::config::{DnsProvider, DnsProviderKind};
         let mut acme = Config::default().acme;
         let http = Ok(vec![ChallengeKind::Http01]);
         assert_eq!(challenges_for("a.test", &acme), http);
         let e = challenges_for("*.apps.test", &acme).unwrap_err();
         assert!(e.contains("no acme.dns provider covers apps.test"), "{e}");
-        acme.dns.push(DnsProvider {
-            zone: "test".into(),
-            kind: DnsProviderKind::Exec {
-                command: vec!["true".into()],
-                timeout: Duration::from_secs(1),
-            },
-            nameservers: vec![],
-            propagation_timeout: Duration::from_secs(1),
-            ttl: 60,
-        });
+        acme.dns.push(crate::tls::dns01::tests::provider("test"));
         assert_eq!(
             challenges_for("a.test", &acme),
             Ok(vec![ChallengeKind::Dns01, ChallengeKind::Http01])

@@ -471,7 +471,7 @@ async fn exec(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::DnsProviderKind;
 
@@ -500,7 +500,8 @@ mod tests {
         assert!(parse_tsig_file("zone \"x\" { };").is_err());
     }
 
-    fn provider(zone: &str) -> DnsProvider {
+    /// An exec provider for `zone` (for the tests of other modules too).
+    pub(crate) fn provider(zone: &str) -> DnsProvider {
         DnsProvider {
             zone: zone.into(),
             kind: DnsProviderKind::Exec {

@@ -123,6 +123,42 @@ impl Drop for Bind {
     }
 }
 
+/// A zone of the test's own in BIND, pebble asking BIND for it (and
+/// validating HTTP-01 on a port nobody listens on), berth's ports and
+/// certificate directory.
+struct DnsRig {
+    bind: Bind,
+    pebble: Pebble,
+    ports: (u16, u16, u16),
+    dir: TempDir,
+    certs: PathBuf,
+}
+
+impl DnsRig {
+    /// berth's config for this rig, `acme_extra` added to `acme:`.
+    fn config(&self, env: &Env, acme_extra: &str) -> String {
+        config(env, self.ports, &self.pebble, &self.certs, acme_extra)
+    }
+
+    fn start(zone: &str) -> DnsRig {
+        let bind = Bind::start(zone);
+        let pebble = Pebble::start_with(PebbleOpts {
+            http: free_port(),
+            dns: Some(bind.port),
+            ..PebbleOpts::default()
+        });
+        let dir = TempDir::new();
+        let certs = dir.path().join("certs");
+        DnsRig {
+            bind,
+            pebble,
+            ports: (free_port(), free_port(), free_port()),
+            dir,
+            certs,
+        }
+    }
+}
+
 /// The test config with TLS, ACME against `pebble` and `acme_extra` added
 /// to the `acme:` section.
 fn config(
@@ -203,23 +239,10 @@ async fn dns01_by_rfc2136_issues_cleans_up_and_renews_on_request() {
     let app = env.host("app");
     env.run("app", &["--label", &format!("berth.host={app}")])
         .await;
-    let bind = Bind::start(&zone);
-    let (http, admin, tls) = (free_port(), free_port(), free_port());
-    // HTTP-01 cannot work: pebble validates it on a port nobody listens on.
-    let pebble = Pebble::start_with(PebbleOpts {
-        http: free_port(),
-        dns: Some(bind.port),
-        ..PebbleOpts::default()
-    });
-    let dir = TempDir::new();
-    let certs = dir.path().join("certs");
-    let cfg = config(
-        &env,
-        (http, admin, tls),
-        &pebble,
-        &certs,
-        &rfc2136(&zone, &bind),
-    );
+    let rig = DnsRig::start(&zone);
+    let (bind, pebble, dir) = (&rig.bind, &rig.pebble, &rig.dir);
+    let (http, admin, tls) = rig.ports;
+    let cfg = rig.config(&env, &rfc2136(&zone, bind));
     let root = pebble.root(dir.path());
     let berth = Berth::start(&cfg, http).await;
 
@@ -304,22 +327,10 @@ async fn a_wildcard_route_gets_one_wildcard_certificate_for_every_name_below_it(
     let elsewhere = format!("*.x.{}.elsewhere", env.id);
     env.run("other", &["--label", &format!("berth.host={elsewhere}")])
         .await;
-    let bind = Bind::start(&zone);
-    let (http, admin, tls) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start_with(PebbleOpts {
-        http: free_port(),
-        dns: Some(bind.port),
-        ..PebbleOpts::default()
-    });
-    let dir = TempDir::new();
-    let certs = dir.path().join("certs");
-    let cfg = config(
-        &env,
-        (http, admin, tls),
-        &pebble,
-        &certs,
-        &rfc2136(&zone, &bind),
-    );
+    let rig = DnsRig::start(&zone);
+    let (bind, pebble, dir) = (&rig.bind, &rig.pebble, &rig.dir);
+    let (http, admin, tls) = rig.ports;
+    let cfg = rig.config(&env, &rfc2136(&zone, bind));
     let root = pebble.root(dir.path());
     let berth = Berth::start(&cfg, http).await;
 
@@ -337,7 +348,8 @@ async fn a_wildcard_route_gets_one_wildcard_certificate_for_every_name_below_it(
     assert_eq!(sa, sb, "one certificate serves both names");
     assert!(sa.contains(&format!("DNS:{wildcard}")), "{sa}");
     assert_eq!(berth.log().matches("certificate issued").count(), 1);
-    assert!(certs
+    assert!(rig
+        .certs
         .join("acme")
         .join(format!("_wildcard.apps.{zone}.crt"))
         .is_file());
@@ -401,22 +413,16 @@ async fn dns01_by_an_exec_hook_and_a_failing_hook_backs_off_and_cleans_up() {
         .await;
     env.run("fail", &["--label", &format!("berth.host={bad}")])
         .await;
-    let bind = Bind::start(&zone);
-    let dir = TempDir::new();
-    let (script, calls) = hook(dir.path(), &bind);
-    let (http, admin, tls) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start_with(PebbleOpts {
-        http: free_port(),
-        dns: Some(bind.port),
-        ..PebbleOpts::default()
-    });
-    let certs = dir.path().join("certs");
+    let rig = DnsRig::start(&zone);
+    let (bind, pebble, dir) = (&rig.bind, &rig.pebble, &rig.dir);
+    let (http, admin, tls) = rig.ports;
+    let (script, calls) = hook(dir.path(), bind);
     let acme = format!(
         "  challenge: dns-01\n  dns:\n    - zone: {zone}\n      provider: exec\n      command: {}\n      nameservers: [127.0.0.1:{}]\n      propagation_timeout: 20s\n",
         script.display(),
         bind.port
     );
-    let cfg = config(&env, (http, admin, tls), &pebble, &certs, &acme);
+    let cfg = rig.config(&env, &acme);
     let root = pebble.root(dir.path());
     let _berth = Berth::start(&cfg, http).await;
 
@@ -767,24 +773,18 @@ async fn a_record_left_by_a_stopped_berth_is_removed_by_the_next() {
     let app = env.host("app");
     env.run("app", &["--label", &format!("berth.host={app}")])
         .await;
-    let bind = Bind::start(&zone);
-    let dir = TempDir::new();
-    let (script, calls) = hook(dir.path(), &bind);
+    let rig = DnsRig::start(&zone);
+    let (bind, pebble, dir) = (&rig.bind, &rig.pebble, &rig.dir);
+    let (http, _, tls) = rig.ports;
+    let (script, calls) = hook(dir.path(), bind);
     // The hook puts the record in place, then hangs: berth is stopped then.
     std::fs::write(dir.path().join("slow"), "").unwrap();
-    let (http, admin, tls) = (free_port(), free_port(), free_port());
-    let pebble = Pebble::start_with(PebbleOpts {
-        http: free_port(),
-        dns: Some(bind.port),
-        ..PebbleOpts::default()
-    });
-    let certs = dir.path().join("certs");
     let acme = format!(
         "  challenge: dns-01\n  dns:\n    - zone: {zone}\n      provider: exec\n      command: {}\n      nameservers: [127.0.0.1:{}]\n      propagation_timeout: 20s\n",
         script.display(),
         bind.port
     );
-    let cfg = config(&env, (http, admin, tls), &pebble, &certs, &acme);
+    let cfg = rig.config(&env, &acme);
     let record = format!("_acme-challenge.{app}");
     let berth = Berth::start(&cfg, http).await;
     eventually(
@@ -793,7 +793,7 @@ async fn a_record_left_by_a_stopped_berth_is_removed_by_the_next() {
         || async { (!bind.txt(&record).await.is_empty()).then_some(()) },
     )
     .await;
-    let journal = certs.join("acme").join("dns-cleanup.json");
+    let journal = rig.certs.join("acme").join("dns-cleanup.json");
     assert!(
         std::fs::read_to_string(&journal).unwrap().contains(&record),
         "noted before it was put in place"
