@@ -11,6 +11,16 @@ use std::time::Duration;
 use crate::acme::{https_get, Pebble, PebbleOpts};
 use crate::harness::{cli, eventually, free_port, Berth, Env, TempDir};
 
+/// A program of /usr/sbin, found also where that is not on the PATH.
+fn sbin(name: &str) -> String {
+    let full = format!("/usr/sbin/{name}");
+    if Path::new(&full).is_file() {
+        full
+    } else {
+        name.to_string()
+    }
+}
+
 /// BIND 9 serving `zone` on 127.0.0.1:`port`, updatable with the TSIG key
 /// in `key_file` (TXT records only), killed on drop.
 struct Bind {
@@ -25,7 +35,7 @@ impl Bind {
     fn start(zone: &str) -> Bind {
         let dir = TempDir::new();
         let d = dir.path();
-        let key = Command::new("tsig-keygen")
+        let key = Command::new(sbin("tsig-keygen"))
             .args(["-a", "hmac-sha256", "berth-test"])
             .output()
             .expect("tsig-keygen (apt-get install bind9-utils)");
@@ -65,7 +75,7 @@ zone "{zone}" {{
         )
         .unwrap();
         let log = d.join("named.log");
-        let child = Command::new("named")
+        let child = Command::new(sbin("named"))
             .args(["-g", "-c", &d.join("named.conf").display().to_string()])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
