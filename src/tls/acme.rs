@@ -826,9 +826,9 @@ impl AcmeManager {
             .map(|od| od.names())
             .unwrap_or_default();
         for name in &on_demand {
-            if wanted.insert(name.clone()) {
-                self.report(name, |s| s.on_demand = true);
-            }
+            // A name a route lists too is the route's.
+            let only_on_demand = wanted.insert(name.clone());
+            self.report(name, |s| s.on_demand = only_on_demand);
         }
         let now = Instant::now();
         st.hosts.retain(|h, _| wanted.contains(h));
@@ -1016,6 +1016,11 @@ impl AcmeManager {
                     }
                 },
             };
+            // The hourly cap counts each issuer's order.
+            if st.orders.len() >= acme.orders_per_hour as usize {
+                errors.push("acme.orders_per_hour reached before the next issuer".into());
+                break;
+            }
             if let Ok(mut r) = self.retry_after.lock() {
                 *r = None;
             }
