@@ -12,6 +12,7 @@
 //! requests; then it brings each service back to the replica count `berth
 //! scale` last reached.
 
+pub mod autoscale;
 pub mod canary;
 pub mod plan;
 pub mod project;

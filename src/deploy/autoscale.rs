@@ -1,0 +1,393 @@
+//! Autoscaling decisions (pure): from the samples of a service's replicas,
+//! its policy and the time since its last action, whether to scale and to
+//! how many, with the reason. The controller samples and carries out; this
+//! module only decides, so it is tested on synthetic series.
+//!
+//! - Out: every one of the last `out_samples` averages (over the Ready
+//!   replicas) is above the target. The step is proportional to how far
+//!   above (`ceil(ready × average / target)`, at least one more), capped by
+//!   `max`.
+//! - In: only once `cooldown` has passed since the last action, and only if
+//!   every average of the whole cooldown window is below the target less 5
+//!   points (5 % of the target for requests/s); one replica at a time, and
+//!   only if the others would stay below that line too. Missing samples
+//!   never scale in.
+//! - Replicas that are Starting or Draining are not capacity and their
+//!   samples are not read; while one is, nothing is decided (one action per
+//!   service at a time).
+
+use std::time::Duration;
+
+/// A service's autoscaling policy (labels `berth.scale.*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub min: u32,
+    pub max: u32,
+    /// Target CPU, % of the container's limit (or of one core).
+    pub cpu: Option<f64>,
+    /// Target memory, % of the limit.
+    pub memory: Option<f64>,
+    /// Target requests/s per replica, from berth's own counters.
+    pub requests: Option<f64>,
+    pub interval: Duration,
+    pub out_samples: usize,
+    pub cooldown: Duration,
+}
+
+impl Policy {
+    /// The targets that are on, with how each is read from a sample and
+    /// the margin below the target a scale-in needs.
+    fn targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        if let Some(v) = self.cpu {
+            t.push(Target::new("cpu", v, v - 5.0, |s| s.cpu));
+        }
+        if let Some(v) = self.memory {
+            t.push(Target::new("memory", v, v - 5.0, |s| s.memory));
+        }
+        if let Some(v) = self.requests {
+            t.push(Target::new("requests/s", v, v * 0.95, |s| s.requests));
+        }
+        t
+    }
+}
+
+struct Target {
+    name: &'static str,
+    value: f64,
+    /// Below this (every sample of the cooldown window) a replica may go.
+    low: f64,
+    read: fn(&Sample) -> Option<f64>,
+}
+
+impl Target {
+    fn new(name: &'static str, value: f64, low: f64, read: fn(&Sample) -> Option<f64>) -> Target {
+        Target {
+            name,
+            value,
+            low,
+            read,
+        }
+    }
+}
+
+/// One interval's figures of one replica; `None`: not measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub requests: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Ready,
+    Starting,
+    Draining,
+}
+
+/// A replica and its samples, oldest first, one per interval (the last is
+/// the latest interval; `None` where the interval has no sample).
+#[derive(Debug, Clone)]
+pub struct Replica {
+    pub state: ReplicaState,
+    pub samples: Vec<Option<Sample>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Hold(String),
+    Scale { from: u32, to: u32, reason: String },
+}
+
+/// The average over the Ready replicas of the interval `back` intervals
+/// before the latest (0: the latest); `None` if any Ready replica has no
+/// figure for it.
+fn average(ready: &[&Replica], target: &Target, back: usize) -> Option<f64> {
+    let mut sum = 0.0;
+    for r in ready {
+        let i = r.samples.len().checked_sub(1 + back)?;
+        sum += (target.read)(r.samples[i].as_ref()?)?;
+    }
+    (!ready.is_empty()).then(|| sum / ready.len() as f64)
+}
+
+/// What to do for one service now.
+pub fn decide(
+    policy: &Policy,
+    replicas: &[Replica],
+    since_last_action: Option<Duration>,
+) -> Decision {
+    let busy = replicas
+        .iter()
+        .filter(|r| r.state != ReplicaState::Ready)
+        .count();
+    if busy > 0 {
+        return Decision::Hold(format!(
+            "{busy} replica(s) starting or draining: not capacity yet"
+        ));
+    }
+    let ready: Vec<&Replica> = replicas.iter().collect();
+    let n = ready.len() as u32;
+    if n < policy.min {
+        return Decision::Scale {
+            from: n,
+            to: policy.min,
+            reason: format!("{n} replica(s), below the minimum of {}", policy.min),
+        };
+    }
+    if n > policy.max {
+        return Decision::Scale {
+            from: n,
+            to: policy.max,
+            reason: format!("{n} replica(s), above the maximum of {}", policy.max),
+        };
+    }
+    let targets = policy.targets();
+    if targets.is_empty() {
+        return Decision::Hold("no target set".into());
+    }
+    // Out: sustained above a target.
+    let k = policy.out_samples.max(1);
+    let mut out: Option<(u32, String)> = None;
+    for t in &targets {
+        let recent: Option<Vec<f64>> = (0..k).map(|b| average(&ready, t, b)).collect();
+        let Some(recent) = recent else { continue };
+        if recent.iter().all(|a| *a > t.value) {
+            let latest = recent[0];
+            let want = ((f64::from(n) * latest / t.value).ceil() as u32)
+                .max(n + 1)
+                .min(policy.max);
+            let reason = format!(
+                "{} {:.1} above the target {:.1} for {k} samples",
+                t.name, latest, t.value
+            );
+            if out.as_ref().is_none_or(|(w, _)| want > *w) {
+                out = Some((want, reason));
+            }
+        }
+    }
+    if let Some((to, reason)) = out {
+        if to > n {
+            return Decision::Scale {
+                from: n,
+                to,
+                reason,
+            };
+        }
+        return Decision::Hold(format!(
+            "{reason}, but already at the maximum of {}",
+            policy.max
+        ));
+    }
+    // In: the whole cooldown window low on every target, after the cooldown.
+    if n <= policy.min {
+        return Decision::Hold(format!("at the minimum of {}", policy.min));
+    }
+    if since_last_action.is_some_and(|d| d < policy.cooldown) {
+        return Decision::Hold("within the cooldown of the last action".into());
+    }
+    let window = (policy.cooldown.as_secs_f64() / policy.interval.as_secs_f64().max(0.001))
+        .ceil()
+        .max(1.0) as usize;
+    for t in &targets {
+        let all: Option<Vec<f64>> = (0..window).map(|b| average(&ready, t, b)).collect();
+        let Some(all) = all else {
+            return Decision::Hold(format!(
+                "not a full cooldown of {} samples yet: no scale-in on missing figures",
+                t.name
+            ));
+        };
+        let highest = all.iter().copied().fold(f64::MIN, f64::max);
+        if highest >= t.low {
+            return Decision::Hold(format!(
+                "{} up to {highest:.1} in the cooldown window: not below {:.1}",
+                t.name, t.low
+            ));
+        }
+        // The others must stay below the line without this one.
+        let projected = all[0] * f64::from(n) / f64::from(n - 1);
+        if projected >= t.low {
+            return Decision::Hold(format!(
+                "{} would be {projected:.1} per replica with one fewer: not below {:.1}",
+                t.name, t.low
+            ));
+        }
+    }
+    Decision::Scale {
+        from: n,
+        to: n - 1,
+        reason: "below every target by the margin for a whole cooldown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            min: 1,
+            max: 3,
+            cpu: Some(50.0),
+            memory: None,
+            requests: None,
+            interval: Duration::from_secs(15),
+            out_samples: 3,
+            cooldown: Duration::from_secs(60),
+        }
+    }
+
+    /// `n` Ready replicas, each with these CPU figures (oldest first).
+    fn cpu(n: usize, series: &[f64]) -> Vec<Replica> {
+        (0..n)
+            .map(|_| Replica {
+                state: ReplicaState::Ready,
+                samples: series
+                    .iter()
+                    .map(|c| {
+                        Some(Sample {
+                            cpu: Some(*c),
+                            ..Sample::default()
+                        })
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn to(d: &Decision) -> Option<u32> {
+        match d {
+            Decision::Scale { to, .. } => Some(*to),
+            Decision::Hold(_) => None,
+        }
+    }
+
+    #[test]
+    fn sustained_load_scales_out_in_proportion_capped_by_max() {
+        let p = policy();
+        // Three samples above 50: out. 80% on one replica: ceil(1.6) = 2.
+        assert_eq!(to(&decide(&p, &cpu(1, &[80.0, 80.0, 80.0]), None)), Some(2));
+        // 140% (a limit of two cores at one core's 100%): ceil(2.8) = 3.
+        assert_eq!(
+            to(&decide(&p, &cpu(1, &[90.0, 120.0, 140.0]), None)),
+            Some(3)
+        );
+        // Far above, capped by max.
+        assert_eq!(to(&decide(&p, &cpu(2, &[300.0; 3]), None)), Some(3));
+        // Two samples only, or one below in the last three: hold.
+        assert_eq!(to(&decide(&p, &cpu(1, &[80.0, 80.0]), None)), None);
+        assert_eq!(to(&decide(&p, &cpu(1, &[80.0, 40.0, 80.0]), None)), None);
+        // At max: hold, and say why.
+        match decide(&p, &cpu(3, &[90.0; 3]), None) {
+            Decision::Hold(why) => assert!(why.contains("maximum of 3"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn scale_in_only_after_the_cooldown_below_the_margin_one_at_a_time() {
+        let p = policy();
+        let low = [10.0; 4];
+        // Within the cooldown: hold.
+        assert_eq!(
+            to(&decide(&p, &cpu(3, &low), Some(Duration::from_secs(30)))),
+            None
+        );
+        // After it, a whole window of 4 samples (60 s / 15 s) below 45: 3 → 2.
+        assert_eq!(
+            to(&decide(&p, &cpu(3, &low), Some(Duration::from_secs(61)))),
+            Some(2)
+        );
+        assert_eq!(to(&decide(&p, &cpu(3, &low), None)), Some(2));
+        // 47 is below the target but not below the margin: hold.
+        assert_eq!(to(&decide(&p, &cpu(3, &[47.0; 4]), None)), None);
+        // 40 on three would be 60 on two: hold (it would scale out again).
+        assert_eq!(to(&decide(&p, &cpu(3, &[40.0; 4]), None)), None);
+        // 20 on two is 40 on one: fine, down to the minimum and no further.
+        assert_eq!(to(&decide(&p, &cpu(2, &[20.0; 4]), None)), Some(1));
+        assert_eq!(to(&decide(&p, &cpu(1, &[1.0; 4]), None)), None);
+    }
+
+    #[test]
+    fn missing_samples_never_scale_in() {
+        let p = policy();
+        // A window shorter than the cooldown's.
+        assert_eq!(to(&decide(&p, &cpu(2, &[5.0, 5.0]), None)), None);
+        // A gap in one replica's series.
+        let mut r = cpu(2, &[5.0; 4]);
+        r[1].samples[2] = None;
+        assert_eq!(to(&decide(&p, &r, None)), None);
+        // A sample without a CPU figure.
+        let mut r = cpu(2, &[5.0; 4]);
+        r[0].samples[3] = Some(Sample::default());
+        assert_eq!(to(&decide(&p, &r, None)), None);
+    }
+
+    #[test]
+    fn a_load_around_the_target_causes_no_action() {
+        let p = policy();
+        // ±4 points around 50, sample after sample, for ten cooldowns: at
+        // every step, whatever the history, nothing is decided.
+        let series: Vec<f64> = (0..40)
+            .map(|i| if i % 2 == 0 { 54.0 } else { 46.0 })
+            .collect();
+        let mut actions = 0;
+        for end in 1..=series.len() {
+            for n in 1..=3 {
+                if to(&decide(&p, &cpu(n, &series[..end]), None)).is_some() {
+                    actions += 1;
+                }
+            }
+        }
+        assert_eq!(actions, 0);
+    }
+
+    #[test]
+    fn starting_or_draining_replicas_are_not_capacity() {
+        let p = policy();
+        let mut r = cpu(2, &[90.0; 3]);
+        r[1].state = ReplicaState::Starting;
+        match decide(&p, &r, None) {
+            Decision::Hold(why) => assert!(why.contains("starting or draining"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        r[1].state = ReplicaState::Draining;
+        assert_eq!(to(&decide(&p, &r, None)), None);
+    }
+
+    #[test]
+    fn requests_per_replica_alone_and_the_bounds() {
+        let p = Policy {
+            cpu: None,
+            requests: Some(50.0),
+            ..policy()
+        };
+        let req = |n: usize, v: f64, len: usize| -> Vec<Replica> {
+            (0..n)
+                .map(|_| Replica {
+                    state: ReplicaState::Ready,
+                    samples: vec![
+                        Some(Sample {
+                            requests: Some(v),
+                            ..Sample::default()
+                        });
+                        len
+                    ],
+                })
+                .collect()
+        };
+        assert_eq!(to(&decide(&p, &req(1, 120.0, 3), None)), Some(3));
+        assert_eq!(to(&decide(&p, &req(2, 10.0, 4), None)), Some(1));
+        // 46 each on two: 92 on one, above 47.5: hold.
+        assert_eq!(to(&decide(&p, &req(2, 46.0, 4), None)), None);
+        // Below min or above max whatever the load.
+        assert_eq!(to(&decide(&p, &req(0, 0.0, 0), None)), Some(1));
+        assert_eq!(to(&decide(&p, &req(5, 0.0, 4), None)), Some(3));
+        let none = Policy {
+            requests: None,
+            ..p
+        };
+        assert_eq!(to(&decide(&none, &req(2, 999.0, 4), None)), None);
+    }
+}
