@@ -71,6 +71,105 @@ impl Target {
     }
 }
 
+/// The keys of `berth.scale.*`.
+pub const SCALE_KEYS: &[&str] = &[
+    "min",
+    "max",
+    "cpu",
+    "memory",
+    "requests",
+    "interval",
+    "out_samples",
+    "cooldown",
+];
+
+/// A service's policy from its `scale.*` label keys (the prefix already
+/// taken off): `None` without `min` or `max` (no autoscaling); each bad
+/// key is an error naming it and the value, and the policy is not used.
+/// CPU is on at 80 % unless a target is set (`cpu=off` turns it off).
+pub fn policy_from(keys: &[(&str, &str)]) -> Result<Option<Policy>, Vec<(String, String)>> {
+    use crate::policy::spec::{positive, whole};
+    let mut errors = Vec::new();
+    let mut p = Policy {
+        min: 1,
+        max: 1,
+        cpu: Some(80.0),
+        memory: None,
+        requests: None,
+        interval: Duration::from_secs(15),
+        out_samples: 3,
+        cooldown: Duration::from_secs(300),
+    };
+    let (mut min, mut max, mut cpu_set) = (None, None, false);
+    let percent = |v: &str| -> Result<Option<f64>, String> {
+        if v == "off" {
+            return Ok(None);
+        }
+        match v.trim_end_matches('%').parse::<f64>() {
+            Ok(x) if x > 0.0 && x <= 1000.0 => Ok(Some(x)),
+            _ => Err("a percentage above 0 (up to 1000 for several cores), or off".into()),
+        }
+    };
+    let duration = |v: &str| crate::names::parse_duration(v).and_then(positive);
+    for (key, v) in keys {
+        let v = v.trim();
+        let r: Result<(), String> = match *key {
+            "min" => whole(v, 1, 100).map(|n| min = Some(n)),
+            "max" => whole(v, 1, 100).map(|n| max = Some(n)),
+            "cpu" => percent(v).map(|x| {
+                p.cpu = x;
+                cpu_set = true;
+            }),
+            "memory" => percent(v).map(|x| p.memory = x),
+            "requests" => match v.parse::<f64>() {
+                Ok(x) if x > 0.0 => {
+                    p.requests = Some(x);
+                    Ok(())
+                }
+                _ => Err("requests/s per replica above 0, e.g. 50".into()),
+            },
+            "interval" => duration(v).map(|d| p.interval = d),
+            "out_samples" => whole(v, 1, 100).map(|n| p.out_samples = n as usize),
+            "cooldown" => duration(v).map(|d| p.cooldown = d),
+            other => Err(
+                match crate::names::suggest(other, SCALE_KEYS.iter().copied()) {
+                    Some(s) => format!("unknown key; did you mean scale.{s}?"),
+                    None => format!("unknown key; known: {}", SCALE_KEYS.join(", ")),
+                },
+            ),
+        };
+        if let Err(e) = r {
+            errors.push((format!("scale.{key}"), format!("{v:?}: {e}")));
+        }
+    }
+    // A requests target alone scales on requests alone.
+    if !cpu_set && (p.requests.is_some() || p.memory.is_some()) {
+        p.cpu = None;
+    }
+    match (min, max) {
+        (None, None) if errors.is_empty() && keys.is_empty() => return Ok(None),
+        (None, None) => errors.push((
+            "scale.max".into(),
+            "autoscaling needs scale.max (and scale.min, default 1)".into(),
+        )),
+        (min, max) => {
+            p.min = min.unwrap_or(1);
+            p.max = max.unwrap_or(p.min);
+            if p.max < p.min {
+                errors.push((
+                    "scale.max".into(),
+                    format!("{}: below scale.min ({})", p.max, p.min),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(Some(p))
+    } else {
+        Err(errors)
+    }
+}
+
 /// One interval's figures of one replica; `None`: not measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {
@@ -354,6 +453,63 @@ mod tests {
         }
         r[1].state = ReplicaState::Draining;
         assert_eq!(to(&decide(&p, &r, None)), None);
+    }
+
+    #[test]
+    fn policies_from_labels() {
+        assert_eq!(policy_from(&[]), Ok(None));
+        let p = policy_from(&[("min", "1"), ("max", "3"), ("cpu", "50")])
+            .unwrap()
+            .unwrap();
+        assert_eq!((p.min, p.max, p.cpu), (1, 3, Some(50.0)));
+        assert_eq!(
+            (p.interval, p.out_samples, p.cooldown),
+            (Duration::from_secs(15), 3, Duration::from_secs(300))
+        );
+        let p = policy_from(&[("max", "4"), ("requests", "50")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.min, p.cpu, p.requests),
+            (1, None, Some(50.0)),
+            "requests alone"
+        );
+        let p = policy_from(&[("max", "2")]).unwrap().unwrap();
+        assert_eq!(p.cpu, Some(80.0), "CPU 80% by default");
+        for (keys, key, want) in [
+            (
+                vec![("max", "abc")],
+                "scale.max",
+                "\"abc\": use a whole number from 1 to 100",
+            ),
+            (
+                vec![("min", "3"), ("max", "2")],
+                "scale.max",
+                "below scale.min",
+            ),
+            (
+                vec![("max", "2"), ("cpu", "-5")],
+                "scale.cpu",
+                "a percentage above 0",
+            ),
+            (
+                vec![("max", "2"), ("cooldown", "0s")],
+                "scale.cooldown",
+                "more than zero",
+            ),
+            (
+                vec![("max", "2"), ("cooldwn", "1m")],
+                "scale.cooldwn",
+                "did you mean scale.cooldown?",
+            ),
+            (vec![("cpu", "50")], "scale.max", "needs scale.max"),
+        ] {
+            let errors = policy_from(&keys).unwrap_err();
+            assert!(
+                errors.iter().any(|(k, e)| k == key && e.contains(want)),
+                "{keys:?}: {errors:?}"
+            );
+        }
     }
 
     #[test]
