@@ -140,24 +140,23 @@ pub fn provider_for<'a>(providers: &'a [DnsProvider], name: &str) -> Option<&'a 
 
 /// Puts the TXT record in place.
 pub async fn present(p: &DnsProvider, fqdn: &str, value: &str) -> Result<(), String> {
-    match &p.kind {
-        DnsProviderKind::Rfc2136 { server, key } => {
-            update(*server, key, &p.zone, fqdn, value, p.ttl, true).await
-        }
-        DnsProviderKind::Exec { command, timeout } => {
-            exec(command, *timeout, "present", fqdn, value).await
-        }
-    }
+    change(p, fqdn, value, true).await
 }
 
 /// Removes the TXT record (only this value: others of parallel orders stay).
 pub async fn cleanup(p: &DnsProvider, fqdn: &str, value: &str) -> Result<(), String> {
+    change(p, fqdn, value, false).await
+}
+
+/// Adds or removes the record through the zone's provider.
+async fn change(p: &DnsProvider, fqdn: &str, value: &str, add: bool) -> Result<(), String> {
     match &p.kind {
         DnsProviderKind::Rfc2136 { server, key } => {
-            update(*server, key, &p.zone, fqdn, value, p.ttl, false).await
+            update(*server, key, &p.zone, fqdn, value, p.ttl, add).await
         }
         DnsProviderKind::Exec { command, timeout } => {
-            exec(command, *timeout, "cleanup", fqdn, value).await
+            let action = if add { "present" } else { "cleanup" };
+            exec(command, *timeout, action, fqdn, value).await
         }
     }
 }

@@ -44,16 +44,6 @@ enum Verdict {
     Refused(Instant),
 }
 
-/// What the admin API shows of on-demand TLS.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct OnDemandCounts {
-    pub asks: u64,
-    pub allowed: u64,
-    pub refused: u64,
-    /// Handshakes for new names past the rate: not asked.
-    pub limited: u64,
-}
-
 pub struct OnDemand {
     config: OnDemandConfig,
     limiter: Limiter,
@@ -69,7 +59,6 @@ pub struct OnDemand {
     store: Arc<CertStore>,
     /// Wakes the ACME manager.
     wake: Arc<Renewals>,
-    counts: Mutex<OnDemandCounts>,
 }
 
 impl OnDemand {
@@ -131,23 +120,12 @@ impl OnDemand {
             snapshot,
             store,
             wake,
-            counts: Mutex::default(),
         })
     }
 
     /// The names allowed so far.
     pub fn names(&self) -> BTreeSet<String> {
         self.names.lock().map(|n| n.clone()).unwrap_or_default()
-    }
-
-    pub fn counts(&self) -> OnDemandCounts {
-        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    fn count(&self, f: impl FnOnce(&mut OnDemandCounts)) {
-        if let Ok(mut c) = self.counts.lock() {
-            f(&mut c);
-        }
     }
 
     /// Called during a handshake for `name` (the SNI): returns when the
@@ -179,19 +157,15 @@ impl OnDemand {
             _ => {}
         }
         if let Outcome::Deny(_) = self.limiter.check(b"ask", now) {
-            self.count(|c| c.limited += 1);
             return;
         }
         let Ok(_permit) = self.asking.try_acquire() else {
-            self.count(|c| c.limited += 1);
             return;
         };
-        self.count(|c| c.asks += 1);
         let verdict = self.ask(&name).await;
         match verdict {
             Ok(true) => {
                 info!(host = %name, "on-demand TLS: allowed by the ask URL; ordering");
-                self.count(|c| c.allowed += 1);
                 self.remember(&name, Verdict::Allowed(now));
                 if let Ok(mut n) = self.names.lock() {
                     n.insert(name.clone());
@@ -202,12 +176,10 @@ impl OnDemand {
             }
             Ok(false) => {
                 info!(host = %name, "on-demand TLS: refused by the ask URL");
-                self.count(|c| c.refused += 1);
                 self.remember(&name, Verdict::Refused(now + REFUSED_FOR));
             }
             Err(e) => {
                 warn!(host = %name, error = %e, "on-demand TLS: the ask URL did not answer: refused");
-                self.count(|c| c.refused += 1);
                 self.remember(&name, Verdict::Refused(now + UNANSWERED_FOR));
             }
         }
