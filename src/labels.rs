@@ -87,6 +87,8 @@ pub struct LabelSpec {
     pub health: HealthSpec,
     /// Restart the container when it stays unhealthy.
     pub autoheal: bool,
+    /// Autoscaling of its service (`scale.*`), when asked for and valid.
+    pub scale: Option<crate::deploy::autoscale::Policy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,9 +127,11 @@ pub fn parse(prefix: &str, labels: &HashMap<String, String>) -> (LabelSpec, Vec<
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             health: HealthSpec::default(),
             autoheal: true,
+            scale: None,
         },
         problems: Vec::new(),
         drafts: Vec::new(),
+        scale: Vec::new(),
         all_bad: false,
         labels,
     };
@@ -152,9 +156,11 @@ struct Parser<'a> {
     /// A container-wide label is wrong: no route is served on its default.
     all_bad: bool,
     labels: &'a HashMap<String, String>,
+    /// `scale.*` keys (without `scale.`) and their values.
+    scale: Vec<(&'a str, &'a str)>,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
     fn problem(&mut self, key: &str, value: &str, message: String, hint: Option<String>) {
         // A password (hashed, or plain by mistake) is not repeated in logs.
         let redacted;
@@ -176,10 +182,16 @@ impl Parser<'_> {
     }
 
     /// One label: a container key, a route key, or a problem.
-    fn label(&mut self, key: &str, value: &str) {
-        let Some(rest) = key.strip_prefix(&self.dotted) else {
+    fn label(&mut self, key: &'a str, value: &'a str) {
+        let Some(rest) = key.strip_prefix(self.dotted.as_str()) else {
             return;
         };
+        // Autoscaling is the service's, not a route's: a bad key leaves
+        // the service unscaled and its routes served.
+        if let Some(k) = rest.strip_prefix("scale.") {
+            self.scale.push((k, value));
+            return;
+        }
         if CONTAINER_KEYS.contains(&rest) {
             if let Err(m) = container_key(&mut self.spec, rest, value) {
                 if rest == "enable" {
@@ -245,6 +257,16 @@ impl Parser<'_> {
 
     /// The routes that parsed whole; a named route without a host is a problem.
     fn finish(mut self) -> (LabelSpec, Vec<LabelProblem>) {
+        match crate::deploy::autoscale::policy_from(&self.scale) {
+            Ok(policy) => self.spec.scale = policy,
+            Err(errors) => {
+                for (key, message) in errors {
+                    let full = format!("{}.{key}", self.prefix);
+                    let value = self.labels.get(&full).cloned().unwrap_or_default();
+                    self.problem(&full, &value, message, None);
+                }
+            }
+        }
         for (name, mut d) in std::mem::take(&mut self.drafts) {
             if d.bad || self.all_bad {
                 continue;
@@ -489,6 +511,35 @@ mod tests {
         assert_eq!(spec.routes.len(), 2);
         let admin = spec.routes.iter().find(|r| r.name == "admin").unwrap();
         assert_eq!(admin.port, Some(9000));
+    }
+
+    #[test]
+    fn scale_labels_make_a_policy_and_a_bad_one_leaves_the_routes_alone() {
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[
+                ("berth.host", "app.test"),
+                ("berth.scale.min", "1"),
+                ("berth.scale.max", "3"),
+                ("berth.scale.cpu", "50"),
+            ]),
+        );
+        assert_eq!(problems, vec![]);
+        let p = spec.scale.expect("a policy");
+        assert_eq!((p.min, p.max, p.cpu), (1, 3, Some(50.0)));
+
+        let (spec, problems) = parse(
+            "berth",
+            &labels(&[("berth.host", "app.test"), ("berth.scale.max", "abc")]),
+        );
+        assert_eq!(spec.scale, None, "no autoscaling on a bad policy");
+        assert_eq!(spec.routes.len(), 1, "the route is still served");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            (problems[0].key.as_str(), problems[0].value.as_str()),
+            ("berth.scale.max", "abc")
+        );
+        assert!(problems[0].message.contains("whole number"), "{problems:?}");
     }
 
     #[test]

@@ -273,6 +273,16 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Autoscaled services (`berth.scale.*` labels): policy, replicas
+    /// running and wanted, the latest figures, what it is doing and its
+    /// last actions.
+    Autoscale {
+        /// Print the API's answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Certificates berth manages: valid until, issuer, challenge, last
     /// error, next attempt; `berth certs renew HOST` orders a new one now.
     Certs {
@@ -463,6 +473,7 @@ fn run(command: Command) -> Outcome {
             api,
         } => api.run(|c| cli::scale(c, &spec, project, timeouts.into())),
         Command::Rollouts { api } => api.run(cli::rollouts),
+        Command::Autoscale { json, api } => api.run(|c| cli::autoscale(c, json)),
         Command::Maintenance {
             state,
             service,

@@ -160,6 +160,7 @@ pub struct Scrape<'a> {
     pub deploys: &'a [Record],
     pub certs: &'a [HostStatus],
     pub dns: Option<&'a DnsCounters>,
+    pub autoscale: &'a [crate::deploy::scaler::ScaleView],
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -183,7 +184,35 @@ fn scrape_time(now: &Scrape<'_>) -> Registry {
     routing(&r, now.snapshot);
     engine(&r, now.snapshot);
     history(&r, now);
+    autoscale(&r, now.autoscale);
     r
+}
+
+/// Autoscaled services: the replicas autoscaling wants, and those running.
+fn autoscale(r: &Registry, services: &[crate::deploy::scaler::ScaleView]) {
+    if services.is_empty() {
+        return;
+    }
+    let desired = int_gauge(
+        r,
+        "berth_autoscale_desired_replicas",
+        "Replicas autoscaling wants per service",
+        &["service"],
+    );
+    let actual = int_gauge(
+        r,
+        "berth_autoscale_replicas",
+        "Replicas running per autoscaled service",
+        &["service"],
+    );
+    for s in services {
+        desired
+            .with_label_values(&[&s.service])
+            .set(i64::from(s.desired));
+        actual
+            .with_label_values(&[&s.service])
+            .set(i64::from(s.replicas));
+    }
 }
 
 /// Backends by state, in-flight requests, routes, problems.
@@ -343,12 +372,32 @@ mod tests {
         m.request("", 404, 0.0005);
         m.connect_error("a.test/");
         let snap = Snapshot::default();
+        let scaled = crate::deploy::scaler::ScaleView {
+            service: "p/web".into(),
+            min: 1,
+            max: 3,
+            cpu: Some(50.0),
+            memory: None,
+            requests: None,
+            interval_secs: 15.0,
+            out_samples: 3,
+            cooldown_secs: 300.0,
+            replicas: 1,
+            desired: 2,
+            figures: Default::default(),
+            recent: vec![],
+            state: "scaling".into(),
+            decisions: vec![],
+        };
         let text = m.render(&Scrape {
             snapshot: &snap,
             deploys: &[],
             certs: &[],
             dns: Some(&DnsCounters::default()),
+            autoscale: &[scaled],
         });
+        assert!(text.contains(r#"berth_autoscale_desired_replicas{service="p/web"} 2"#));
+        assert!(text.contains(r#"berth_autoscale_replicas{service="p/web"} 1"#));
         assert!(
             text.contains(r#"berth_http_requests_total{code="2xx",route="a.test/"} 1"#),
             "{text}"

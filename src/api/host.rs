@@ -183,6 +183,19 @@ pub fn deployment_list(app: &App) -> Vec<DeploymentView> {
     if let Ok(store) = app.deploys.projects.lock() {
         add_drift(&mut list, &store.deployments);
     }
+    let restarts = app
+        .deploys
+        .restarts
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    for c in list
+        .iter_mut()
+        .flat_map(|d| d.services.iter_mut())
+        .flat_map(|s| s.containers.iter_mut())
+    {
+        c.restarts = restarts.get(&c.id).copied().unwrap_or(0);
+    }
     list
 }
 

@@ -72,6 +72,15 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// Every autoscaled service, by name.
+    pub fn autoscale_list(&self) -> Vec<crate::deploy::scaler::ScaleView> {
+        self.deploys
+            .autoscale
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The recent rollouts, scale runs and restarts.
     fn history(&self) -> Vec<crate::deploy::Record> {
         self.deploys
@@ -144,6 +153,7 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/backends", get(backends))
         .route("/api/rollouts", get(rollouts))
+        .route("/api/autoscale", get(autoscale))
         .route("/api/certificates", get(certificates))
         .route("/api/certificates/{host}/renew", post(renew_certificate))
         .route("/api/dns", get(dns_records))
@@ -218,11 +228,13 @@ async fn metrics(State(app): State<App>) -> Response {
     let snapshot = app.snapshot.load_full();
     let deploys = app.history();
     let certs = app.cert_list();
+    let autoscale = app.autoscale_list();
     let text = app.metrics.render(&crate::metrics::Scrape {
         snapshot: &snapshot,
         deploys: &deploys,
         certs: &certs,
         dns: app.dns.as_deref(),
+        autoscale: &autoscale,
     });
     (
         [(
@@ -479,6 +491,11 @@ async fn traffic_history(State(app): State<App>) -> Json<crate::ui::samples::Tra
 
 async fn rollouts(State(app): State<App>) -> Json<Vec<crate::deploy::Record>> {
     Json(app.history())
+}
+
+/// Every autoscaled service: its policy, figures, state and last actions.
+async fn autoscale(State(app): State<App>) -> Json<Vec<crate::deploy::scaler::ScaleView>> {
+    Json(app.autoscale_list())
 }
 
 /// The body of `POST /api/services/{service}/rollout`, as the CLI sends it.

@@ -170,6 +170,71 @@ pub async fn rollouts(client: Client) -> Outcome {
     Ok(Exit::Done)
 }
 
+/// `12s ago`, `5m ago`, `3h ago` for a unix time.
+fn ago(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match now.saturating_sub(unix) {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s => format!("{}h ago", s / 3600),
+    }
+}
+
+/// Autoscaled services: one row each, then each one's last actions.
+pub async fn autoscale(client: Client, json: bool) -> Outcome {
+    use crate::deploy::scaler::{describe, ScaleView};
+    let list: Vec<ScaleView> = client.get("/api/autoscale").await?;
+    if json {
+        return super::print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let mut targets = Vec::new();
+            if let Some(c) = s.cpu {
+                targets.push(format!("cpu {c}%"));
+            }
+            if let Some(m) = s.memory {
+                targets.push(format!("memory {m}%"));
+            }
+            if let Some(r) = s.requests {
+                targets.push(format!("{r} req/s"));
+            }
+            vec![
+                s.service.clone(),
+                format!("{}-{}", s.min, s.max),
+                targets.join(", "),
+                s.replicas.to_string(),
+                s.desired.to_string(),
+                describe(&s.figures),
+                s.state.clone(),
+            ]
+        })
+        .collect();
+    let headers = [
+        "SERVICE", "MIN-MAX", "TARGETS", "RUNNING", "WANTED", "NOW", "STATE",
+    ];
+    print!("{}", table(&headers, &rows));
+    for s in &list {
+        for d in &s.decisions {
+            println!(
+                "{} {}: {} → {} ({}; run {}): {}",
+                s.service,
+                ago(d.at_unix),
+                d.from,
+                d.to,
+                describe(&d.figures),
+                d.run,
+                d.reason
+            );
+        }
+    }
+    Ok(Exit::Done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

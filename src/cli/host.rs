@@ -35,6 +35,7 @@ pub async fn ps(client: Client, json: bool) -> Outcome {
                 "STATUS",
                 "HEALTH",
                 "BACKEND",
+                "RESTARTS",
                 "PORTS"
             ],
             &ps_rows(&list)
@@ -71,6 +72,7 @@ fn ps_rows(list: &[DeploymentView]) -> Vec<Vec<String>> {
                     } else {
                         format!("{} (dns)", c.state)
                     },
+                    c.restarts.to_string(),
                     c.ports.join(", "),
                 ]);
             }
@@ -329,6 +331,7 @@ mod tests {
         db.routed = false;
         db.health = Some("healthy".into());
         db.ports = vec!["5432/tcp".into()];
+        db.restarts = 2;
         let rows = ps_rows(&list);
         assert_eq!(rows.len(), 5);
         assert_eq!(
@@ -341,6 +344,7 @@ mod tests {
                 "exited",
                 "healthy",
                 "ready (dns)",
+                "2",
                 "5432/tcp"
             ]
         );

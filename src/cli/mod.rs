@@ -36,7 +36,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::error::CallError;
 
-pub use deploy::{canary_end, rollout, rollouts, scale, CanaryArgs, DeployTimeouts};
+pub use deploy::{autoscale, canary_end, rollout, rollouts, scale, CanaryArgs, DeployTimeouts};
 pub use host::{act, logs, ps, stats, Action};
 pub use local::{check, completions, print_version, reload, serve, token, upgrade, version};
 pub use project::{

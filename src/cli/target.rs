@@ -182,6 +182,8 @@ pub(crate) mod tests {
             config_hash: None,
             exit_code: None,
             canary: None,
+            run: Default::default(),
+            restarts: 0,
         }
     }
 

@@ -85,7 +85,8 @@ pub const SCALE_KEYS: &[&str] = &[
 
 /// A service's policy from its `scale.*` label keys (the prefix already
 /// taken off): `None` without `min` or `max` (no autoscaling); each bad
-/// key is an error naming it and the value, and the policy is not used.
+/// key is an error (the key, what is wrong with its value), and the
+/// policy is not used.
 /// CPU is on at 80 % unless a target is set (`cpu=off` turns it off).
 pub fn policy_from(keys: &[(&str, &str)]) -> Result<Option<Policy>, Vec<(String, String)>> {
     use crate::policy::spec::{positive, whole};
@@ -139,7 +140,7 @@ pub fn policy_from(keys: &[(&str, &str)]) -> Result<Option<Policy>, Vec<(String,
             ),
         };
         if let Err(e) = r {
-            errors.push((format!("scale.{key}"), format!("{v:?}: {e}")));
+            errors.push((format!("scale.{key}"), e));
         }
     }
     // A requests target alone scales on requests alone.
@@ -148,6 +149,11 @@ pub fn policy_from(keys: &[(&str, &str)]) -> Result<Option<Policy>, Vec<(String,
     }
     match (min, max) {
         (None, None) if errors.is_empty() && keys.is_empty() => return Ok(None),
+        // A bad min or max was said already.
+        (None, None)
+            if errors
+                .iter()
+                .any(|(k, _)| k == "scale.max" || k == "scale.min") => {}
         (None, None) => errors.push((
             "scale.max".into(),
             "autoscaling needs scale.max (and scale.min, default 1)".into(),
@@ -156,10 +162,7 @@ pub fn policy_from(keys: &[(&str, &str)]) -> Result<Option<Policy>, Vec<(String,
             p.min = min.unwrap_or(1);
             p.max = max.unwrap_or(p.min);
             if p.max < p.min {
-                errors.push((
-                    "scale.max".into(),
-                    format!("{}: below scale.min ({})", p.max, p.min),
-                ));
+                errors.push(("scale.max".into(), format!("below scale.min ({})", p.min)));
             }
         }
     }
@@ -480,7 +483,7 @@ mod tests {
             (
                 vec![("max", "abc")],
                 "scale.max",
-                "\"abc\": use a whole number from 1 to 100",
+                "use a whole number from 1 to 100",
             ),
             (
                 vec![("min", "3"), ("max", "2")],

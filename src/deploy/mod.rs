@@ -16,6 +16,8 @@ pub mod autoscale;
 pub mod canary;
 pub mod plan;
 pub mod project;
+pub mod revive;
+pub mod scaler;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -217,6 +219,11 @@ pub struct Deploys {
     pub projects: Arc<Mutex<project::store::Store>>,
     /// Every run's progress lines as they happen (the dashboard's stream).
     pub live: tokio::sync::broadcast::Sender<Progress>,
+    /// What the autoscaler sees and did, by service.
+    pub autoscale: Arc<Mutex<BTreeMap<String, scaler::ScaleView>>>,
+    /// Services with a crashed replica being replaced: not autoscaled
+    /// meanwhile.
+    pub reviving: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Deploys {
@@ -262,6 +269,36 @@ impl Deploys {
             });
         }
         (id, rx)
+    }
+
+    /// Queues a request that berth itself decided on (`word`: the kind its
+    /// record shows, `note`: why, its first line); returns the run's id.
+    pub fn submit_as(&self, request: Request, word: &str, note: String) -> u64 {
+        let service = request.service.clone();
+        let (id, _progress) = self.submit(request);
+        self.update(id, |r| r.kind = word.to_string());
+        self.reporter(id, None).send(Progress {
+            id,
+            service,
+            status: Status::Queued,
+            message: note,
+        });
+        id
+    }
+
+    /// Where run `id` stands, if the history still has it.
+    pub fn status_of(&self, id: u64) -> Option<Status> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter().rev().find(|r| r.id == id).map(|r| r.status)
+    }
+
+    /// A run on `service` that is not over yet, if any.
+    pub fn busy(&self, service: &str) -> Option<u64> {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        h.iter()
+            .rev()
+            .find(|r| r.service == service && !r.status.is_final())
+            .map(|r| r.id)
     }
 
     /// A run berth carries out itself, outside the queue (a service's stop
@@ -511,6 +548,8 @@ impl Controller {
             next_id: Arc::new(Mutex::new(last_id)),
             projects: Arc::new(Mutex::new(project::store::Store::open(state.clone()))),
             live: tokio::sync::broadcast::channel(256).0,
+            autoscale: Arc::default(),
+            reviving: Arc::default(),
             state,
         };
         let c = Controller {
@@ -536,6 +575,20 @@ impl Controller {
             self.snapshot.clone(),
             self.notify.clone(),
             self.deploys.restarts.clone(),
+        ));
+        tokio::spawn(scaler::run(
+            self.engine.clone(),
+            self.snapshot.clone(),
+            self.notify.clone(),
+            self.deploys.clone(),
+            self.deploys.reviving.clone(),
+        ));
+        tokio::spawn(revive::run(
+            self.config.clone(),
+            self.engine.clone(),
+            self.snapshot.clone(),
+            self.notify.clone(),
+            self.deploys.clone(),
         ));
         let unfinished = self.unfinished.lock().ok().and_then(|mut u| u.take());
         if let Some(op) = unfinished {
@@ -1397,6 +1450,8 @@ mod tests {
             config_hash: None,
             exit_code: None,
             canary: None,
+            run: Default::default(),
+            restarts: 0,
         };
         for info in [
             c("1", Some("p"), "web", "running"),

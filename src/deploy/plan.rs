@@ -996,6 +996,8 @@ mod tests {
             config_hash: None,
             exit_code: None,
             canary: None,
+            run: Default::default(),
+            restarts: 0,
         }
     }
 

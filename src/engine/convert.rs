@@ -37,6 +37,15 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
             .filter(|s| s.running != Some(true))
             .and_then(|s| s.exit_code),
         stopping: false,
+        restart_policy: i
+            .host_config
+            .as_ref()
+            .and_then(|h| h.restart_policy.as_ref())
+            .and_then(|p| p.name)
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
+        cpu_limit: cpu_limit(i.host_config.as_ref()),
         stop_signal: config
             .and_then(|c| c.stop_signal.as_deref())
             .and_then(signal_number)
@@ -47,6 +56,20 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
         addresses: addresses(i),
         id,
     })
+}
+
+/// The CPU limit in cores: `--cpus` (NanoCpus), else a CFS quota over its
+/// period.
+fn cpu_limit(h: Option<&bollard::models::HostConfig>) -> Option<f64> {
+    let h = h?;
+    if let Some(n) = h.nano_cpus.filter(|n| *n > 0) {
+        return Some(n as f64 / 1e9);
+    }
+    match (h.cpu_quota, h.cpu_period) {
+        (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
+        (Some(q), _) if q > 0 => Some(q as f64 / 100_000.0),
+        _ => None,
+    }
 }
 
 type Endpoints = std::collections::HashMap<String, bollard::models::EndpointSettings>;

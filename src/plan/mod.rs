@@ -52,6 +52,9 @@ pub struct Snapshot {
     /// Routed replicas whose first check has not answered yet (no failure
     /// seen): at start, requests for them wait rather than get a 503.
     pub unchecked: usize,
+    /// Autoscaled services (`scale.*` labels of their newest container),
+    /// by service key.
+    pub autoscale: BTreeMap<String, Arc<crate::deploy::autoscale::Policy>>,
 }
 
 /// The proxy's per-request settings, from `proxy.*` and `tls.*`.
@@ -128,6 +131,27 @@ pub struct ContainerInfo {
     /// A canary replica: its share of traffic in percent (not shown).
     #[serde(skip)]
     pub canary: Option<u32>,
+    /// How its run is going or ended beyond Docker's word (not shown).
+    #[serde(skip)]
+    pub run: RunFacts,
+    /// Times berth restarted or replaced it (autoheal, crash replacement):
+    /// filled in by the admin API.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+/// What crash replacement and autoscaling read of a container's run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFacts {
+    /// A stop signal was sent to this run (`docker stop`, `docker kill`, a
+    /// rollout): if it exited, it was stopped, not crashed.
+    pub stop_requested: bool,
+    /// Docker's restart policy (`no` or empty: the engine restarts nothing).
+    pub restart_policy: String,
+    /// The last run was killed for running out of memory.
+    pub oom_killed: bool,
+    /// CPU limit in cores, if any.
+    pub cpu_limit: Option<f64>,
 }
 
 impl ContainerInfo {
@@ -155,6 +179,8 @@ impl ContainerInfo {
             config_hash: None,
             exit_code: None,
             canary: None,
+            run: RunFacts::default(),
+            restarts: 0,
         }
     }
 
@@ -357,6 +383,11 @@ impl Planner {
             config: self.config.clone(),
             settings: self.settings.clone(),
             unchecked: b.unchecked,
+            autoscale: b
+                .scale
+                .into_iter()
+                .map(|(service, (_, p))| (service, Arc::new(p)))
+                .collect(),
         }
     }
 
@@ -403,6 +434,16 @@ impl Planner {
         );
         if !spec.enabled {
             return;
+        }
+        if let Some(policy) = &spec.scale {
+            let newest = b
+                .scale
+                .get(&c.service_key())
+                .is_none_or(|(started, _)| started <= &c.started_at);
+            if newest && c.status == "running" {
+                b.scale
+                    .insert(c.service_key(), (c.started_at.clone(), policy.clone()));
+            }
         }
         if spec.routes.is_empty() {
             self.dns_names(&mut b.dns, c, &spec, c.state_with(signals, false));
@@ -821,6 +862,8 @@ struct Build {
     checks: Vec<CheckTarget>,
     dns: DnsTable,
     unchecked: usize,
+    /// Each autoscaled service's policy, from its newest running container.
+    scale: BTreeMap<String, (String, crate::deploy::autoscale::Policy)>,
 }
 
 /// A canary replica's share of traffic, from its label.
@@ -868,6 +911,13 @@ fn container_infos(
                     .cloned(),
                 exit_code: c.exit_code,
                 canary: canary_of(c),
+                run: RunFacts {
+                    stop_requested: c.stopping,
+                    restart_policy: c.restart_policy.clone(),
+                    oom_killed: c.oom_killed,
+                    cpu_limit: c.cpu_limit,
+                },
+                restarts: 0,
             };
             (c.id.clone(), info)
         })

@@ -62,6 +62,9 @@ impl PartialEq for Backend {
 pub struct BackendStats {
     /// Requests between backend choice and the end of the response.
     pub inflight: AtomicUsize,
+    /// Requests sent to it, on every route: what autoscaling on requests
+    /// per second reads.
+    pub picked: AtomicU64,
     /// Connect failures since the last success.
     pub connect_failures: AtomicU32,
     /// Answers, 5xx answers and response times by bucket

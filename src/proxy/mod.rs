@@ -151,6 +151,7 @@ impl Ctx {
         }
         if let Some(new) = &stats {
             new.inflight.fetch_add(1, Ordering::Relaxed);
+            new.picked.fetch_add(1, Ordering::Relaxed);
         }
         self.current = stats;
     }

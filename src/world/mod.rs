@@ -33,8 +33,16 @@ pub struct Container {
     pub started_at: String,
     /// How its last run ended, once it has stopped.
     pub exit_code: Option<i64>,
-    /// A stop signal was sent to this run: it is on its way out.
+    /// A stop signal was sent to this run: it is on its way out (kept
+    /// once it has exited: it was stopped, it did not crash).
     pub stopping: bool,
+    /// Docker's restart policy: `no` (or empty), `always`, `unless-stopped`,
+    /// `on-failure`. With one, the engine restarts a crashed run itself.
+    pub restart_policy: String,
+    /// Its last run was killed for running out of memory.
+    pub oom_killed: bool,
+    /// Its CPU limit in cores (`--cpus`, or quota / period), if it has one.
+    pub cpu_limit: Option<f64>,
     /// The container's stop signal as a number (15 unless the image says otherwise).
     pub stop_signal: i32,
     /// Network name → the container's address on it (none while stopped).

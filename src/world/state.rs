@@ -296,10 +296,11 @@ impl WorldState {
 
 /// A fresh inspection replaces what we had, except that a stop signal seen for
 /// the same run (same start time) still holds: `inspect` keeps saying
-/// "running" until the process exits.
+/// "running" until the process exits, and once it has, the signal tells a
+/// stop from a crash.
 fn merge(old: Option<&Container>, mut new: Container) -> Container {
     if let Some(old) = old {
-        if old.stopping && old.started_at == new.started_at && new.status == "running" {
+        if old.stopping && old.started_at == new.started_at {
             new.stopping = true;
         }
     }
@@ -339,6 +340,34 @@ mod tests {
             labels: [("berth.test".to_string(), "t".to_string())].into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_exited_run_remembers_whether_it_was_stopped() {
+        let mut w = WorldState::new(None);
+        let seq = w.next_seq();
+        let list: World = [
+            ("a".to_string(), running("a", "run1")),
+            ("b".to_string(), running("b", "run1")),
+        ]
+        .into();
+        w.apply_list(seq, list, 0);
+        assert_eq!(w.on_event("a", "kill", Some(15)), EventReaction::Changed);
+        let exited = |id: &str, run: &str| {
+            with(running(id, run), |c| {
+                c.status = "exited".into();
+                c.exit_code = Some(137);
+            })
+        };
+        for id in ["a", "b"] {
+            let seq = w.next_seq();
+            w.apply_inspection(id, seq, Some(exited(id, "run1")));
+        }
+        assert!(w.containers["a"].stopping, "stopped: not a crash");
+        assert!(!w.containers["b"].stopping, "no stop signal: a crash");
+        let seq = w.next_seq();
+        w.apply_inspection("a", seq, Some(running("a", "run2")));
+        assert!(!w.containers["a"].stopping, "a new run starts afresh");
     }
 
     fn with(mut c: Container, f: impl FnOnce(&mut Container)) -> Container {
