@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::autoscale::{self, Decision, Policy, Replica, ReplicaState, Sample};
 use super::{unix_now, Deploys, Kind, Request, Status};
@@ -215,8 +215,15 @@ async fn step(
     t.readings.retain(|id, _| ids.contains(id.as_str()));
     t.samples.retain(|id, _| ids.contains(id.as_str()));
     let keep = t.keep();
-    for r in &replicas {
-        let sample = sample(engine, r, t.readings.get(&r.id).copied()).await;
+    // The readings at once: the engine answers each in a few ms, but one
+    // slow answer must not stretch the interval for the others.
+    let readings = futures_util::future::join_all(
+        replicas
+            .iter()
+            .map(|r| sample(engine, r, t.readings.get(&r.id).copied())),
+    )
+    .await;
+    for (r, sample) in replicas.iter().zip(readings) {
         let (reading, sample) = match sample {
             Some((reading, sample)) => (Some(reading), sample),
             None => (None, None),
@@ -247,6 +254,7 @@ async fn step(
         })
         .collect();
     let figures = latest_figures(&series);
+    debug!(%service, replicas = replicas.len(), figures = %describe(&figures), "autoscale: sampled");
 
     // Where the last run stands.
     let now = Instant::now();

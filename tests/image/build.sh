@@ -2,7 +2,7 @@
 # Builds the test backend image from Debian's busybox-static (no registry here).
 set -eu
 # Bumped when the image changes: the tests rebuild an image of another version.
-IMAGE_VERSION=4
+IMAGE_VERSION=5
 here=$(cd "$(dirname "$0")" && pwd)
 # Tags: :1 (VERSION v1), :2 (VERSION v2), :broken (never passes /health),
 # :500 (VERSION v3, healthy, its /cgi-bin/who answers 500).
@@ -13,7 +13,7 @@ ctx=$(mktemp -d)
 err=$(mktemp)
 trap 'rm -rf "$ctx" "$err"' EXIT
 cp "$busybox" "$ctx/busybox"
-cp "$here/Dockerfile" "$here/start.sh" "$here/who" "$here/auth" "$ctx/"
+cp "$here/Dockerfile" "$here/start.sh" "$here/who" "$here/auth" "$here/burn" "$ctx/"
 build() {
     DOCKER_BUILDKIT=0 docker build -q --label berth-test.image=$IMAGE_VERSION -t "$1" "$ctx" >/dev/null 2>"$err" || { cat "$err" >&2; exit 1; }
     echo "built $1"

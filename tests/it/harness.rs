@@ -651,20 +651,34 @@ pub struct Load {
 
 impl Load {
     pub fn start(port: u16, host: &str, workers: usize) -> Load {
+        Load::start_path(port, host, "/", workers)
+    }
+
+    /// As [`Load::start`], sending `GET path`.
+    pub fn start_path(port: u16, host: &str, path: &str, workers: usize) -> Load {
+        Load::start_paced(port, host, path, workers, Duration::ZERO)
+    }
+
+    /// As [`Load::start_path`], each client waiting `pause` after each answer.
+    pub fn start_paced(port: u16, host: &str, path: &str, workers: usize, pause: Duration) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let log: std::sync::Arc<std::sync::Mutex<Vec<Result<String, String>>>> = Default::default();
         let workers = (0..workers)
             .map(|_| {
                 let (stop, log, host) = (stop.clone(), log.clone(), host.to_string());
+                let path = path.to_string();
                 tokio::spawn(async move {
                     let client = HttpClient::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let r = match client.get(port, &host, "/").await {
+                        let r = match client.get(port, &host, &path).await {
                             Ok(r) if r.status == 200 => Ok(r.body),
                             Ok(r) => Err(format!("status {}: {}", r.status, r.body)),
                             Err(e) => Err(e),
                         };
                         log.lock().unwrap().push(r);
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
+                        }
                     }
                 })
             })
@@ -770,9 +784,21 @@ pub struct Replicas {
 }
 
 pub async fn replicas(name: &str, n: usize, labels: &[&str], extra: &str) -> Replicas {
+    replicas_with(name, n, labels, &[], extra).await
+}
+
+/// As [`replicas`], each replica also run with `docker run` arguments `run`.
+pub async fn replicas_with(
+    name: &str,
+    n: usize,
+    labels: &[&str],
+    run: &[&str],
+    extra: &str,
+) -> Replicas {
     let env = Env::new(name).await;
     let host = env.host("web");
     let mut args = env.service_labels("web");
+    args.extend(run.iter().map(|a| a.to_string()));
     args.extend(["--label".to_string(), format!("berth.host={host}")]);
     args.extend(
         labels

@@ -3,6 +3,7 @@
 
 mod acme;
 mod admin;
+mod autoscale;
 mod browser;
 mod canary;
 mod certs;
