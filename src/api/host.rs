@@ -181,7 +181,11 @@ pub async fn list_deployments(State(app): State<App>) -> Json<Vec<DeploymentView
 pub fn deployment_list(app: &App) -> Vec<DeploymentView> {
     let mut list = deployments(&app.snapshot.load().containers);
     if let Ok(store) = app.deploys.projects.lock() {
-        add_drift(&mut list, &store.deployments);
+        add_drift(
+            &mut list,
+            &store.deployments,
+            &app.snapshot.load().autoscale,
+        );
     }
     let restarts = app
         .deploys
@@ -205,6 +209,7 @@ pub fn deployment_list(app: &App) -> Vec<DeploymentView> {
 fn add_drift(
     list: &mut Vec<DeploymentView>,
     owned: &BTreeMap<String, crate::deploy::project::store::Deployment>,
+    autoscaled: &BTreeMap<String, std::sync::Arc<crate::deploy::autoscale::Policy>>,
 ) {
     use crate::deploy::project::diff::drift;
     for (name, d) in owned {
@@ -244,7 +249,13 @@ fn add_drift(
                 .filter(|c| c.is_running() || (deployed.task && c.status == "exited"))
                 .map(|c| c.config_hash.as_deref())
                 .collect();
-            sv.drift = drift(&deployed.hash, deployed.replicas, &running);
+            // Autoscaling changes the count on purpose: within its bounds,
+            // no drift.
+            let replicas = match autoscaled.get(&format!("{name}/{service}")) {
+                Some(p) => running.len().clamp(p.min as usize, p.max as usize),
+                None => deployed.replicas,
+            };
+            sv.drift = drift(&deployed.hash, replicas, &running);
         }
         view.services.sort_by(|a, b| a.name.cmp(&b.name));
     }

@@ -323,7 +323,12 @@ impl Controller {
                 Some(Desired {
                     service: s.clone(),
                     hash: spec::config_hash(&project, svc, id),
-                    replicas: svc.replicas,
+                    replicas: autoscaled_replicas(
+                        &self.config.label_prefix,
+                        (&svc.name, &svc.labels, svc.replicas),
+                        &running,
+                    )
+                    .unwrap_or(svc.replicas),
                     single: spec::runs_twice(&project, svc).err(),
                     oneshot: project.services.values().any(|o| {
                         o.depends_on.get(s) == Some(&Condition::ServiceCompletedSuccessfully)
@@ -1423,9 +1428,73 @@ fn describe(source: &SourceSpec) -> String {
     }
 }
 
+/// An autoscaled service (valid `scale.*` labels in the file) keeps the
+/// replicas it runs on a redeploy, within its bounds, where the file's
+/// count would undo what autoscaling did; a new one starts at the file's
+/// count, within the bounds too.
+/// `(name, labels, replicas)`: the compose service's.
+fn autoscaled_replicas(
+    prefix: &str,
+    (name, labels, replicas): (&str, &BTreeMap<String, String>, usize),
+    running: &[diff::Running],
+) -> Option<usize> {
+    let dotted = format!("{prefix}.scale.");
+    let keys: Vec<(&str, &str)> = labels
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(&dotted)?, v.as_str())))
+        .collect();
+    let policy = crate::deploy::autoscale::policy_from(&keys).ok()??;
+    let live = running
+        .iter()
+        .filter(|r| r.service == name && r.status == "running")
+        .count();
+    let n = if live == 0 { replicas } else { live };
+    Some(n.clamp(policy.min as usize, policy.max as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redeploy_keeps_what_autoscaling_runs_within_its_bounds() {
+        let labels: BTreeMap<String, String> = [
+            ("berth.scale.min".to_string(), "2".to_string()),
+            ("berth.scale.max".to_string(), "4".to_string()),
+        ]
+        .into();
+        let run = |n: u32, status: &str| diff::Running {
+            id: format!("id{n}"),
+            name: format!("p-web-{n}"),
+            service: "web".into(),
+            number: Some(n),
+            hash: None,
+            status: status.into(),
+            image: String::new(),
+        };
+        let three = [run(1, "running"), run(2, "running"), run(3, "running")];
+        let keep = |replicas, running: &[diff::Running]| {
+            autoscaled_replicas("berth", ("web", &labels, replicas), running)
+        };
+        assert_eq!(keep(1, &three), Some(3), "what it scaled to");
+        assert_eq!(
+            keep(1, &[]),
+            Some(2),
+            "a new service: the file's count, at least min"
+        );
+        assert_eq!(keep(1, &[run(1, "running")]), Some(2));
+        let six: Vec<_> = (1..=6).map(|n| run(n, "running")).collect();
+        assert_eq!(keep(1, &six), Some(4), "at most max");
+        assert_eq!(keep(1, &[run(1, "exited")]), Some(2));
+        let plain = BTreeMap::new();
+        assert_eq!(
+            autoscaled_replicas("berth", ("web", &plain, 1), &three),
+            None
+        );
+        let bad: BTreeMap<String, String> =
+            [("berth.scale.max".to_string(), "abc".to_string())].into();
+        assert_eq!(autoscaled_replicas("berth", ("web", &bad, 1), &three), None);
+    }
 
     #[test]
     fn names_and_references() {
