@@ -187,20 +187,26 @@ pub fn deployment_list(app: &App) -> Vec<DeploymentView> {
             &app.snapshot.load().autoscale,
         );
     }
+    with_restarts(
+        app,
+        list.iter_mut()
+            .flat_map(|d| d.services.iter_mut())
+            .flat_map(|s| s.containers.iter_mut()),
+    );
+    list
+}
+
+/// Fills in how often berth restarted each container.
+fn with_restarts<'a>(app: &App, containers: impl Iterator<Item = &'a mut ContainerInfo>) {
     let restarts = app
         .deploys
         .restarts
         .lock()
         .map(|r| r.clone())
         .unwrap_or_default();
-    for c in list
-        .iter_mut()
-        .flat_map(|d| d.services.iter_mut())
-        .flat_map(|s| s.containers.iter_mut())
-    {
+    for c in containers {
         c.restarts = restarts.get(&c.id).copied().unwrap_or(0);
     }
-    list
 }
 
 /// Marks the services of deployments berth owns whose running replicas are
@@ -266,6 +272,7 @@ pub async fn list_containers(State(app): State<App>) -> Json<Vec<ContainerInfo>>
     let s = app.snapshot.load();
     let mut list: Vec<ContainerInfo> = s.containers.values().cloned().collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
+    with_restarts(&app, list.iter_mut());
     Json(list)
 }
 
