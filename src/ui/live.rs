@@ -234,6 +234,7 @@ fn publish_slow(app: &App) {
     let hub = &app.ui.hub;
     hub.publish("certificates", &app.cert_list());
     hub.publish("dns", &api::dns_view(app));
+    hub.publish("autoscale", &app.autoscale_list());
 }
 
 /// The newest runs, serialized where they are kept (a build sends a line

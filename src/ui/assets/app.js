@@ -12,7 +12,7 @@ const CSRF = $('meta[name="berth-csrf"]')?.content ?? '';
 
 const DEFAULTS = {
   hello: null, deployments: [], backends: [], routes: [], problems: [], certificates: [],
-  dns: null, docker: null, runs: [], events: [], traffic: { interval_secs: 10, routes: {} },
+  dns: null, docker: null, runs: [], events: [], traffic: { interval_secs: 10, routes: {} }, autoscale: [],
 };
 // offline: the stream is down since offlineSince (unix seconds); the page shows what it had then.
 const state = { ...structuredClone(DEFAULTS), progress: {}, loaded: new Set(), offline: false, offlineSince: null };

@@ -580,6 +580,19 @@ function serviceView(ctx, [dep, svc]) {
     return `<p class="summary">${readyBadge(s)} ${images.map(mono).join(' ')} ${s.drift ? `${badge('drift')} ${esc(s.drift)}` : ''} <span class="muted">key ${mono(keyOf(target(dep, svc, d, s)))}</span> <a href="${esc(logsHref(dep, svc))}">Logs</a></p>${pl}`;
   }
 
+  // The autoscaler's view of this service, when it is autoscaled.
+  function autoscaleHtml() {
+    const { d, s } = found();
+    const key = keyOf(target(dep, svc, d, s));
+    const a = state.autoscale.find((x) => x.service === key);
+    if (!a) return '';
+    const pct = (v) => (v == null ? DASH : `${v.toFixed(1)}%`);
+    const targets = [a.cpu != null && `CPU ${a.cpu}%`, a.memory != null && `memory ${a.memory}%`, a.requests != null && `${a.requests} req/s per replica`].filter(Boolean).join(', ');
+    const now = [a.figures.cpu != null && `CPU ${pct(a.figures.cpu)}`, a.figures.memory != null && `memory ${pct(a.figures.memory)}`, a.figures.requests != null && `${a.figures.requests.toFixed(1)} req/s per replica`].filter(Boolean).join(', ') || 'no figures yet';
+    const rows = a.decisions.slice().reverse().map((x) => `<li><time datetime="${esc(new Date(x.at_unix * 1000).toISOString())}">${esc(new Date(x.at_unix * 1000).toLocaleTimeString())}</time> ${esc(x.from)} → ${esc(x.to)}: ${esc(x.reason)} <span class="muted">(run ${esc(x.run)})</span></li>`).join('');
+    return `<section class="card" aria-labelledby="as-h"><h2 id="as-h">Autoscaling</h2><p class="summary">${esc(a.min)}–${esc(a.max)} replicas on ${esc(targets)} · <strong>${esc(a.replicas)}</strong> running, ${esc(a.desired)} wanted · now ${esc(now)}</p><p class="small" id="as-state">${esc(a.state)}</p>${rows ? `<ol class="events">${rows}</ol>` : muted('No scale action yet.')}</section>`;
+  }
+
   function containersHtml() {
     const { s } = found();
     const be = byBackend(state.backends);
@@ -589,7 +602,7 @@ function serviceView(ctx, [dep, svc]) {
       const addrs = Object.entries(c.networks ?? {}).map(([n, ip]) => `${esc(n)} ${mono(ip ?? DASH)}`).join('<br>');
       // berth's own check; its last result means nothing once the container stopped.
       const check = b?.check && c.status === 'running' ? `<br><span class="small">berth check: ${esc(b.check)}</span>` : '';
-      return containerRow(c, [addrs || DASH, b ? `${esc(b.restarts)} autoheal restarts, ${esc(b.inflight)} in flight${check}` : DASH, actionButtons(c, busy.get(c.container_id))], probs.has(c.name));
+      return containerRow(c, [addrs || DASH, b ? `${esc(b.restarts)} restarts by berth, ${esc(b.inflight)} in flight${check}` : DASH, actionButtons(c, busy.get(c.container_id))], probs.has(c.name));
     });
     return table([...CONTAINER_COLS, col('Networks'), col('Backend detail'), col('Actions')], rows, { empty: 'No containers.' });
   }
@@ -739,7 +752,7 @@ function serviceView(ctx, [dep, svc]) {
 
   return {
     page: 'service', title: `${svc} · ${dep}`, nav: 'overview', needs: ['deployments'],
-    shell: `<nav class="crumbs" aria-label="Breadcrumb"><a href="/">Overview</a> / ${esc(dep)} / ${esc(svc)}</nav><h1 tabindex="-1">${esc(svc)} <span class="muted">in ${esc(dep)}</span></h1><div id="svc-summary"></div>
+    shell: `<nav class="crumbs" aria-label="Breadcrumb"><a href="/">Overview</a> / ${esc(dep)} / ${esc(svc)}</nav><h1 tabindex="-1">${esc(svc)} <span class="muted">in ${esc(dep)}</span></h1><div id="svc-summary"></div><div id="svc-autoscale"></div>
 <section class="card"><h2>Actions</h2><div class="btns"><button type="button" id="svc-restart">Restart service</button><button type="button" id="svc-stop" class="danger">Stop service</button><button type="button" id="svc-start">Start service</button></div>
 <form id="scale-form" class="inline"><label for="scale-replicas">Replicas</label><input id="scale-replicas" type="number" min="1" max="1000" step="1" inputmode="numeric" required aria-describedby="scale-hint"><button id="scale-go" type="submit">Scale</button><span id="scale-hint" class="hint small">1 or more: to stop the service, use Stop service.</span></form>
 <form id="rollout-form" class="inline"><label for="rollout-image">Image</label><input id="rollout-image" type="text" required spellcheck="false" autocomplete="off" placeholder="image:tag"><button id="rollout-go" type="submit">Roll out</button></form>
@@ -747,6 +760,7 @@ function serviceView(ctx, [dep, svc]) {
 ${card('Containers', 'svc-containers')}${card('Resources', 'svc-charts')}<div class="grid2">${card('Routes', 'svc-routes')}${card('DNS names', 'svc-dns')}</div>${card('History', 'svc-history')}`,
     regions: [
       ['#svc-summary', ['deployments', 'problems'], summaryHtml],
+      ['#svc-autoscale', ['deployments', 'autoscale'], autoscaleHtml],
       ['#svc-containers', ['deployments', 'backends', 'problems', 'busy'], containersHtml],
       ['#svc-charts', ['deployments', 'stats'], chartsHtml],
       ['#svc-routes', ['deployments', 'routes'], () => table(ROUTE_COLS, routesOf(state, names()).map((r) => routeRow(state, r)), { empty: 'No route sends traffic to this service now.' })],
