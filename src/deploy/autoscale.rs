@@ -14,7 +14,8 @@
 //!   never scale in.
 //! - Replicas that are Starting or Draining are not capacity and their
 //!   samples are not read; while one is, nothing is decided (one action per
-//!   service at a time).
+//!   service at a time). A Down replica is no capacity either, but it is
+//!   counted (the scale engine keeps it) and only blocks scaling in.
 
 use std::time::Duration;
 
@@ -112,6 +113,13 @@ pub fn policy_from(keys: &[(&str, &str)]) -> Result<Option<Policy>, Vec<(String,
         }
     };
     let duration = |v: &str| crate::names::parse_duration(v).and_then(positive);
+    let within = |d: Duration, lo: u64, hi: u64| {
+        if d < Duration::from_secs(lo) || d > Duration::from_secs(hi) {
+            Err(format!("from {lo}s to {hi}s"))
+        } else {
+            Ok(d)
+        }
+    };
     for (key, v) in keys {
         let v = v.trim();
         let r: Result<(), String> = match *key {
@@ -129,9 +137,13 @@ pub fn policy_from(keys: &[(&str, &str)]) -> Result<Option<Policy>, Vec<(String,
                 }
                 _ => Err("requests/s per replica above 0, e.g. 50".into()),
             },
-            "interval" => duration(v).map(|d| p.interval = d),
+            "interval" => duration(v)
+                .and_then(|d| within(d, 1, 3600))
+                .map(|d| p.interval = d),
             "out_samples" => whole(v, 1, 100).map(|n| p.out_samples = n as usize),
-            "cooldown" => duration(v).map(|d| p.cooldown = d),
+            "cooldown" => duration(v)
+                .and_then(|d| within(d, 1, 86_400))
+                .map(|d| p.cooldown = d),
             other => Err(
                 match crate::names::suggest(other, SCALE_KEYS.iter().copied()) {
                     Some(s) => format!("unknown key; did you mean scale.{s}?"),
@@ -186,6 +198,10 @@ pub enum ReplicaState {
     Ready,
     Starting,
     Draining,
+    /// Running, failing its health: no capacity and its samples are not
+    /// read, but it is a replica (the scale engine counts it) and no
+    /// reason to wait: an overload may be what made it fail.
+    Down,
 }
 
 /// A replica and its samples, oldest first, one per interval (the last is
@@ -222,15 +238,21 @@ pub fn decide(
 ) -> Decision {
     let busy = replicas
         .iter()
-        .filter(|r| r.state != ReplicaState::Ready)
+        .filter(|r| matches!(r.state, ReplicaState::Starting | ReplicaState::Draining))
         .count();
     if busy > 0 {
         return Decision::Hold(format!(
             "{busy} replica(s) starting or draining: not capacity yet"
         ));
     }
-    let ready: Vec<&Replica> = replicas.iter().collect();
-    let n = ready.len() as u32;
+    let ready: Vec<&Replica> = replicas
+        .iter()
+        .filter(|r| r.state == ReplicaState::Ready)
+        .collect();
+    let down = (replicas.len() - ready.len()) as u32;
+    // Every running replica, as the scale engine counts them.
+    let n = replicas.len() as u32;
+    let capacity = ready.len() as u32;
     if n < policy.min {
         return Decision::Scale {
             from: n,
@@ -257,7 +279,9 @@ pub fn decide(
         let Some(recent) = recent else { continue };
         if recent.iter().all(|a| *a > t.value) {
             let latest = recent[0];
-            let want = ((f64::from(n) * latest / t.value).ceil() as u32)
+            // What the Ready ones carry, spread to the target, and the
+            // down ones kept beside them.
+            let want = ((f64::from(capacity) * latest / t.value).ceil() as u32 + down)
                 .max(n + 1)
                 .min(policy.max);
             let reason = format!(
@@ -288,6 +312,9 @@ pub fn decide(
     }
     if since_last_action.is_some_and(|d| d < policy.cooldown) {
         return Decision::Hold("within the cooldown of the last action".into());
+    }
+    if down > 0 {
+        return Decision::Hold(format!("{down} replica(s) down: no scale-in while one is"));
     }
     let window = (policy.cooldown.as_secs_f64() / policy.interval.as_secs_f64().max(0.001))
         .ceil()
@@ -459,6 +486,23 @@ mod tests {
     }
 
     #[test]
+    fn a_down_replica_is_counted_but_not_capacity_and_blocks_scale_in_only() {
+        let p = Policy { max: 5, ..policy() };
+        // Two Ready at 90 (the down one's 0 not read): ceil(2 × 1.8) = 4
+        // capacity, plus the down one kept: 5.
+        let mut r = cpu(3, &[90.0; 3]);
+        r[2].state = ReplicaState::Down;
+        r[2].samples = vec![None; 3];
+        assert_eq!(to(&decide(&p, &r, None)), Some(5));
+        let mut r = cpu(3, &[5.0; 4]);
+        r[2].state = ReplicaState::Down;
+        match decide(&p, &r, None) {
+            Decision::Hold(why) => assert!(why.contains("down"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
     fn policies_from_labels() {
         assert_eq!(policy_from(&[]), Ok(None));
         let p = policy_from(&[("min", "1"), ("max", "3"), ("cpu", "50")])
@@ -506,6 +550,16 @@ mod tests {
                 "did you mean scale.cooldown?",
             ),
             (vec![("cpu", "50")], "scale.max", "needs scale.max"),
+            (
+                vec![("max", "2"), ("interval", "10ms")],
+                "scale.interval",
+                "from 1s to 3600s",
+            ),
+            (
+                vec![("max", "2"), ("cooldown", "1000h")],
+                "scale.cooldown",
+                "from 1s to 86400s",
+            ),
         ] {
             let errors = policy_from(&keys).unwrap_err();
             assert!(

@@ -230,9 +230,23 @@ impl Deploys {
     /// Queues a request; progress arrives on the returned channel, the last
     /// line carrying a final status.
     pub fn submit(&self, request: Request) -> (u64, mpsc::UnboundedReceiver<Progress>) {
+        self.queue(request, None)
+    }
+
+    /// Queues a request, its record's kind and first line being `as_`'s
+    /// when given (else its kind's word and "queued").
+    fn queue(
+        &self,
+        request: Request,
+        as_: Option<(&str, String)>,
+    ) -> (u64, mpsc::UnboundedReceiver<Progress>) {
+        let (word, note) = match as_ {
+            Some((w, n)) => (w.to_string(), n),
+            None => (request.kind.word().to_string(), "queued".to_string()),
+        };
         let (id, rx, reporter) = self.open_run(|id| Record {
             id,
-            kind: request.kind.word().into(),
+            kind: word,
             service: request.service.clone(),
             image: match &request.kind {
                 Kind::Rollout { image, .. } => image.clone(),
@@ -254,7 +268,7 @@ impl Deploys {
             id,
             service: request.service.clone(),
             status: Status::Queued,
-            message: "queued".into(),
+            message: note,
         });
         if let Err(mpsc::error::SendError(job)) = self.jobs.send(Job {
             id,
@@ -274,16 +288,7 @@ impl Deploys {
     /// Queues a request that berth itself decided on (`word`: the kind its
     /// record shows, `note`: why, its first line); returns the run's id.
     pub fn submit_as(&self, request: Request, word: &str, note: String) -> u64 {
-        let service = request.service.clone();
-        let (id, _progress) = self.submit(request);
-        self.update(id, |r| r.kind = word.to_string());
-        self.reporter(id, None).send(Progress {
-            id,
-            service,
-            status: Status::Queued,
-            message: note,
-        });
-        id
+        self.queue(request, Some((word, note))).0
     }
 
     /// Where run `id` stands, if the history still has it.
@@ -292,12 +297,16 @@ impl Deploys {
         h.iter().rev().find(|r| r.id == id).map(|r| r.status)
     }
 
-    /// A run on `service` that is not over yet, if any.
+    /// A run on `service` (`project/service`) or on its whole deployment
+    /// (a deploy, a down, a restart of the project) that is not over yet,
+    /// if any; crash replacements (`revive`) do not count.
     pub fn busy(&self, service: &str) -> Option<u64> {
+        let project = service.split_once('/').map(|(p, _)| p);
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         h.iter()
             .rev()
-            .find(|r| r.service == service && !r.status.is_final())
+            .filter(|r| !r.status.is_final() && r.kind != "revive")
+            .find(|r| r.service == service || Some(r.service.as_str()) == project)
             .map(|r| r.id)
     }
 
@@ -581,7 +590,6 @@ impl Controller {
             self.snapshot.clone(),
             self.notify.clone(),
             self.deploys.clone(),
-            self.deploys.reviving.clone(),
         ));
         tokio::spawn(revive::run(
             self.config.clone(),

@@ -20,10 +20,13 @@ use crate::plan::{ContainerInfo, Snapshot};
 use crate::world::BackendState;
 use crate::SharedSnapshot;
 
-/// Crashes within this window count towards the backoff.
-const WINDOW: Duration = Duration::from_secs(600);
+/// A replica that stayed up this long since its last crash starts its
+/// backoff over.
+const RESET_AFTER: Duration = Duration::from_secs(600);
 /// The longest wait before an attempt.
 const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Attempts in a row that leave it not running, before berth gives up on it.
+const GIVE_UP_AFTER: u32 = 10;
 
 /// Why a run that is over counts as a crash, or `None` when it was stopped,
 /// exited cleanly, or Docker restarts it itself.
@@ -45,11 +48,10 @@ pub fn crash_reason(c: &ContainerInfo) -> Option<String> {
     }
 }
 
-/// The wait before the next attempt after `recent` crashes of the same
-/// container in the window: none for the first, then 1 s doubling up to
-/// 5 min.
-pub fn backoff(recent: usize) -> Duration {
-    match recent {
+/// The wait before the attempt after the `streak`-th crash (or failed
+/// attempt) in a row: none for the first, then 1 s doubling up to 5 min.
+pub fn backoff(streak: u32) -> Duration {
+    match streak {
         0 | 1 => Duration::ZERO,
         n => Duration::from_secs(1u64 << (n - 2).min(16)).min(MAX_WAIT),
     }
@@ -61,7 +63,32 @@ struct Pending {
     name: String,
     why: String,
     next_at: Instant,
-    attempts: u32,
+    /// Tells this crash's attempts from a later crash's.
+    epoch: u64,
+    /// Attempts in a row after which it was still not running.
+    failed: u32,
+}
+
+/// A container's crashes in a row: how many, and the last one's time.
+#[derive(Default)]
+struct Streak {
+    count: u32,
+    last: Option<Instant>,
+}
+
+impl Streak {
+    /// One more crash now; the wait before its attempt.
+    fn crash(&mut self, now: Instant) -> Duration {
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= RESET_AFTER)
+        {
+            self.count = 0;
+        }
+        self.count += 1;
+        self.last = Some(now);
+        backoff(self.count)
+    }
 }
 
 /// Watches the snapshots for crashes and revives them until berth stops.
@@ -73,33 +100,50 @@ pub async fn run(
     deploys: Deploys,
 ) {
     // Runs seen running (container id → started_at): only a run berth saw
-    // end is judged, never one that ended while berth was not looking.
+    // end, through the event stream, is judged; never one that ended while
+    // berth was not looking (stopped, or cut off from the engine, when a
+    // stop signal could have been missed).
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut pending: HashMap<String, Pending> = HashMap::new();
-    let mut crashes: HashMap<String, Vec<Instant>> = HashMap::new();
+    let mut streaks: HashMap<String, Streak> = HashMap::new();
+    let mut epoch = 0u64;
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
-    // Attempts report here when they are over.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // Attempts report here when they are over: (container, epoch).
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
     loop {
         let now = Instant::now();
         let snap = snapshot.load_full();
-        while let Ok(id) = done_rx.try_recv() {
-            // Still not running (the attempt failed, or the new run ended
-            // before a snapshot saw it): one more crash, a longer wait.
+        if !snap.docker.connected {
+            seen.clear();
+        }
+        while let Ok((id, of)) = done_rx.try_recv() {
+            // Still not running after the attempt (it failed, or the new run
+            // ended before a snapshot saw it): a longer wait, or give up.
             let running = snap.containers.get(&id).is_some_and(|c| c.is_running());
-            if let (Some(p), false) = (pending.get_mut(&id), running) {
-                let times = crashes.entry(id).or_default();
-                times.retain(|t| now.duration_since(*t) < WINDOW);
-                times.push(now);
-                p.attempts += 1;
-                let wait = backoff(times.len());
-                p.next_at = now + wait;
-                warn!(container = %p.name, attempts = p.attempts, next_in = ?wait, "crash replacement: not running after the attempt");
+            let Some(p) = pending.get_mut(&id).filter(|p| p.epoch == of && !running) else {
+                continue;
+            };
+            p.failed += 1;
+            if p.failed >= GIVE_UP_AFTER {
+                warn!(container = %p.name, attempts = p.failed, "crash replacement: giving up on it: start it by hand, or fix what makes it crash");
+                let (_, _, reporter) = deploys.begin("revive", &p.service);
+                let message = format!(
+                    "{} gave up after {} attempts in a row that left it not running; start it by hand once it is fixed",
+                    p.name, p.failed
+                );
+                deploys.end(&reporter, &p.service, Status::Failed, message, 0);
+                pending.remove(&id);
+                continue;
             }
+            let wait = streaks.entry(id).or_default().crash(now);
+            p.next_at = now + wait;
+            warn!(container = %p.name, attempts = p.failed, next_in = ?wait, "crash replacement: not running after the attempt");
         }
         for c in snap.containers.values() {
             if c.is_running() {
-                seen.insert(c.id.clone(), c.started_at.clone());
+                if snap.docker.connected {
+                    seen.insert(c.id.clone(), c.started_at.clone());
+                }
                 // Started again (by a person, Docker, or an attempt).
                 pending.remove(&c.id);
                 continue;
@@ -107,14 +151,13 @@ pub async fn run(
             let Some(run) = seen.remove(&c.id) else {
                 continue;
             };
-            let Some(why) = crash_reason(c).filter(|_| run == c.started_at) else {
+            let opted_out = snap.backends.get(&c.id).is_some_and(|b| !b.autoheal);
+            let Some(why) = crash_reason(c).filter(|_| run == c.started_at && !opted_out) else {
                 continue;
             };
-            let times = crashes.entry(c.id.clone()).or_default();
-            times.retain(|t| now.duration_since(*t) < WINDOW);
-            times.push(now);
-            let wait = backoff(times.len());
-            warn!(container = %c.name, reason = %why, crashes_in_10m = times.len(), wait = ?wait, "crash replacement: a replica ended without a stop");
+            let wait = streaks.entry(c.id.clone()).or_default().crash(now);
+            warn!(container = %c.name, reason = %why, wait = ?wait, "crash replacement: a replica ended without a stop");
+            epoch += 1;
             pending.insert(
                 c.id.clone(),
                 Pending {
@@ -122,13 +165,34 @@ pub async fn run(
                     name: c.name.clone(),
                     why,
                     next_at: now + wait,
-                    attempts: 0,
+                    epoch,
+                    failed: 0,
                 },
             );
         }
         seen.retain(|id, _| snap.containers.contains_key(id));
         pending.retain(|id, _| snap.containers.contains_key(id));
-        crashes.retain(|id, _| snap.containers.contains_key(id));
+        streaks.retain(|id, _| snap.containers.contains_key(id));
+        deploys
+            .restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| snap.containers.contains_key(id));
+        // What the people and the other runs did meanwhile wins: a run on
+        // the service (a rollout, a scale, a stop, a deploy) decides what
+        // runs; a service whose other replicas were all stopped on purpose
+        // stays stopped.
+        pending.retain(|id, p| {
+            let drop = match deploys.busy(&p.service) {
+                Some(run) => Some(format!("run {run} on the service decides what runs")),
+                None => stopped_on_purpose(&snap, id, &p.service)
+                    .then(|| "the rest of the service was stopped on purpose".to_string()),
+            };
+            if let Some(why) = &drop {
+                info!(container = %p.name, "crash replacement: not restarting it: {why}");
+            }
+            drop.is_none()
+        });
         {
             let mut reviving = deploys.reviving.lock().unwrap_or_else(|e| e.into_inner());
             *reviving = pending.values().map(|p| p.service.clone()).collect();
@@ -149,7 +213,7 @@ pub async fn run(
                 service: p.service.clone(),
                 name: p.name.clone(),
                 why: p.why.clone(),
-                number: crashes.get(id).map_or(1, Vec::len),
+                number: streaks.get(id).map_or(1, |s| s.count),
                 health_timeout: config.deploy.health_timeout,
             };
             let (engine, snapshot, notify, deploys) = (
@@ -158,14 +222,14 @@ pub async fn run(
                 notify.clone(),
                 deploys.clone(),
             );
-            let (in_flight, done) = (in_flight.clone(), done_tx.clone());
+            let (in_flight, done, of) = (in_flight.clone(), done_tx.clone(), p.epoch);
             tokio::spawn(async move {
                 attempt.run(&engine, &snapshot, notify, &deploys).await;
                 in_flight
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&attempt.id);
-                let _ = done.send(attempt.id);
+                let _ = done.send((attempt.id, of));
             });
         }
         let next = pending
@@ -182,14 +246,26 @@ pub async fn run(
     }
 }
 
+/// Whether the service of crashed container `id` has no replica running
+/// and another one of it was stopped by a stop signal (`docker compose
+/// stop`, `docker stop` of each).
+fn stopped_on_purpose(snap: &Snapshot, id: &str, service: &str) -> bool {
+    let others: Vec<&ContainerInfo> = snap
+        .containers
+        .values()
+        .filter(|c| c.id != id && c.service_key() == service)
+        .collect();
+    !others.iter().any(|c| c.is_running()) && others.iter().any(|c| c.run.stop_requested)
+}
+
 /// One attempt at bringing a crashed container back.
 struct Attempt {
     id: String,
     service: String,
     name: String,
     why: String,
-    /// Its crashes in the window, this one included.
-    number: usize,
+    /// Its crashes in a row, this one included.
+    number: u32,
     health_timeout: Duration,
 }
 
@@ -214,7 +290,7 @@ impl Attempt {
         say(
             Status::Starting,
             format!(
-                "{} {} without a stop: starting it again (crash {} in 10 min)",
+                "{} {} without a stop: starting it again (crash {} in a row)",
                 self.name, self.why, self.number
             ),
         );
@@ -379,5 +455,41 @@ mod tests {
     fn the_backoff_starts_at_once_and_doubles_to_five_minutes() {
         let waits: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        // Crashes in a row keep doubling however long the waits get; ten
+        // minutes up since the last crash start it over.
+        let mut s = Streak::default();
+        let t0 = Instant::now();
+        let mut at = t0;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            let w = s.crash(at);
+            waits.push(w.as_secs());
+            at += w + Duration::from_secs(1);
+        }
+        assert_eq!(waits, [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(s.crash(at + RESET_AFTER), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_service_stopped_on_purpose_stays_stopped() {
+        let mut snap = Snapshot::default();
+        let mut other = crashed(0);
+        other.id = "2".into();
+        other.name = "p-web-2".into();
+        other.run.stop_requested = true;
+        snap.containers.insert("1".into(), crashed(137));
+        snap.containers.insert("2".into(), other.clone());
+        assert!(stopped_on_purpose(&snap, "1", "p/web"));
+        other.status = "running".into();
+        snap.containers.insert("2".into(), other);
+        assert!(
+            !stopped_on_purpose(&snap, "1", "p/web"),
+            "the other one runs"
+        );
+        snap.containers.remove("2");
+        assert!(
+            !stopped_on_purpose(&snap, "1", "p/web"),
+            "it was the only one"
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -83,16 +83,33 @@ pub struct ScaleView {
 struct Tracked {
     policy: Arc<Policy>,
     next_sample: Instant,
-    /// Per container: the last reading (when, CPU counters, requests
-    /// picked), and its samples.
-    readings: HashMap<String, (Instant, CpuCounters, Option<u64>)>,
+    /// Per container: its last reading, and its samples.
+    readings: HashMap<String, Reading>,
     samples: HashMap<String, VecDeque<Option<Sample>>>,
-    /// The run carrying out the last action, and when that action ended.
+    /// The run carrying out the last action, and when that action ended
+    /// (or when the service was first seen: no scale-in before a cooldown
+    /// of figures after berth starts).
     run: Option<u64>,
-    last_action: Option<Instant>,
-    /// The last run failed: no new one before the cooldown.
-    failed_at: Option<Instant>,
+    last_action: Instant,
+    /// The last run failed (when, and how many in a row): the next waits
+    /// the cooldown, doubled for each failure in a row (at most an hour).
+    failed: Option<(Instant, u32)>,
 }
+
+/// One reading of a replica.
+#[derive(Debug, Clone)]
+struct Reading {
+    /// Its run: a restart resets the engine's counters.
+    run: String,
+    at: Instant,
+    cpu: CpuCounters,
+    picked: Option<u64>,
+}
+
+/// The most samples a series keeps, whatever the policy.
+const MAX_KEEP: usize = 2000;
+/// How long a stats reading may take.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Tracked {
     fn new(policy: Arc<Policy>, now: Instant) -> Tracked {
@@ -102,8 +119,8 @@ impl Tracked {
             readings: HashMap::new(),
             samples: HashMap::new(),
             run: None,
-            last_action: None,
-            failed_at: None,
+            last_action: now,
+            failed: None,
         }
     }
 
@@ -111,17 +128,28 @@ impl Tracked {
     /// scale-out samples.
     fn keep(&self) -> usize {
         let p = &self.policy;
-        let window = (p.cooldown.as_secs_f64() / p.interval.as_secs_f64().max(0.001)).ceil();
-        window as usize + p.out_samples + 1
+        let window = (p.cooldown.as_secs_f64() / p.interval.as_secs_f64().max(1.0)).ceil();
+        (window as usize + p.out_samples + 1).min(MAX_KEEP)
+    }
+
+    /// The wait after a failed run, if one is due now.
+    fn failed_wait(&self, now: Instant) -> Option<Duration> {
+        let (at, streak) = self.failed?;
+        let wait = (self.policy.cooldown * 2u32.saturating_pow(streak.saturating_sub(1).min(12)))
+            .min(Duration::from_secs(3600));
+        let left = wait.saturating_sub(now.duration_since(at));
+        (!left.is_zero()).then_some(left)
     }
 }
 
-/// A running replica of a service: its id, whether it is capacity, and
-/// its request counter (routed replicas only).
+/// A running replica of a service: its id and run, whether it is
+/// capacity, and its request counter (routed replicas only).
 struct Running {
     id: String,
+    run: String,
     state: ReplicaState,
     cpu_limit: Option<f64>,
+    memory_limited: bool,
     picked: Option<u64>,
     canary: bool,
 }
@@ -134,12 +162,15 @@ fn running_replicas(snap: &Snapshot, service: &str) -> Vec<Running> {
             let backend = snap.backends.get(&c.id);
             Running {
                 id: c.id.clone(),
+                run: c.started_at.clone(),
                 state: match c.state {
                     BackendState::Starting => ReplicaState::Starting,
                     BackendState::Draining => ReplicaState::Draining,
+                    BackendState::Down => ReplicaState::Down,
                     _ => ReplicaState::Ready,
                 },
                 cpu_limit: c.run.cpu_limit,
+                memory_limited: c.run.memory_limited,
                 picked: backend.map(|b| b.stats.picked.load(Ordering::Relaxed)),
                 canary: c.canary.is_some(),
             }
@@ -153,7 +184,6 @@ pub async fn run(
     snapshot: SharedSnapshot,
     mut notify: watch::Receiver<u64>,
     deploys: Deploys,
-    reviving: Arc<Mutex<HashSet<String>>>,
 ) {
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     loop {
@@ -165,20 +195,30 @@ pub async fn run(
             let mut views = deploys.autoscale.lock().unwrap_or_else(|e| e.into_inner());
             views.retain(|s, _| snap.autoscale.contains_key(s));
         }
-        for (service, policy) in &snap.autoscale {
-            let t = tracked
-                .entry(service.clone())
-                .or_insert_with(|| Tracked::new(policy.clone(), now));
-            if t.policy != *policy {
-                info!(%service, "autoscale: the policy changed");
-                t.policy = policy.clone();
-            }
-            if now < t.next_sample {
-                continue;
-            }
-            t.next_sample = now + policy.interval;
-            step(&engine, &snap, &deploys, &reviving, service, t).await;
-        }
+        let due: Vec<String> = snap
+            .autoscale
+            .iter()
+            .filter_map(|(service, policy)| {
+                let t = tracked
+                    .entry(service.clone())
+                    .or_insert_with(|| Tracked::new(policy.clone(), now));
+                if t.policy != *policy {
+                    info!(%service, "autoscale: the policy changed");
+                    t.policy = policy.clone();
+                }
+                (now >= t.next_sample).then(|| service.clone())
+            })
+            .collect();
+        // The services due step together: one slow engine answer holds
+        // up none of the others.
+        let steps = tracked
+            .iter_mut()
+            .filter(|(service, _)| due.contains(service))
+            .map(|(service, t)| {
+                t.next_sample = now + t.policy.interval;
+                step(&engine, &snap, &deploys, service, t)
+            });
+        futures_util::future::join_all(steps).await;
         let next = tracked
             .values()
             .map(|t| t.next_sample)
@@ -200,14 +240,7 @@ pub async fn run(
 }
 
 /// One interval of one service: sample, decide, act.
-async fn step(
-    engine: &Engine,
-    snap: &Snapshot,
-    deploys: &Deploys,
-    reviving: &Mutex<HashSet<String>>,
-    service: &str,
-    t: &mut Tracked,
-) {
+async fn step(engine: &Engine, snap: &Snapshot, deploys: &Deploys, service: &str, t: &mut Tracked) {
     let policy = t.policy.clone();
     let replicas = running_replicas(snap, service);
     // Sample every running replica.
@@ -220,14 +253,10 @@ async fn step(
     let readings = futures_util::future::join_all(
         replicas
             .iter()
-            .map(|r| sample(engine, r, t.readings.get(&r.id).copied())),
+            .map(|r| sample(engine, r, t.readings.get(&r.id).cloned())),
     )
     .await;
-    for (r, sample) in replicas.iter().zip(readings) {
-        let (reading, sample) = match sample {
-            Some((reading, sample)) => (Some(reading), sample),
-            None => (None, None),
-        };
+    for (r, (reading, sample)) in replicas.iter().zip(readings) {
         match reading {
             Some(reading) => {
                 t.readings.insert(r.id.clone(), reading);
@@ -266,34 +295,29 @@ async fn step(
             }
             Some(s) => {
                 t.run = None;
-                t.last_action = Some(now);
-                if s != Status::Completed {
-                    t.failed_at = Some(now);
-                }
+                t.last_action = now;
+                t.failed = match (s, t.failed) {
+                    (Status::Completed, _) => None,
+                    (_, Some((_, n))) => Some((now, n + 1)),
+                    (_, None) => Some((now, 1)),
+                };
             }
             None => t.run = None,
         }
     }
-    let busy = deploys.busy(service);
-    let crashed = reviving
+    let crashed = deploys
+        .reviving
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .contains(service);
-    let hold = if replicas.is_empty() {
-        Some("no replica running (a stopped service stays stopped)".to_string())
-    } else if replicas.iter().any(|r| r.canary) {
+    let hold = if replicas.iter().any(|r| r.canary) {
         Some("a canary is running: no scaling until it ends".to_string())
-    } else if let Some(run) = busy {
+    } else if let Some(run) = deploys.busy(service) {
         Some(format!("run {run} on this service is under way"))
-    } else if crashed {
-        Some("a crashed replica is being replaced".to_string())
-    } else if let Some(at) = t
-        .failed_at
-        .filter(|at| now.duration_since(*at) < policy.cooldown)
-    {
-        let left = policy.cooldown.saturating_sub(now.duration_since(at));
+    } else if let Some(left) = t.failed_wait(now) {
         Some(format!(
-            "the last scale run failed: next try in {}s",
+            "the last {} scale run(s) failed: next try in {}s",
+            t.failed.map_or(1, |(_, n)| n),
             left.as_secs()
         ))
     } else {
@@ -302,9 +326,23 @@ async fn step(
     if let Some(why) = hold {
         return show(deploys, service, &policy, &replicas, figures, None, why);
     }
-    let since = t.last_action.map(|at| now.duration_since(at));
+    let mut why_memory = String::new();
+    if policy.memory.is_some() && replicas.iter().any(|r| !r.memory_limited) {
+        why_memory =
+            " (scale.memory needs a memory limit on the containers: it is not read)".into();
+    }
+    let since = Some(now.duration_since(t.last_action));
     match autoscale::decide(&policy, &series, since) {
-        Decision::Hold(why) => show(deploys, service, &policy, &replicas, figures, None, why),
+        // A crashed replica being replaced: out if the load asks for it
+        // (a crash may come from the load), never in.
+        Decision::Scale { from, to, .. } if crashed && to < from => {
+            let why = "a crashed replica is being replaced: no scale-in meanwhile".to_string();
+            show(deploys, service, &policy, &replicas, figures, None, why)
+        }
+        Decision::Hold(why) => {
+            let why = format!("{why}{why_memory}");
+            show(deploys, service, &policy, &replicas, figures, None, why)
+        }
         Decision::Scale { from, to, reason } => {
             let shown = describe(&figures);
             info!(%service, from, to, figures = %shown, "autoscale: {reason}");
@@ -342,42 +380,51 @@ async fn step(
     }
 }
 
-/// One replica's reading now and its sample since the last one (`None`:
-/// no baseline yet, or the engine gave no reading).
+/// One replica's reading now (`None`: the engine gave none in time) and
+/// its sample since the last one (`None`: no baseline for this run yet).
 async fn sample(
     engine: &Engine,
     r: &Running,
-    last: Option<(Instant, CpuCounters, Option<u64>)>,
-) -> Option<((Instant, CpuCounters, Option<u64>), Option<Sample>)> {
-    let (stats, cpu) = match engine.stats_once(&r.id, &r.id).await {
-        Ok(found) => found,
-        Err(e) => {
+    last: Option<Reading>,
+) -> (Option<Reading>, Option<Sample>) {
+    let read = tokio::time::timeout(READ_TIMEOUT, engine.stats_once(&r.id, &r.id)).await;
+    let (stats, cpu) = match read {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
             warn!(container = %crate::names::short_id(&r.id), error = %e, "autoscale: no stats reading");
-            return None;
+            return (None, None);
+        }
+        Err(_) => {
+            warn!(container = %crate::names::short_id(&r.id), "autoscale: no stats reading within 5s");
+            return (None, None);
         }
     };
     let now = Instant::now();
-    let reading = (now, cpu, r.picked);
-    let Some((then, before, picked_before)) = last else {
-        return Some((reading, None));
+    let reading = Reading {
+        run: r.run.clone(),
+        at: now,
+        cpu,
+        picked: r.picked,
     };
-    let secs = now.duration_since(then).as_secs_f64();
+    let Some(last) = last.filter(|l| l.run == r.run) else {
+        return (Some(reading), None);
+    };
+    let secs = now.duration_since(last.at).as_secs_f64();
     if secs <= 0.0 {
-        return Some((reading, None));
+        return (Some(reading), None);
     }
     let cores = r.cpu_limit.filter(|c| *c > 0.0).unwrap_or(1.0);
-    let requests = match (r.picked, picked_before) {
+    let requests = match (r.picked, last.picked) {
         (Some(n), Some(b)) => Some(n.saturating_sub(b) as f64 / secs),
         _ => None,
     };
-    Some((
-        reading,
-        Some(Sample {
-            cpu: Some(cpu.percent_since(&before) / cores),
-            memory: (stats.memory_limit > 0).then_some(stats.memory_percent),
-            requests,
-        }),
-    ))
+    let sample = Sample {
+        cpu: Some(cpu.percent_since(&last.cpu) / cores),
+        // Without a limit, Docker's figure is of the host's memory.
+        memory: r.memory_limited.then_some(stats.memory_percent),
+        requests,
+    };
+    (Some(reading), Some(sample))
 }
 
 /// The latest interval's averages over the replicas that have a sample.

@@ -37,6 +37,7 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
             .filter(|s| s.running != Some(true))
             .and_then(|s| s.exit_code),
         stopping: false,
+        stop_pending: false,
         restart_policy: i
             .host_config
             .as_ref()
@@ -46,6 +47,11 @@ pub fn from_inspect(i: &ContainerInspectResponse) -> Option<Container> {
             .unwrap_or_default(),
         oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
         cpu_limit: cpu_limit(i.host_config.as_ref()),
+        memory_limited: i
+            .host_config
+            .as_ref()
+            .and_then(|h| h.memory)
+            .is_some_and(|m| m > 0),
         stop_signal: config
             .and_then(|c| c.stop_signal.as_deref())
             .and_then(signal_number)

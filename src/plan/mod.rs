@@ -152,6 +152,8 @@ pub struct RunFacts {
     pub oom_killed: bool,
     /// CPU limit in cores, if any.
     pub cpu_limit: Option<f64>,
+    /// It has a memory limit.
+    pub memory_limited: bool,
 }
 
 impl ContainerInfo {
@@ -435,7 +437,21 @@ impl Planner {
         if !spec.enabled {
             return;
         }
-        if let Some(policy) = &spec.scale {
+        let lone =
+            !c.labels.contains_key(COMPOSE_PROJECT) || !c.labels.contains_key(COMPOSE_SERVICE);
+        if let (Some(_), true) = (&spec.scale, lone) {
+            // Its clones would be services of their own (each with the
+            // policy): only a compose service is autoscaled.
+            let key = format!("{}.scale.max", self.config.label_prefix);
+            b.problems.push(Problem {
+                container: c.name.clone(),
+                container_id: c.short_id().to_string(),
+                value: c.labels.get(&key).cloned().unwrap_or_default(),
+                key,
+                message: "autoscaling needs a compose service (labels com.docker.compose.project and .service): a lone container's replicas would each be a service of its own".into(),
+                hint: Some("run it with docker compose, or berth deploy".into()),
+            });
+        } else if let Some(policy) = &spec.scale {
             let newest = b
                 .scale
                 .get(&c.service_key())
@@ -807,12 +823,30 @@ impl Planner {
         if let Some((key, _)) = &self.config.docker.constraint {
             label_problems.retain(|p| &p.key != key);
         }
+        // A bad `scale.*` label only leaves the service unscaled: it is no
+        // reason to fall back to older labels (whose policy would go on).
+        let scale_prefix = format!("{}.scale.", self.config.label_prefix);
+        let (scale_problems, label_problems): (Vec<_>, Vec<_>) = label_problems
+            .into_iter()
+            .partition(|p| p.key.starts_with(&scale_prefix));
+        for p in scale_problems.iter().cloned() {
+            problems.push(Problem {
+                container: c.name.clone(),
+                container_id: c.short_id().to_string(),
+                key: p.key,
+                value: p.value,
+                message: p.message,
+                hint: Some("not autoscaled until it is fixed".into()),
+            });
+        }
         let service = c.service_key();
         if label_problems.is_empty() {
-            let mine = own_labels(&self.config.label_prefix, &c.labels);
-            if self.last_good.get(&service).map(|(l, _)| l) != Some(&mine) {
-                self.last_good.insert(service, (mine, spec.clone()));
-                self.last_good_dirty = true;
+            if scale_problems.is_empty() {
+                let mine = own_labels(&self.config.label_prefix, &c.labels);
+                if self.last_good.get(&service).map(|(l, _)| l) != Some(&mine) {
+                    self.last_good.insert(service, (mine, spec.clone()));
+                    self.last_good_dirty = true;
+                }
             }
             return spec;
         }
@@ -821,10 +855,14 @@ impl Planner {
         // last good labels may lack that protection, and serving with them
         // would leave open what the new ones close.
         let protects = labels::has_security_labels(&self.config.label_prefix, &c.labels);
+        // The service's autoscaling is always what its labels say now.
         let fallback = if protects {
             None
         } else {
-            self.last_good.get(&service).map(|(_, s)| s.clone())
+            self.last_good.get(&service).map(|(_, s)| LabelSpec {
+                scale: spec.scale.clone(),
+                ..s.clone()
+            })
         };
         for p in label_problems {
             let mut hint = p.hint;
@@ -916,6 +954,7 @@ fn container_infos(
                     restart_policy: c.restart_policy.clone(),
                     oom_killed: c.oom_killed,
                     cpu_limit: c.cpu_limit,
+                    memory_limited: c.memory_limited,
                 },
                 restarts: 0,
             };
@@ -1041,6 +1080,60 @@ mod tests {
             exposed_ports: vec![8080],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn autoscaling_is_what_a_compose_services_labels_say_now() {
+        let mut p = Planner::new(Arc::new(Config::default()));
+        let web = |host: &'static str, max: &'static str| {
+            container(
+                "p-web-1",
+                2,
+                &[
+                    (COMPOSE_PROJECT, "p"),
+                    (COMPOSE_SERVICE, "web"),
+                    ("berth.host", host),
+                    ("berth.scale.max", max),
+                ],
+            )
+        };
+        let mut w = World::new();
+        let c = web("a.test", "3");
+        w.insert(c.id.clone(), c);
+        let s = build(&mut p, &w);
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+        assert_eq!(s.autoscale.get("p/web").map(|p| p.max), Some(3));
+
+        // A bad scale label: not autoscaled, and the other labels apply as
+        // they are (no fall back to the last good ones).
+        let c = web("b.test", "abc");
+        w.insert(c.id.clone(), c);
+        let s = build(&mut p, &w);
+        assert!(s.autoscale.is_empty());
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert_eq!(
+            (s.problems[0].key.as_str(), s.problems[0].value.as_str()),
+            ("berth.scale.max", "abc")
+        );
+        assert!(s.table.find("b.test", "/").is_some());
+        assert!(s.table.find("a.test", "/").is_none());
+
+        // A lone container cannot be autoscaled.
+        let mut w = World::new();
+        let c = container(
+            "solo",
+            3,
+            &[("berth.host", "c.test"), ("berth.scale.max", "2")],
+        );
+        w.insert(c.id.clone(), c);
+        let s = build(&mut p, &w);
+        assert!(s.autoscale.is_empty());
+        assert!(
+            s.problems[0].message.contains("compose service"),
+            "{:?}",
+            s.problems
+        );
+        assert!(s.table.find("c.test", "/").is_some(), "still routed");
     }
 
     /// Builds as if every container had passed berth's own check.

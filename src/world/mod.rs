@@ -36,6 +36,9 @@ pub struct Container {
     /// A stop signal was sent to this run: it is on its way out (kept
     /// once it has exited: it was stopped, it did not crash).
     pub stopping: bool,
+    /// A stop signal came while what berth holds is a run that is over: it
+    /// is for the run a `start` began, which the next inspection shows.
+    pub stop_pending: bool,
     /// Docker's restart policy: `no` (or empty), `always`, `unless-stopped`,
     /// `on-failure`. With one, the engine restarts a crashed run itself.
     pub restart_policy: String,
@@ -43,6 +46,8 @@ pub struct Container {
     pub oom_killed: bool,
     /// Its CPU limit in cores (`--cpus`, or quota / period), if it has one.
     pub cpu_limit: Option<f64>,
+    /// It has a memory limit (`--memory`, compose `mem_limit`).
+    pub memory_limited: bool,
     /// The container's stop signal as a number (15 unless the image says otherwise).
     pub stop_signal: i32,
     /// Network name → the container's address on it (none while stopped).

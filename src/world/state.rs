@@ -107,6 +107,14 @@ impl WorldState {
             // Applied at once, without asking the engine: the replica is
             // leaving and must get no new request.
             "kill" => match (self.containers.get_mut(id), signal) {
+                // What berth holds is a run that is over: the signal is for
+                // the one a `start` began, not inspected yet.
+                (Some(c), Some(sig))
+                    if is_stop_signal(sig, c.stop_signal) && c.status != "running" =>
+                {
+                    c.stop_pending = true;
+                    EventReaction::Ignore
+                }
                 (Some(c), Some(sig)) if is_stop_signal(sig, c.stop_signal) && !c.stopping => {
                     c.stopping = true;
                     EventReaction::Changed
@@ -300,8 +308,16 @@ impl WorldState {
 /// stop from a crash.
 fn merge(old: Option<&Container>, mut new: Container) -> Container {
     if let Some(old) = old {
-        if old.stopping && old.started_at == new.started_at {
+        let same_run = old.started_at == new.started_at;
+        if old.stopping && same_run {
             new.stopping = true;
+        }
+        if old.stop_pending {
+            if same_run {
+                new.stop_pending = true;
+            } else {
+                new.stopping = true;
+            }
         }
     }
     new
@@ -368,6 +384,21 @@ mod tests {
         let seq = w.next_seq();
         w.apply_inspection("a", seq, Some(running("a", "run2")));
         assert!(!w.containers["a"].stopping, "a new run starts afresh");
+
+        // b is started again and stopped before that start's inspection:
+        // the stop is for the new run.
+        assert!(matches!(
+            w.on_event("b", "start", None),
+            EventReaction::Inspect { .. }
+        ));
+        assert_eq!(w.on_event("b", "kill", Some(15)), EventReaction::Ignore);
+        let seq = w.next_seq();
+        w.apply_inspection("b", seq, Some(running("b", "run2")));
+        assert!(
+            w.containers["b"].stopping,
+            "draining, and not a crash once it exits"
+        );
+        assert!(!w.containers["b"].stop_pending);
     }
 
     fn with(mut c: Container, f: impl FnOnce(&mut Container)) -> Container {
