@@ -223,7 +223,8 @@ pub struct Deploys {
     pub autoscale: Arc<Mutex<BTreeMap<String, scaler::ScaleView>>>,
     /// Services with a crashed replica being replaced: not autoscaled
     /// meanwhile.
-    pub reviving: Arc<Mutex<HashSet<String>>>,
+    /// (service → how many of its replicas wait to be restarted).
+    pub reviving: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl Deploys {
@@ -301,13 +302,25 @@ impl Deploys {
     /// (a deploy, a down, a restart of the project) that is not over yet,
     /// if any; crash replacements (`revive`) do not count.
     pub fn busy(&self, service: &str) -> Option<u64> {
+        self.busy_but(service, &["revive"])
+    }
+
+    /// As [`Deploys::busy`], runs of the kinds `but` not counted.
+    pub fn busy_but(&self, service: &str, but: &[&str]) -> Option<u64> {
+        self.busy_run(service, but).map(|(id, _)| id)
+    }
+
+    /// The run under way on `service` or its deployment, kinds `but` not
+    /// counted: its id, and whether it is on the service itself (not on
+    /// the whole deployment).
+    pub fn busy_run(&self, service: &str, but: &[&str]) -> Option<(u64, bool)> {
         let project = service.split_once('/').map(|(p, _)| p);
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
         h.iter()
             .rev()
-            .filter(|r| !r.status.is_final() && r.kind != "revive")
+            .filter(|r| !r.status.is_final() && !but.contains(&r.kind.as_str()))
             .find(|r| r.service == service || Some(r.service.as_str()) == project)
-            .map(|r| r.id)
+            .map(|r| (r.id, r.service == service))
     }
 
     /// A run berth carries out itself, outside the queue (a service's stop

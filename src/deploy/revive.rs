@@ -63,30 +63,41 @@ struct Pending {
     name: String,
     why: String,
     next_at: Instant,
+    /// The run that crashed.
+    run: String,
+    /// The service's other replicas that were running when it crashed.
+    siblings: Vec<String>,
     /// Tells this crash's attempts from a later crash's.
     epoch: u64,
     /// Attempts in a row after which it was still not running.
     failed: u32,
 }
 
-/// A container's crashes in a row: how many, and the last one's time.
+/// A container's crashes in a row: how many, and since when its latest
+/// run has been seen running.
 #[derive(Default)]
 struct Streak {
     count: u32,
-    last: Option<Instant>,
+    up_since: Option<Instant>,
 }
 
 impl Streak {
-    /// One more crash now; the wait before its attempt.
+    /// Seen running now.
+    fn up(&mut self, now: Instant) {
+        self.up_since.get_or_insert(now);
+    }
+
+    /// One more crash (or failed attempt) now; the wait before the next
+    /// attempt. A run that stayed up long enough starts the count over.
     fn crash(&mut self, now: Instant) -> Duration {
         if self
-            .last
-            .is_none_or(|t| now.duration_since(t) >= RESET_AFTER)
+            .up_since
+            .is_some_and(|t| now.duration_since(t) >= RESET_AFTER)
         {
             self.count = 0;
         }
+        self.up_since = None;
         self.count += 1;
-        self.last = Some(now);
         backoff(self.count)
     }
 }
@@ -123,6 +134,16 @@ pub async fn run(
             let Some(p) = pending.get_mut(&id).filter(|p| p.epoch == of && !running) else {
                 continue;
             };
+            // A new run that someone stopped, or that ended cleanly: not
+            // a crash to go on with.
+            let ended_otherwise = snap.containers.get(&id).is_some_and(|c| {
+                c.started_at != p.run && (c.run.stop_requested || crash_reason(c).is_none())
+            });
+            if ended_otherwise {
+                info!(container = %p.name, "crash replacement: its new run was stopped or ended cleanly: leaving it");
+                pending.remove(&id);
+                continue;
+            }
             p.failed += 1;
             if p.failed >= GIVE_UP_AFTER {
                 warn!(container = %p.name, attempts = p.failed, "crash replacement: giving up on it: start it by hand, or fix what makes it crash");
@@ -144,6 +165,9 @@ pub async fn run(
                 if snap.docker.connected {
                     seen.insert(c.id.clone(), c.started_at.clone());
                 }
+                if let Some(s) = streaks.get_mut(&c.id) {
+                    s.up(now);
+                }
                 // Started again (by a person, Docker, or an attempt).
                 pending.remove(&c.id);
                 continue;
@@ -158,13 +182,22 @@ pub async fn run(
             let wait = streaks.entry(c.id.clone()).or_default().crash(now);
             warn!(container = %c.name, reason = %why, wait = ?wait, "crash replacement: a replica ended without a stop");
             epoch += 1;
+            let service = c.service_key();
+            let siblings = snap
+                .containers
+                .values()
+                .filter(|o| o.id != c.id && o.is_running() && o.service_key() == service)
+                .map(|o| o.id.clone())
+                .collect();
             pending.insert(
                 c.id.clone(),
                 Pending {
-                    service: c.service_key(),
+                    service,
                     name: c.name.clone(),
                     why,
                     next_at: now + wait,
+                    run: c.started_at.clone(),
+                    siblings,
                     epoch,
                     failed: 0,
                 },
@@ -179,13 +212,21 @@ pub async fn run(
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| snap.containers.contains_key(id));
         // What the people and the other runs did meanwhile wins: a run on
-        // the service (a rollout, a scale, a stop, a deploy) decides what
-        // runs; a service whose other replicas were all stopped on purpose
-        // stays stopped.
+        // the service (a rollout, a scale, a stop, a deploy; not the
+        // autoscaler's, which only adds capacity while a crash is
+        // replaced) decides what runs; a service whose other replicas were
+        // all stopped on purpose stays stopped.
+        // A run on the whole deployment (a deploy, a restart) only defers
+        // it: what that run does to this service is not known here.
+        let mut deferred = HashSet::new();
         pending.retain(|id, p| {
-            let drop = match deploys.busy(&p.service) {
-                Some(run) => Some(format!("run {run} on the service decides what runs")),
-                None => stopped_on_purpose(&snap, id, &p.service)
+            let drop = match deploys.busy_run(&p.service, &["revive", "autoscale"]) {
+                Some((run, true)) => Some(format!("run {run} on the service decides what runs")),
+                Some((_, false)) => {
+                    deferred.insert(id.clone());
+                    None
+                }
+                None => stopped_on_purpose(&snap, &p.siblings)
                     .then(|| "the rest of the service was stopped on purpose".to_string()),
             };
             if let Some(why) = &drop {
@@ -195,10 +236,13 @@ pub async fn run(
         });
         {
             let mut reviving = deploys.reviving.lock().unwrap_or_else(|e| e.into_inner());
-            *reviving = pending.values().map(|p| p.service.clone()).collect();
+            reviving.clear();
+            for p in pending.values() {
+                *reviving.entry(p.service.clone()).or_default() += 1;
+            }
         }
         for (id, p) in &pending {
-            if p.next_at > now {
+            if p.next_at > now || deferred.contains(id) {
                 continue;
             }
             if !in_flight
@@ -246,16 +290,17 @@ pub async fn run(
     }
 }
 
-/// Whether the service of crashed container `id` has no replica running
-/// and another one of it was stopped by a stop signal (`docker compose
-/// stop`, `docker stop` of each).
-fn stopped_on_purpose(snap: &Snapshot, id: &str, service: &str) -> bool {
-    let others: Vec<&ContainerInfo> = snap
-        .containers
-        .values()
-        .filter(|c| c.id != id && c.service_key() == service)
-        .collect();
-    !others.iter().any(|c| c.is_running()) && others.iter().any(|c| c.run.stop_requested)
+/// Whether every other replica that ran when it crashed (`siblings`, at
+/// least one) has been stopped by a stop signal since (`docker compose
+/// stop`, `docker stop` of each) and is still there: the service was
+/// stopped on purpose. One removed (a scale-in, a rollout) says nothing.
+fn stopped_on_purpose(snap: &Snapshot, siblings: &[String]) -> bool {
+    !siblings.is_empty()
+        && siblings.iter().all(|s| {
+            snap.containers
+                .get(s)
+                .is_some_and(|c| !c.is_running() && c.run.stop_requested)
+        })
 }
 
 /// One attempt at bringing a crashed container back.
@@ -455,8 +500,7 @@ mod tests {
     fn the_backoff_starts_at_once_and_doubles_to_five_minutes() {
         let waits: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(waits, [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        // Crashes in a row keep doubling however long the waits get; ten
-        // minutes up since the last crash start it over.
+        // Crashes in a row keep doubling however long the waits get.
         let mut s = Streak::default();
         let t0 = Instant::now();
         let mut at = t0;
@@ -465,9 +509,22 @@ mod tests {
             let w = s.crash(at);
             waits.push(w.as_secs());
             at += w + Duration::from_secs(1);
+            s.up(at);
         }
         assert_eq!(waits, [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(s.crash(at + RESET_AFTER), Duration::ZERO);
+        // Ten minutes up since it was last seen running start it over; a
+        // long wait before an attempt is no time up.
+        let mut s = Streak::default();
+        s.crash(t0);
+        s.up(t0 + Duration::from_secs(1));
+        assert_eq!(s.crash(t0 + Duration::from_secs(5)).as_secs(), 1);
+        assert_eq!(s.crash(t0 + RESET_AFTER * 2).as_secs(), 2, "not seen up");
+        s.up(t0 + RESET_AFTER * 2);
+        assert_eq!(
+            s.crash(t0 + RESET_AFTER * 3),
+            Duration::ZERO,
+            "up 10 minutes"
+        );
     }
 
     #[test]
@@ -479,17 +536,16 @@ mod tests {
         other.run.stop_requested = true;
         snap.containers.insert("1".into(), crashed(137));
         snap.containers.insert("2".into(), other.clone());
-        assert!(stopped_on_purpose(&snap, "1", "p/web"));
+        let siblings = vec!["2".to_string()];
+        assert!(stopped_on_purpose(&snap, &siblings));
+        assert!(
+            !stopped_on_purpose(&snap, &[]),
+            "2 was not running when 1 crashed (stopped last week): it has no say"
+        );
         other.status = "running".into();
         snap.containers.insert("2".into(), other);
-        assert!(
-            !stopped_on_purpose(&snap, "1", "p/web"),
-            "the other one runs"
-        );
+        assert!(!stopped_on_purpose(&snap, &siblings), "the other one runs");
         snap.containers.remove("2");
-        assert!(
-            !stopped_on_purpose(&snap, "1", "p/web"),
-            "it was the only one"
-        );
+        assert!(!stopped_on_purpose(&snap, &siblings), "removed: a scale-in");
     }
 }

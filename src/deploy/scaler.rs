@@ -209,8 +209,9 @@ pub async fn run(
                 (now >= t.next_sample).then(|| service.clone())
             })
             .collect();
-        // The services due step together: one slow engine answer holds
-        // up none of the others.
+        // The services due step together: a slow engine answer (at most
+        // READ_TIMEOUT) delays the others' next round, never their readings
+        // in this one.
         let steps = tracked
             .iter_mut()
             .filter(|(service, _)| due.contains(service))
@@ -302,14 +303,21 @@ async fn step(engine: &Engine, snap: &Snapshot, deploys: &Deploys, service: &str
                     (_, None) => Some((now, 1)),
                 };
             }
-            None => t.run = None,
+            None => {
+                t.run = None;
+                t.last_action = now;
+            }
         }
     }
+    // Replicas that crashed and wait to be restarted: counted as down ones
+    // (replicas, not capacity), since they will be back.
     let crashed = deploys
         .reviving
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .contains(service);
+        .get(service)
+        .copied()
+        .unwrap_or(0);
     let hold = if replicas.iter().any(|r| r.canary) {
         Some("a canary is running: no scaling until it ends".to_string())
     } else if let Some(run) = deploys.busy(service) {
@@ -326,17 +334,30 @@ async fn step(engine: &Engine, snap: &Snapshot, deploys: &Deploys, service: &str
     if let Some(why) = hold {
         return show(deploys, service, &policy, &replicas, figures, None, why);
     }
+    // Without a memory limit Docker's figure is a share of the host's
+    // memory: that target is left out rather than waited for.
     let mut why_memory = String::new();
+    let mut used = policy.clone();
     if policy.memory.is_some() && replicas.iter().any(|r| !r.memory_limited) {
-        why_memory =
-            " (scale.memory needs a memory limit on the containers: it is not read)".into();
+        why_memory = " (scale.memory needs a memory limit on the containers: not read)".into();
+        used = Arc::new(Policy {
+            memory: None,
+            ..(*policy).clone()
+        });
     }
+    let mut series = series;
+    series.extend((0..crashed).map(|_| Replica {
+        state: ReplicaState::Down,
+        samples: Vec::new(),
+    }));
     let since = Some(now.duration_since(t.last_action));
-    match autoscale::decide(&policy, &series, since) {
-        // A crashed replica being replaced: out if the load asks for it
-        // (a crash may come from the load), never in.
-        Decision::Scale { from, to, .. } if crashed && to < from => {
-            let why = "a crashed replica is being replaced: no scale-in meanwhile".to_string();
+    match autoscale::decide(&used, &series, since) {
+        // The scale engine counts running replicas only: the crashed ones
+        // come back beside what it makes.
+        Decision::Scale { to, .. }
+            if crashed > 0 && to.saturating_sub(crashed) <= replicas.len() as u32 =>
+        {
+            let why = format!("{crashed} crashed replica(s) being restarted cover it");
             show(deploys, service, &policy, &replicas, figures, None, why)
         }
         Decision::Hold(why) => {
@@ -348,7 +369,7 @@ async fn step(engine: &Engine, snap: &Snapshot, deploys: &Deploys, service: &str
             info!(%service, from, to, figures = %shown, "autoscale: {reason}");
             let request = Request {
                 kind: Kind::Scale {
-                    replicas: to as usize,
+                    replicas: to.saturating_sub(crashed) as usize,
                 },
                 service: service.to_string(),
                 health_timeout: None,

@@ -841,12 +841,13 @@ impl Planner {
         }
         let service = c.service_key();
         if label_problems.is_empty() {
-            if scale_problems.is_empty() {
-                let mine = own_labels(&self.config.label_prefix, &c.labels);
-                if self.last_good.get(&service).map(|(l, _)| l) != Some(&mine) {
-                    self.last_good.insert(service, (mine, spec.clone()));
-                    self.last_good_dirty = true;
-                }
+            // Good but for autoscaling: kept without its scale keys (a
+            // fallback takes the scale of the labels of the moment).
+            let mut mine = own_labels(&self.config.label_prefix, &c.labels);
+            mine.retain(|k, _| !k.starts_with(&scale_prefix));
+            if self.last_good.get(&service).map(|(l, _)| l) != Some(&mine) {
+                self.last_good.insert(service, (mine, spec.clone()));
+                self.last_good_dirty = true;
             }
             return spec;
         }

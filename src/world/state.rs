@@ -107,10 +107,12 @@ impl WorldState {
             // Applied at once, without asking the engine: the replica is
             // leaving and must get no new request.
             "kill" => match (self.containers.get_mut(id), signal) {
-                // What berth holds is a run that is over: the signal is for
-                // the one a `start` began, not inspected yet.
+                // What berth holds is a run that is over (not a paused
+                // one): the signal is for the one a `start` began, not
+                // inspected yet.
                 (Some(c), Some(sig))
-                    if is_stop_signal(sig, c.stop_signal) && c.status != "running" =>
+                    if is_stop_signal(sig, c.stop_signal)
+                        && matches!(c.status.as_str(), "exited" | "dead" | "created") =>
                 {
                     c.stop_pending = true;
                     EventReaction::Ignore
