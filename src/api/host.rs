@@ -198,12 +198,7 @@ pub fn deployment_list(app: &App) -> Vec<DeploymentView> {
 
 /// Fills in how often berth restarted each container.
 fn with_restarts<'a>(app: &App, containers: impl Iterator<Item = &'a mut ContainerInfo>) {
-    let restarts = app
-        .deploys
-        .restarts
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
+    let restarts = app.restart_counts();
     for c in containers {
         c.restarts = restarts.get(&c.id).copied().unwrap_or(0);
     }

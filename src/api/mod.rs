@@ -72,6 +72,16 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// How often berth restarted or replaced each container (autoheal,
+    /// crash replacement), by id.
+    pub fn restart_counts(&self) -> std::collections::HashMap<String, u32> {
+        self.deploys
+            .restarts
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
+    }
+
     /// Every autoscaled service, by name.
     pub fn autoscale_list(&self) -> Vec<crate::deploy::scaler::ScaleView> {
         self.deploys
@@ -363,12 +373,7 @@ async fn backends(State(app): State<App>) -> Json<Vec<BackendView>> {
 /// Every routed container with its backend state.
 pub fn backend_list(app: &App) -> Vec<BackendView> {
     let s = app.snapshot.load();
-    let restarts = app
-        .deploys
-        .restarts
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
+    let restarts = app.restart_counts();
     s.backends
         .values()
         .map(|b| BackendView {

@@ -830,14 +830,11 @@ impl Planner {
             .into_iter()
             .partition(|p| p.key.starts_with(&scale_prefix));
         for p in scale_problems.iter().cloned() {
-            problems.push(Problem {
-                container: c.name.clone(),
-                container_id: c.short_id().to_string(),
-                key: p.key,
-                value: p.value,
-                message: p.message,
-                hint: Some("not autoscaled until it is fixed".into()),
-            });
+            problems.push(label_problem(
+                c,
+                p,
+                Some("not autoscaled until it is fixed".into()),
+            ));
         }
         let service = c.service_key();
         if label_problems.is_empty() {
@@ -866,22 +863,10 @@ impl Planner {
             })
         };
         for p in label_problems {
-            let mut hint = p.hint;
-            if fallback.is_some() {
-                let kept = format!("routes kept from the last good labels of {service}");
-                hint = Some(match hint {
-                    Some(h) => format!("{h} ({kept})"),
-                    None => kept,
-                });
-            }
-            problems.push(Problem {
-                container: c.name.clone(),
-                container_id: c.short_id().to_string(),
-                key: p.key,
-                value: p.value,
-                message: p.message,
-                hint,
-            });
+            let kept = fallback
+                .is_some()
+                .then(|| format!("routes kept from the last good labels of {service}"));
+            problems.push(label_problem(c, p, kept));
         }
         fallback.unwrap_or(spec)
     }
@@ -962,6 +947,21 @@ fn container_infos(
             (c.id.clone(), info)
         })
         .collect()
+}
+
+/// A label's problem on container `c`, with `more` said after its hint.
+fn label_problem(c: &Container, p: labels::LabelProblem, more: Option<String>) -> Problem {
+    Problem {
+        container: c.name.clone(),
+        container_id: c.short_id().to_string(),
+        key: p.key,
+        value: p.value,
+        message: p.message,
+        hint: match (p.hint, more) {
+            (Some(h), Some(m)) => Some(format!("{h} ({m})")),
+            (h, m) => h.or(m),
+        },
+    }
 }
 
 fn problem(c: &Container, key: &str, p: Unresolved) -> Problem {
