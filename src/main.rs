@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use berth::cli::{self, Abort, Action, Outcome};
+
+/// jemalloc instead of glibc's malloc: per-thread caches on the request
+/// path and a third less memory under load. Measured with benches/proxy.sh
+/// against glibc and mimalloc (issue #17): CPU per request within noise of
+/// mimalloc, resident memory 24 MiB against glibc's 35 and mimalloc's 43.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use berth::client::Client;
 use berth::config::Config;
 use clap::{Args, CommandFactory, Parser, Subcommand};
