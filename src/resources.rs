@@ -133,15 +133,35 @@ pub const TRIM_AFTER_CLOSED: usize = 256;
 /// free page of every arena (`madvise(MADV_DONTNEED)`); it holds each
 /// arena's lock while it walks it, a few milliseconds for hundreds of MiB.
 /// Returns whether memory was released.
+///
+/// The binary's allocator is jemalloc (src/main.rs), which keeps freed
+/// pages as "dirty" until its decay clock purges them, and that clock only
+/// ticks when something allocates: after a burst, an idle berth would stay
+/// at its peak. `arena.<all>.purge` gives them back now. glibc's heap (what
+/// tests and tools built on this library use) is trimmed too.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn release_free_memory() -> bool {
     unsafe extern "C" {
         // glibc, <malloc.h>: int malloc_trim(size_t pad);
         fn malloc_trim(pad: usize) -> std::ffi::c_int;
     }
+    // MALLCTL_ARENAS_ALL is 4096.
+    let purge = c"arena.4096.purge";
+    // SAFETY: a mallctl that reads and writes nothing (null pointers, 0
+    // length) on a NUL-terminated name; jemalloc locks what it walks.
+    let purged = unsafe {
+        tikv_jemalloc_sys::mallctl(
+            purge.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    } == 0;
     // SAFETY: malloc_trim takes no pointer and is thread-safe (it locks
     // each arena); 0 keeps no padding.
-    unsafe { malloc_trim(0) == 1 }
+    let trimmed = unsafe { malloc_trim(0) == 1 };
+    purged || trimmed
 }
 
 /// Other allocators give memory back by themselves.
