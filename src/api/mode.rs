@@ -83,7 +83,7 @@ pub async fn maintenance(
     if !b.on && !is_in(&app, &key, |s| matches!(s, ModeSpec::Maintenance { .. })) {
         return Ok(Json(view(&app, &key)));
     }
-    set(&app, &key, spec)
+    set(&app, &key, spec).await
 }
 
 pub async fn pause(
@@ -106,7 +106,7 @@ pub async fn pause(
     let spec = ModeSpec::Paused {
         max_ms: max.as_millis() as u64,
     };
-    set(&app, &key, Some(spec))
+    set(&app, &key, Some(spec)).await
 }
 
 pub async fn resume(
@@ -122,7 +122,7 @@ pub async fn resume(
             format!("{key} is not paused"),
         ));
     }
-    set(&app, &key, None)
+    set(&app, &key, None).await
 }
 
 pub async fn list(State(app): State<App>) -> Json<Vec<ModeView>> {
@@ -143,13 +143,19 @@ fn is_in(app: &App, key: &str, what: impl Fn(&ModeSpec) -> bool) -> bool {
     app.modes.get(key).is_some_and(|m| what(&m.spec))
 }
 
-fn set(app: &App, key: &str, spec: Option<ModeSpec>) -> Result<Json<ModeView>, ApiError> {
+/// Sets the mode, and answers once a snapshot with it is published (at
+/// most 2 s): the caller's next request already meets the new mode.
+async fn set(app: &App, key: &str, spec: Option<ModeSpec>) -> Result<Json<ModeView>, ApiError> {
+    let mut notified = app.notified.clone();
+    notified.borrow_and_update();
     app.modes.set(key, spec).map_err(|e| {
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("saving the mode: {e}"),
         )
     })?;
+    // An unchanged mode publishes nothing: the wait ends at its bound.
+    let _ = tokio::time::timeout(Duration::from_secs(2), notified.changed()).await;
     Ok(Json(view(app, key)))
 }
 
